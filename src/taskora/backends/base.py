@@ -1,0 +1,220 @@
+"""The storage boundary: what the core asks of a backend, and the records that cross it.
+
+Core modules (task, handle, worker, app) talk only to :class:`Backend`. Every state
+transition is one backend call, atomic on Redis (one Lua script) and in memory (one
+synchronous step), so the two backends cannot disagree about what a transition means.
+Payloads cross the boundary already serialized (``str``): backends never see user objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ..types import Retention
+
+__all__ = [
+    "Backend",
+    "Claimed",
+    "ClaimOptions",
+    "EnqueueResult",
+    "Flow",
+    "JobSnapshot",
+    "NewJob",
+    "Outcome",
+    "StallReport",
+    "Terminal",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to create. Times are relative (ms); the backend's clock fixes absolute times."""
+
+    id: str
+    data: str
+    version: int = 1
+    max_attempts: int = 1
+    priority: int = 0
+    delay_ms: int = 0
+    ttl_ms: int = 0
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Flow control for one dispatch; exactly one of the three kinds."""
+
+    kind: Literal["debounce", "throttle", "dedup"]
+    key: str
+    delay_ms: int = 0
+    max: int = 0
+    window_ms: int = 0
+    states: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """What happened to one dispatch.
+
+    ``enqueued`` is False for a throttle or dedup rejection (``existing_id`` names the job
+    holding a dedup key). ``event_id`` is the stream id of the job's creation event, which
+    lets a waiter in the same process skip its first state check.
+    """
+
+    enqueued: bool
+    existing_id: str | None = None
+    replaced_id: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOptions:
+    """How a worker claims: lock lifetime, singleton gate, and the retention caps the
+    backend applies to finished jobs as it records outcomes (so trimming keeps pace)."""
+
+    lock_ttl_ms: int
+    singleton: bool = False
+    keep_completed: int = 1000
+    keep_failed: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A job this worker now holds: run it and report an :class:`Outcome` with ``token``."""
+
+    id: str
+    data: str
+    version: int
+    attempt: int
+    ts: int
+    token: str
+    error: str | None = None  # set when the stored job is malformed: fail it, do not run it
+
+
+OutcomeKind = Literal["completed", "retry", "failed", "cancelled", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a held job ended. ``release`` puts it back to waiting (graceful shutdown)."""
+
+    id: str
+    token: str
+    kind: OutcomeKind
+    result: str | None = None
+    error: str | None = None
+    retry_delay_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FinishReport:
+    """Reply to :meth:`Backend.finish_and_claim`: outcomes refused (lock lost) and new jobs."""
+
+    refused: tuple[str, ...]
+    claimed: tuple[Claimed, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StallReport:
+    recovered: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    cancelled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Terminal:
+    """The end of a job as a waiter sees it.
+
+    ``state`` is a terminal JobState value, or ``"missing"`` when the job does not exist.
+    """
+
+    state: str
+    result: str | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    state: str | None
+    progress: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+CancelListener = Callable[[str], None]
+
+
+class Backend(Protocol):
+    """A place jobs live. ``MemoryBackend`` and ``RedisBackend`` implement it."""
+
+    url: str
+
+    async def connect(self) -> None:
+        """Connect and check compatibility; idempotent."""
+
+    async def close(self) -> None:
+        """Release every connection and wake every blocked call."""
+
+    def now_ms(self) -> int:
+        """The backend's clock in epoch ms (the Redis server's clock for Redis)."""
+
+    # -- producer -----------------------------------------------------------------
+    async def enqueue(self, task: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        """Create jobs in one round trip. An id that already exists is left untouched."""
+
+    async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
+        """Create a job under debounce, throttle or dedup, decided atomically."""
+
+    # -- worker -------------------------------------------------------------------
+    async def finish_and_claim(
+        self,
+        task: str,
+        outcomes: Sequence[Outcome],
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+    ) -> FinishReport:
+        """Record outcomes, then claim up to ``claim`` waiting jobs, in one atomic step."""
+
+    async def wait_for_work(self, task: str, timeout_s: float) -> None:
+        """Block until work may be claimable (an enqueue or a due delayed job) or timeout."""
+
+    async def extend_locks(
+        self, task: str, held: Sequence[tuple[str, str]], lock_ttl_ms: int
+    ) -> list[int]:
+        """Renew locks; per job 1 = renewed, 0 = lost, -1 = cancellation requested."""
+
+    async def stalled_check(self, task: str, max_count: int) -> StallReport:
+        """Recover or fail jobs whose worker died (two-phase: seen twice without a lock)."""
+
+    async def trim(self, task: str, retention: Retention) -> int:
+        """Delete finished jobs past retention; returns how many were removed."""
+
+    async def subscribe_cancel(self, task: str, listener: CancelListener) -> None:
+        """Call ``listener(job_id)`` when cancellation of an active job is requested."""
+
+    async def unsubscribe_cancel(self, task: str) -> None: ...
+
+    async def set_progress(self, task: str, job_id: str, value: str) -> None: ...
+
+    async def add_logs(self, task: str, job_id: str, entries: Sequence[str]) -> None: ...
+
+    # -- results and inspection ---------------------------------------------------
+    async def get_snapshot(self, task: str, job_id: str) -> JobSnapshot: ...
+
+    async def get_logs(self, task: str, job_id: str) -> list[str]: ...
+
+    async def cancel(self, task: str, job_id: str, reason: str | None) -> str:
+        """``"cancelled"`` (was not running), ``"flagged"`` (active: worker will stop it)
+        or ``"not_cancellable"`` (missing or already finished)."""
+
+    async def wait_terminal(
+        self, task: str, job_id: str, timeout_s: float | None, event_id: str | None
+    ) -> Terminal | None:
+        """Wait for the job to end; None on timeout. Pushed, never polled per job."""
+
+    async def counts(self, task: str) -> dict[str, int]:
+        """Number of jobs per state for ``task``."""

@@ -1,0 +1,560 @@
+"""MemoryBackend: the same semantics as Redis, inside one process.
+
+It mirrors the Lua scripts step for step (the backend contract suite runs against both),
+so it is a faithful stand-in for users' unit tests and the embedded demo. Each method is
+one synchronous step, which makes it atomic the way a Lua script is. The clock is
+injectable (epoch ms) for virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..types import Retention
+from .base import (
+    CancelListener,
+    Claimed,
+    ClaimOptions,
+    EnqueueResult,
+    FinishReport,
+    Flow,
+    JobSnapshot,
+    NewJob,
+    Outcome,
+    StallReport,
+    Terminal,
+)
+
+__all__ = ["MemoryBackend"]
+
+Job = dict[str, Any]
+STALL_MESSAGE = "Job stalled and exceeded max stalled count"
+
+
+def _system_clock() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(eq=False)
+class _Task:
+    jobs: dict[str, Job] = field(default_factory=dict)
+    logs: dict[str, list[str]] = field(default_factory=dict)
+    wait: deque[str] = field(default_factory=deque)  # appendleft = LPUSH, pop = RPOP
+    prioritized: list[tuple[float, str]] = field(default_factory=list)
+    prio_score: dict[str, float] = field(default_factory=dict)
+    delayed: list[tuple[int, str]] = field(default_factory=list)
+    due: dict[str, int] = field(default_factory=dict)
+    active: dict[str, None] = field(default_factory=dict)
+    locks: dict[str, tuple[str, int]] = field(default_factory=dict)
+    finished: dict[str, OrderedDict[str, int]] = field(
+        default_factory=lambda: {s: OrderedDict() for s in ("completed", "failed", "cancelled", "expired")}
+    )
+    stalled: set[str] = field(default_factory=set)
+    conc: dict[str, int] = field(default_factory=dict)
+    flow_keys: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # key -> (value, expiry)
+    marker: int | None = None
+    marker_event: asyncio.Event | None = None
+
+    def waiting_count(self) -> int:
+        return len(self.wait) + len(self.prio_score)
+
+
+class MemoryBackend:
+    """In-process backend with Redis semantics. ``MemoryBackend(clock=lambda: ms)``."""
+
+    url = "memory://"
+
+    def __init__(self, prefix: str | None = None, clock: Callable[[], int] | None = None) -> None:
+        self.prefix = prefix
+        self.clock = clock or _system_clock
+        self._tasks: dict[str, _Task] = {}
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[Terminal]]] = {}
+        self._cancel_listeners: dict[str, CancelListener] = {}
+        self._token_seq = 0
+        self._closed_event: asyncio.Event | None = None
+
+    def configure(self, *, prefix: str | None) -> None:
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend(prefix={self.prefix!r})"
+
+    async def connect(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for t in self._tasks.values():
+            if t.marker_event is not None:
+                t.marker_event.set()
+                t.marker_event = None
+        self._cancel_listeners.clear()
+
+    def reset(self) -> None:
+        for t in self._tasks.values():
+            t.marker_event = None
+        self._waiters.clear()
+
+    def now_ms(self) -> int:
+        return self.clock()
+
+    def _t(self, task: str) -> _Task:
+        t = self._tasks.get(task)
+        if t is None:
+            t = self._tasks[task] = _Task()
+        return t
+
+    # -- queue primitives (the Lua helpers of lib.lua) -------------------------------------
+    def _requeue(self, t: _Task, job_id: str, priority: int, ts: int) -> None:
+        if priority > 0:
+            score = -priority * 1e13 + ts
+            t.prio_score[job_id] = score
+            heapq.heappush(t.prioritized, (score, job_id))
+        else:
+            t.wait.appendleft(job_id)
+
+    def _pop_waiting(self, t: _Task) -> str | None:
+        while t.prioritized:
+            score, job_id = heapq.heappop(t.prioritized)
+            if t.prio_score.get(job_id) == score:
+                del t.prio_score[job_id]
+                return job_id
+        if t.wait:
+            return t.wait.pop()
+        return None
+
+    def _remove_waiting(self, t: _Task, job_id: str) -> None:
+        if t.prio_score.pop(job_id, None) is None:
+            try:
+                t.wait.remove(job_id)
+            except ValueError:
+                pass
+
+    def _add_delayed(self, t: _Task, job_id: str, due: int) -> None:
+        t.due[job_id] = due
+        heapq.heappush(t.delayed, (due, job_id))
+
+    def _next_due(self, t: _Task) -> int | None:
+        while t.delayed:
+            due, job_id = t.delayed[0]
+            if t.due.get(job_id) == due:
+                return due
+            heapq.heappop(t.delayed)
+        return None
+
+    def _set_marker(self, t: _Task, score: int | None, lower_only: bool = False) -> None:
+        if score is None:
+            t.marker = None
+            return
+        if lower_only and t.marker is not None and t.marker <= score:
+            return
+        t.marker = score
+        if t.marker_event is not None:
+            t.marker_event.set()
+
+    def _finish(self, task: str, t: _Task, job_id: str, state: str, now: int, terminal: Terminal) -> None:
+        t.finished[state][job_id] = now
+        self._notify(task, job_id, terminal)
+
+    def _notify(self, task: str, job_id: str, terminal: Terminal) -> None:
+        for future in self._waiters.pop((task, job_id), ()):
+            if not future.done():
+                future.set_result(terminal)
+
+    def _release_concurrency(self, t: _Task, key: str | None) -> bool:
+        if key is None:
+            return False
+        left = t.conc.get(key, 0) - 1
+        if left <= 0:
+            t.conc.pop(key, None)
+        else:
+            t.conc[key] = left
+        return True
+
+    def _release_dedup(self, t: _Task, dedup_key: str | None, job_id: str) -> None:
+        if dedup_key is not None:
+            held = t.flow_keys.get(dedup_key)
+            if held is not None and held[0] == job_id:
+                del t.flow_keys[dedup_key]
+
+    def _expire(self, task: str, t: _Task, job_id: str, now: int) -> None:
+        job = t.jobs[job_id]
+        job.update(state="expired", finishedOn=now)
+        self._release_dedup(t, job.get("dedupKey"), job_id)
+        self._finish(task, t, job_id, "expired", now, Terminal("expired"))
+
+    def _promote(self, task: str, t: _Task, now: int) -> None:
+        while True:
+            due = self._next_due(t)
+            if due is None or due > now:
+                return
+            _, job_id = heapq.heappop(t.delayed)
+            del t.due[job_id]
+            job = t.jobs.get(job_id)
+            if job is None or job["state"] not in ("delayed", "retrying"):
+                continue
+            expire_at = job.get("expireAt")
+            if expire_at is not None and expire_at <= now:
+                self._expire(task, t, job_id, now)
+            else:
+                self._requeue(t, job_id, job["priority"], now)
+                job["state"] = "waiting"
+
+    def _claim(
+        self, task: str, t: _Task, now: int, want: int, options: ClaimOptions, token_base: str
+    ) -> tuple[list[Claimed], bool]:
+        out: list[Claimed] = []
+        if want <= 0:
+            return out, False
+        if options.singleton and t.active:
+            return out, True
+        blocked: list[tuple[str, int]] = []
+        pops = 0
+        while len(out) < want and pops < want + 100:
+            job_id = self._pop_waiting(t)
+            if job_id is None:
+                break
+            pops += 1
+            job = t.jobs.get(job_id)
+            if job is None or job["state"] != "waiting":
+                continue
+            expire_at = job.get("expireAt")
+            key = job.get("concurrencyKey")
+            if expire_at is not None and expire_at <= now:
+                self._expire(task, t, job_id, now)
+            elif key is not None and t.conc.get(key, 0) >= job["concurrencyLimit"]:
+                blocked.append((job_id, job["priority"]))
+            else:
+                if key is not None:
+                    t.conc[key] = t.conc.get(key, 0) + 1
+                self._token_seq += 1
+                token = f"{token_base}:{self._token_seq}"
+                t.active[job_id] = None
+                t.locks[job_id] = (token, now + options.lock_ttl_ms)
+                job.update(state="active", processedOn=now)
+                out.append(Claimed(job_id, job["data"], job["_v"], job["attempt"], job["ts"], token))
+        for job_id, priority in blocked:
+            self._requeue(t, job_id, priority, now)
+        return out, bool(blocked) and len(out) < want
+
+    def _rearm(self, t: _Task, now: int, gated: bool, released: bool) -> None:
+        if t.waiting_count() > 0:
+            self._set_marker(t, now + 1000 if gated and not released else 0)
+            return
+        self._set_marker(t, self._next_due(t))
+
+    def _trim_count(self, t: _Task, state: str, keep: int, budget: int) -> None:
+        finished = t.finished[state]
+        over = min(len(finished) - keep, budget)
+        for _ in range(max(over, 0)):
+            job_id, _ = finished.popitem(last=False)
+            self._delete(t, job_id)
+
+    def _delete(self, t: _Task, job_id: str) -> None:
+        t.jobs.pop(job_id, None)
+        t.logs.pop(job_id, None)
+        t.locks.pop(job_id, None)
+
+    # -- producer -----------------------------------------------------------------------
+    async def enqueue(self, task: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        t = self._t(task)
+        now = self.now_ms()
+        results = []
+        waiting, min_due = False, None
+        for new in jobs:
+            if new.id in t.jobs:
+                results.append(EnqueueResult(True))
+                continue
+            self._create(t, new, now)
+            if new.delay_ms > 0:
+                due = now + new.delay_ms
+                min_due = due if min_due is None else min(min_due, due)
+            else:
+                waiting = True
+            results.append(EnqueueResult(True))
+        if waiting:
+            self._set_marker(t, 0)
+        elif min_due is not None:
+            self._set_marker(t, min_due, lower_only=True)
+        return results
+
+    def _create(self, t: _Task, new: NewJob, now: int, extra: dict[str, Any] | None = None) -> None:
+        job: Job = {
+            "ts": now, "_v": new.version, "attempt": 1, "maxAttempts": new.max_attempts,
+            "state": "delayed" if new.delay_ms > 0 else "waiting",
+            "priority": new.priority, "data": new.data,
+        }
+        if new.delay_ms > 0:
+            job["delay"] = new.delay_ms
+        if new.ttl_ms > 0:
+            job["expireAt"] = now + new.ttl_ms
+        if new.concurrency_key:
+            job["concurrencyKey"] = new.concurrency_key
+            job["concurrencyLimit"] = new.concurrency_limit
+        if extra:
+            job.update(extra)
+        t.jobs[new.id] = job
+        if new.delay_ms > 0:
+            self._add_delayed(t, new.id, now + new.delay_ms)
+        else:
+            self._requeue(t, new.id, new.priority, now)
+
+    async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
+        from ..errors import BackendError
+
+        raise BackendError(f"flow control ({flow.kind}) is not available on this backend yet")
+
+    # -- worker ---------------------------------------------------------------------------
+    async def finish_and_claim(
+        self,
+        task: str,
+        outcomes: Sequence[Outcome],
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+    ) -> FinishReport:
+        t = self._t(task)
+        now = self.now_ms()
+        refused: list[str] = []
+        released = False
+        n_completed = n_failed = 0
+        for o in outcomes:
+            lock = t.locks.get(o.id)
+            job = t.jobs.get(o.id)
+            if lock is None or lock[0] != o.token or lock[1] <= now or job is None:
+                refused.append(o.id)
+                continue
+            del t.locks[o.id]
+            t.active.pop(o.id, None)
+            if self._release_concurrency(t, job.get("concurrencyKey")):
+                released = True
+            dedup = job.get("dedupKey")
+            if o.kind == "completed":
+                job.update(state="completed", finishedOn=now, result=o.result or "")
+                self._release_dedup(t, dedup, o.id)
+                self._finish(task, t, o.id, "completed", now, Terminal("completed", result=o.result))
+                n_completed += 1
+            elif o.kind == "retry":
+                job["attempt"] += 1
+                job.update(state="retrying", error=o.error or "")
+                self._add_delayed(t, o.id, now + o.retry_delay_ms)
+            elif o.kind == "failed":
+                job.update(state="failed", finishedOn=now, error=o.error or "")
+                self._release_dedup(t, dedup, o.id)
+                self._finish(task, t, o.id, "failed", now, Terminal("failed", error=o.error))
+                n_failed += 1
+            elif o.kind == "cancelled":
+                job.update(state="cancelled", finishedOn=now)
+                self._release_dedup(t, dedup, o.id)
+                reason = job.get("cancelReason") or None
+                self._finish(task, t, o.id, "cancelled", now, Terminal("cancelled", reason=reason))
+            else:
+                job["state"] = "waiting"
+                self._requeue(t, o.id, job["priority"], now)
+                released = True
+        if n_completed:
+            self._trim_count(t, "completed", options.keep_completed, 2 * n_completed + 10)
+        if n_failed:
+            self._trim_count(t, "failed", options.keep_failed, 2 * n_failed + 10)
+        self._promote(task, t, now)
+        claimed, gated = self._claim(task, t, now, claim, options, token_base)
+        self._rearm(t, now, gated, released)
+        return FinishReport(tuple(refused), tuple(claimed))
+
+    async def wait_for_work(self, task: str, timeout_s: float) -> None:
+        t = self._t(task)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if t.marker is None:
+            if not await self._marker_wait(t, timeout_s):
+                return
+        score, t.marker = t.marker, None  # BZPOPMIN
+        wait_ms = (score or 0) - self.now_ms()
+        if wait_ms > 0:
+            remaining = min(wait_ms / 1000, max(0.0, deadline - loop.time()))
+            if t.marker is None and remaining > 0:
+                await self._marker_wait(t, remaining)
+            t.marker = None if t.marker is not None and t.marker <= self.now_ms() else t.marker
+
+    async def _marker_wait(self, t: _Task, timeout_s: float) -> bool:
+        event = t.marker_event
+        if event is None:
+            event = t.marker_event = asyncio.Event()
+        event.clear()
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return t.marker is not None
+
+    async def extend_locks(
+        self, task: str, held: Sequence[tuple[str, str]], lock_ttl_ms: int
+    ) -> list[int]:
+        t = self._t(task)
+        now = self.now_ms()
+        out = []
+        for job_id, token in held:
+            lock = t.locks.get(job_id)
+            if lock is None or lock[0] != token or lock[1] <= now:
+                out.append(0)
+                continue
+            t.locks[job_id] = (token, now + lock_ttl_ms)
+            t.stalled.discard(job_id)
+            out.append(-1 if "cancelledAt" in t.jobs.get(job_id, {}) else 1)
+        return out
+
+    async def stalled_check(self, task: str, max_count: int) -> StallReport:
+        t = self._t(task)
+        now = self.now_ms()
+        recovered, failed, cancelled = [], [], []
+        released = False
+        for job_id in list(t.stalled):
+            t.stalled.discard(job_id)
+            lock = t.locks.get(job_id)
+            if lock is not None and lock[1] > now:
+                continue
+            t.locks.pop(job_id, None)
+            job = t.jobs.get(job_id)
+            if job is None or job["state"] != "active":
+                t.active.pop(job_id, None)
+                continue
+            t.active.pop(job_id, None)
+            self._release_concurrency(t, job.get("concurrencyKey"))
+            released = True
+            if "cancelledAt" in job:
+                job.update(state="cancelled", finishedOn=now)
+                self._release_dedup(t, job.get("dedupKey"), job_id)
+                reason = job.get("cancelReason") or None
+                self._finish(task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason))
+                cancelled.append(job_id)
+                continue
+            job["stalledCount"] = job.get("stalledCount", 0) + 1
+            if job["stalledCount"] > max_count:
+                job.update(state="failed", finishedOn=now, error=STALL_MESSAGE)
+                self._release_dedup(t, job.get("dedupKey"), job_id)
+                self._finish(task, t, job_id, "failed", now, Terminal("failed", error=STALL_MESSAGE))
+                failed.append(job_id)
+            else:
+                job["state"] = "waiting"
+                self._requeue(t, job_id, job["priority"], now)
+                recovered.append(job_id)
+        t.stalled.update(t.active)
+        if released:
+            self._rearm(t, now, False, True)
+        return StallReport(tuple(recovered), tuple(failed), tuple(cancelled))
+
+    async def trim(self, task: str, retention: Retention) -> int:
+        t = self._t(task)
+        now = self.now_ms()
+        removed = 0
+        r = retention
+        limits = {
+            "completed": (r.completed_age_ms, r.completed_max),
+            "failed": (r.failed_age_ms, r.failed_max),
+            "cancelled": (r.failed_age_ms, r.failed_max),
+            "expired": (r.failed_age_ms, r.failed_max),
+        }
+        for state, (age, keep) in limits.items():
+            finished = t.finished[state]
+            while finished and (next(iter(finished.values())) <= now - age or len(finished) > keep):
+                job_id, _ = finished.popitem(last=False)
+                self._delete(t, job_id)
+                removed += 1
+        return removed
+
+    async def subscribe_cancel(self, task: str, listener: CancelListener) -> None:
+        self._cancel_listeners[task] = listener
+
+    async def unsubscribe_cancel(self, task: str) -> None:
+        self._cancel_listeners.pop(task, None)
+
+    async def set_progress(self, task: str, job_id: str, value: str) -> None:
+        job = self._t(task).jobs.get(job_id)
+        if job is not None:
+            job["progress"] = value
+
+    async def add_logs(self, task: str, job_id: str, entries: Sequence[str]) -> None:
+        logs = self._t(task).logs.setdefault(job_id, [])
+        logs.extend(entries)
+        del logs[:-10000]
+
+    # -- results and inspection --------------------------------------------------------------
+    async def get_snapshot(self, task: str, job_id: str) -> JobSnapshot:
+        job = self._t(task).jobs.get(job_id)
+        if job is None:
+            return JobSnapshot(None)
+        return JobSnapshot(job["state"], job.get("progress"))
+
+    async def get_logs(self, task: str, job_id: str) -> list[str]:
+        return list(self._t(task).logs.get(job_id, ()))
+
+    async def cancel(self, task: str, job_id: str, reason: str | None) -> str:
+        t = self._t(task)
+        job = t.jobs.get(job_id)
+        if job is None:
+            return "not_cancellable"
+        now = self.now_ms()
+        state = job["state"]
+        if state in ("waiting", "delayed", "retrying"):
+            if state == "waiting":
+                self._remove_waiting(t, job_id)
+            else:
+                t.due.pop(job_id, None)
+            job.update(state="cancelled", finishedOn=now, cancelReason=reason or "")
+            self._release_dedup(t, job.get("dedupKey"), job_id)
+            self._finish(task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason or None))
+            return "cancelled"
+        if state == "active":
+            job.update(cancelledAt=now, cancelReason=reason or "")
+            listener = self._cancel_listeners.get(task)
+            if listener is not None:
+                asyncio.get_running_loop().call_soon(listener, job_id)
+            return "flagged"
+        return "not_cancellable"
+
+    async def wait_terminal(
+        self, task: str, job_id: str, timeout_s: float | None, event_id: str | None
+    ) -> Terminal | None:
+        job = self._t(task).jobs.get(job_id)
+        if job is None:
+            return Terminal("missing", reason="no such job")
+        state = job["state"]
+        if state in ("completed", "failed", "cancelled", "expired"):
+            return Terminal(
+                state,
+                result=job.get("result"),
+                error=job.get("error"),
+                reason=job.get("cancelReason") or None,
+            )
+        future: asyncio.Future[Terminal] = asyncio.get_running_loop().create_future()
+        key = (task, job_id)
+        self._waiters.setdefault(key, []).append(future)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            futures = self._waiters.get(key)
+            if futures is not None and future in futures:
+                futures.remove(future)
+                if not futures:
+                    del self._waiters[key]
+
+    async def counts(self, task: str) -> dict[str, int]:
+        t = self._t(task)
+        counts = {
+            "waiting": t.waiting_count(),
+            "delayed": len(t.due),
+            "active": len(t.active),
+        }
+        counts.update({state: len(ids) for state, ids in t.finished.items()})
+        return counts
+
+    async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
+        job = self._t(task).jobs.get(job_id, {})
+        return {k: str(v) for k, v in job.items()}

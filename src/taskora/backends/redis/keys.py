@@ -1,0 +1,50 @@
+"""Every Redis key name taskora uses, in one place (wire format v6).
+
+All keys of one task share the hash tag ``{task}``, so every script touches a single cluster
+slot. ``base`` is what scripts receive to build job keys themselves.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+__all__ = ["TaskKeys", "root", "task_keys"]
+
+
+def root(prefix: str | None) -> str:
+    return "taskora" if not prefix else f"taskora:{prefix}"
+
+
+class TaskKeys:
+    """Keys of one task. ``standard`` is the KEYS list every per-task script receives."""
+
+    __slots__ = ("base", "cancel_channel", "events", "standard")
+
+    def __init__(self, prefix: str | None, task: str) -> None:
+        self.base = f"{root(prefix)}:{{{task}}}:"
+        b = self.base
+        names = ("wait", "prioritized", "delayed", "active", "events", "marker",
+                 "completed", "failed", "cancelled", "expired", "stalled")
+        self.standard: tuple[str, ...] = tuple(b + name for name in names)
+        self.events = b + "events"
+        self.cancel_channel = b + "cancel"
+
+    def key(self, name: str) -> str:
+        return self.base + name
+
+    def job(self, job_id: str) -> str:
+        return self.base + job_id
+
+    def logs(self, job_id: str) -> str:
+        return f"{self.base}{job_id}:logs"
+
+    def lock(self, job_id: str) -> str:
+        return f"{self.base}{job_id}:lock"
+
+    def flow(self, kind: str, key: str) -> str:
+        return f"{self.base}{kind}:{key}"
+
+
+@lru_cache(maxsize=4096)
+def task_keys(prefix: str | None, task: str) -> TaskKeys:
+    return TaskKeys(prefix, task)

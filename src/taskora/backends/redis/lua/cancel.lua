@@ -1,0 +1,29 @@
+-- CANCEL: cancel a job. Not yet running: cancelled at once. Active: flagged, and every
+-- worker of the task hears it on the cancel channel; the one running it stops it.
+-- KEYS: the standard per-task keys (lib.lua).
+-- ARGV: B, id, reason.
+-- Returns 'cancelled' | 'flagged' | 'not_cancellable'.
+local B, id, reason = ARGV[1], ARGV[2], ARGV[3]
+local jk = B .. id
+if redis.call('TYPE', jk).ok ~= 'hash' then return 'not_cancellable' end
+local f = redis.call('HMGET', jk, 'state', 'dedupKey')
+local state = f[1]
+local now = now_ms()
+if state == 'waiting' or state == 'delayed' or state == 'retrying' then
+  if state == 'waiting' then
+    if redis.call('ZREM', K.prioritized, id) == 0 then redis.call('LREM', K.wait, 0, id) end
+  else
+    redis.call('ZREM', K.delayed, id)
+  end
+  redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now, 'cancelReason', reason)
+  redis.call('ZADD', K.cancelled, now, id)
+  release_dedup(f[2], id)
+  emit(K.events, 'event', 'cancelled', 'jobId', id, 'reason', reason)
+  return 'cancelled'
+end
+if state == 'active' then
+  redis.call('HSET', jk, 'cancelledAt', now, 'cancelReason', reason)
+  redis.call('PUBLISH', B .. 'cancel', id)
+  return 'flagged'
+end
+return 'not_cancellable'

@@ -1,0 +1,50 @@
+-- ENQUEUE: create one or more jobs (plain dispatch and dispatch_many).
+-- KEYS: the standard per-task keys (lib.lua).
+-- ARGV: B, count, then per job: id, data, _v, maxAttempts, priority, delayMs, ttlMs,
+--       concurrencyKey ('' = none), concurrencyLimit.
+-- Returns per job the stream id of its creation event, or '' when the id already existed
+-- (an enqueue retried after a lost reply must not create the job twice).
+local B = ARGV[1]
+local count = tonumber(ARGV[2])
+local now = now_ms()
+local out = {}
+local waiting, min_due = false, nil
+for i = 0, count - 1 do
+  local o = 3 + i * 9
+  local id = ARGV[o]
+  local jk = B .. id
+  if redis.call('EXISTS', jk) == 1 then
+    out[#out + 1] = ''
+  else
+    local priority = tonumber(ARGV[o + 4])
+    local delay = tonumber(ARGV[o + 5])
+    local ttl = tonumber(ARGV[o + 6])
+    local state = 'waiting'
+    if delay > 0 then state = 'delayed' end
+    local fields = { 'ts', now, '_v', ARGV[o + 2], 'attempt', 1, 'maxAttempts', ARGV[o + 3],
+      'state', state, 'priority', priority, 'data', ARGV[o + 1] }
+    if delay > 0 then fields[#fields + 1] = 'delay'; fields[#fields + 1] = delay end
+    if ttl > 0 then fields[#fields + 1] = 'expireAt'; fields[#fields + 1] = now + ttl end
+    if ARGV[o + 7] ~= '' then
+      fields[#fields + 1] = 'concurrencyKey'; fields[#fields + 1] = ARGV[o + 7]
+      fields[#fields + 1] = 'concurrencyLimit'; fields[#fields + 1] = ARGV[o + 8]
+    end
+    redis.call('HSET', jk, unpack(fields))
+    if delay > 0 then
+      local due = now + delay
+      redis.call('ZADD', K.delayed, due, id)
+      if not min_due or due < min_due then min_due = due end
+      out[#out + 1] = emit(K.events, 'event', 'delayed', 'jobId', id)
+    else
+      requeue(K, id, priority, now)
+      waiting = true
+      out[#out + 1] = emit(K.events, 'event', 'waiting', 'jobId', id)
+    end
+  end
+end
+if waiting then
+  redis.call('ZADD', K.marker, 0, '0')
+elseif min_due then
+  redis.call('ZADD', K.marker, 'LT', min_due, '0')
+end
+return out

@@ -1,0 +1,102 @@
+-- FINISH_AND_CLAIM: record the outcomes of held jobs, then claim up to `want` new ones.
+-- One call per worker loop pass: the hot path costs one round trip per batch of jobs.
+-- KEYS: the standard per-task keys (lib.lua).
+-- ARGV: B, count, then per outcome: id, token, kind, payload, retryDelayMs;
+--       then want, lockTtlMs, tokenBase, tokenSeq, singleton ('1'/'0'),
+--       maxEventResult (bytes of result copied into the completed event),
+--       completedMax, failedMax (retention by count, trimmed here as jobs finish).
+-- kind: completed (payload = result JSON) | failed | retry (payload = error message)
+--       | cancelled | release (back to waiting, e.g. at shutdown).
+-- Returns { refused ids, claimed jobs flat (id, data, _v, attempt, ts, token) }.
+-- An outcome is refused when the job's lock is not the caller's token: the job was
+-- recovered from this worker (stall) and belongs to someone else now.
+local B = ARGV[1]
+local count = tonumber(ARGV[2])
+local now = now_ms()
+local refused = {}
+local released = false
+local n_completed, n_failed = 0, 0
+local min_due = nil -- the marker is re-armed by rearm() below
+local base = 3 + count * 5
+local max_event_result = tonumber(ARGV[base + 5])
+
+local function trim_to(set, max, budget)
+  local over = redis.call('ZCARD', set) - max
+  if over <= 0 then return end
+  if over > budget then over = budget end
+  local ids = redis.call('ZRANGE', set, 0, over - 1)
+  for _, old in ipairs(ids) do
+    local ok = B .. old
+    redis.call('DEL', ok, ok .. ':lock', ok .. ':logs')
+  end
+  redis.call('ZREMRANGEBYRANK', set, 0, over - 1)
+end
+
+for i = 0, count - 1 do
+  local o = 3 + i * 5
+  local id, token, kind, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
+  local jk = B .. id
+  if redis.call('GET', jk .. ':lock') ~= token or redis.call('TYPE', jk).ok ~= 'hash' then
+    refused[#refused + 1] = id
+  else
+    redis.call('DEL', jk .. ':lock')
+    redis.call('LREM', K.active, 1, id)
+    local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'attempt')
+    if release_concurrency(B, f[1]) then released = true end
+    if kind == 'completed' then
+      redis.call('HSET', jk, 'state', 'completed', 'finishedOn', now, 'result', payload)
+      redis.call('ZADD', K.completed, now, id)
+      release_dedup(f[2], id)
+      if #payload <= max_event_result then
+        emit(K.events, 'event', 'completed', 'jobId', id, 'result', payload)
+      else
+        emit(K.events, 'event', 'completed', 'jobId', id)
+      end
+      n_completed = n_completed + 1
+    elseif kind == 'retry' then
+      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+      local due = now + tonumber(ARGV[o + 4])
+      redis.call('HSET', jk, 'state', 'retrying', 'error', payload)
+      redis.call('ZADD', K.delayed, due, id)
+      if not min_due or due < min_due then min_due = due end
+      emit(K.events, 'event', 'retrying', 'jobId', id, 'attempt', attempt, 'nextAttemptAt', due,
+        'error', payload)
+    elseif kind == 'failed' then
+      redis.call('HSET', jk, 'state', 'failed', 'finishedOn', now, 'error', payload)
+      redis.call('ZADD', K.failed, now, id)
+      release_dedup(f[2], id)
+      emit(K.events, 'event', 'failed', 'jobId', id, 'error', payload)
+      n_failed = n_failed + 1
+    elseif kind == 'cancelled' then
+      redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now)
+      redis.call('ZADD', K.cancelled, now, id)
+      release_dedup(f[2], id)
+      emit(K.events, 'event', 'cancelled', 'jobId', id, 'reason', f[3] or '')
+    else -- release
+      redis.call('HSET', jk, 'state', 'waiting')
+      requeue(K, id, tonumber(f[4] or '0') or 0, now)
+      released = true
+      emit(K.events, 'event', 'waiting', 'jobId', id)
+    end
+  end
+end
+
+if n_completed > 0 or n_failed > 0 then
+  local minute = math.floor(now / 60000) * 60000
+  if n_completed > 0 then
+    local key = B .. 'metrics:completed:' .. minute
+    if redis.call('INCRBY', key, n_completed) == n_completed then redis.call('EXPIRE', key, 86400) end
+    trim_to(K.completed, tonumber(ARGV[base + 6]), 2 * n_completed + 10)
+  end
+  if n_failed > 0 then
+    local key = B .. 'metrics:failed:' .. minute
+    if redis.call('INCRBY', key, n_failed) == n_failed then redis.call('EXPIRE', key, 86400) end
+    trim_to(K.failed, tonumber(ARGV[base + 7]), 2 * n_failed + 10)
+  end
+end
+
+promote(K, B, now)
+local claimed, gated = claim(K, B, now, tonumber(ARGV[base]), tonumber(ARGV[base + 1]),
+  ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4])
+rearm(K, now, gated, released)
+return { refused, claimed }

@@ -1,0 +1,176 @@
+-- Shared helpers, prepended to every script that includes them (see scripts.py).
+-- Conventions: B is the task's key base "taskora[:pfx]:{task}:"; a job's hash is B..id.
+-- Every script reads the clock with TIME (decisions.md 2: due times use the server's clock).
+
+-- Every per-task script receives the same KEYS, in this order.
+local K = {
+  wait = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], active = KEYS[4],
+  events = KEYS[5], marker = KEYS[6], completed = KEYS[7], failed = KEYS[8],
+  cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11],
+}
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local EVENTS_MAXLEN = 10000
+
+local function emit(events, ...)
+  return redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', ...)
+end
+
+-- Priority > 0 waits in a sorted set scored -priority*1e13 + ts (wire format v6);
+-- priority 0 waits in a FIFO list (LPUSH in, RPOP out).
+local function requeue(K, id, priority, ts)
+  if priority > 0 then
+    redis.call('ZADD', K.prioritized, -priority * 1e13 + ts, id)
+  else
+    redis.call('LPUSH', K.wait, id)
+  end
+end
+
+local function release_concurrency(B, key)
+  if key then
+    local left = redis.call('DECR', B .. 'conc:' .. key)
+    if left <= 0 then redis.call('DEL', B .. 'conc:' .. key) end
+    return true
+  end
+  return false
+end
+
+local function release_dedup(dedup_key, id)
+  if dedup_key and redis.call('GET', dedup_key) == id then
+    redis.call('DEL', dedup_key)
+  end
+end
+
+-- A job whose stored form is unusable ends failed with a reason, never vanishes
+-- (decisions.md 4). A key of the wrong type is moved aside so the id gets a real hash.
+local function fail_malformed(K, B, id, reason, now)
+  local jk = B .. id
+  local kind = redis.call('TYPE', jk).ok
+  if kind ~= 'hash' and kind ~= 'none' then
+    redis.call('RENAME', jk, jk .. ':malformed')
+  end
+  redis.call('LREM', K.active, 0, id)
+  redis.call('HSET', jk, 'state', 'failed', 'finishedOn', now, 'error', 'malformed job: ' .. reason)
+  redis.call('ZADD', K.failed, now, id)
+  emit(K.events, 'event', 'failed', 'jobId', id, 'error', 'malformed job: ' .. reason)
+end
+
+local function expire_job(K, B, id, now)
+  local jk = B .. id
+  local dedup = redis.call('HGET', jk, 'dedupKey')
+  redis.call('HSET', jk, 'state', 'expired', 'finishedOn', now)
+  redis.call('ZADD', K.expired, now, id)
+  release_dedup(dedup, id)
+  emit(K.events, 'event', 'expired', 'jobId', id)
+end
+
+-- Move due delayed/retrying jobs to waiting (or expire them), oldest due first.
+local function promote(K, B, now)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 200)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', K.delayed, id)
+    local jk = B .. id
+    if redis.call('TYPE', jk).ok ~= 'hash' then
+      fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
+    else
+      local f = redis.call('HMGET', jk, 'state', 'expireAt', 'priority')
+      if f[1] == 'delayed' or f[1] == 'retrying' then
+        local expire_at = f[2] and tonumber(f[2])
+        local priority = tonumber(f[3] or '0')
+        if f[2] and not expire_at then
+          fail_malformed(K, B, id, 'expireAt is not a number', now)
+        elseif not priority then
+          fail_malformed(K, B, id, 'priority is not a number', now)
+        elseif expire_at and expire_at <= now then
+          expire_job(K, B, id, now)
+        else
+          requeue(K, id, priority, now)
+          redis.call('HSET', jk, 'state', 'waiting')
+          emit(K.events, 'event', 'promoted', 'jobId', id)
+        end
+      end
+    end
+  end
+end
+
+-- Claim up to `want` waiting jobs in (priority desc, dispatch time asc) order: every job
+-- in the prioritized set outranks every priority-0 job in the list (decisions.md 1).
+-- Returns the claimed jobs (flat: id, data, _v, attempt, ts, token per job) and whether
+-- jobs were left waiting because a concurrency key or the singleton gate blocked them.
+local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
+  local out = {}
+  if want <= 0 then return out, false end
+  if singleton == '1' and redis.call('LLEN', K.active) > 0 then return out, true end
+  local blocked = {}
+  local got, pops = 0, 0
+  while got < want and pops < want + 100 do
+    local id
+    local z = redis.call('ZPOPMIN', K.prioritized, 1)
+    if z[1] then id = z[1] else id = redis.call('RPOP', K.wait) end
+    if not id then break end
+    pops = pops + 1
+    local jk = B .. id
+    if redis.call('TYPE', jk).ok ~= 'hash' then
+      fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
+    else
+      local f = redis.call('HMGET', jk, 'state', 'expireAt', 'concurrencyKey', 'concurrencyLimit',
+        'data', '_v', 'attempt', 'ts', 'priority')
+      local expire_at = f[2] and tonumber(f[2])
+      local limit = f[4] and tonumber(f[4])
+      if f[1] ~= 'waiting' then
+        -- a stale queue entry (cancelled, or already claimed): drop it
+      elseif f[2] and not expire_at then
+        fail_malformed(K, B, id, 'expireAt is not a number', now)
+      elseif f[3] and not limit then
+        fail_malformed(K, B, id, 'concurrencyLimit is not a number', now)
+      elseif not f[5] then
+        fail_malformed(K, B, id, 'data field missing', now)
+      elseif expire_at and expire_at <= now then
+        expire_job(K, B, id, now)
+      elseif f[3] and tonumber(redis.call('GET', B .. 'conc:' .. f[3]) or '0') >= limit then
+        blocked[#blocked + 1] = { id, tonumber(f[9] or '0') or 0 }
+      else
+        if f[3] then redis.call('INCR', B .. 'conc:' .. f[3]) end
+        got = got + 1
+        local token = token_base .. ':' .. (seq + got)
+        redis.call('LPUSH', K.active, id)
+        redis.call('SET', jk .. ':lock', token, 'PX', lock_ttl)
+        redis.call('HSET', jk, 'state', 'active', 'processedOn', now)
+        emit(K.events, 'event', 'active', 'jobId', id)
+        out[#out + 1] = id
+        out[#out + 1] = f[5]
+        out[#out + 1] = f[6] or '1'
+        out[#out + 1] = f[7] or '1'
+        out[#out + 1] = f[8] or '0'
+        out[#out + 1] = token
+      end
+    end
+  end
+  -- jobs blocked by their concurrency key go to the back of their queue
+  for _, b in ipairs(blocked) do requeue(K, b[1], b[2], now) end
+  return out, (#blocked > 0 and got < want)
+end
+
+-- Leave the wake-up marker saying when a worker should next try to claim:
+-- 0 = now, a timestamp = the next delayed job's due time, absent = nothing to do.
+local function rearm(K, now, gated, released)
+  local waiting = redis.call('ZCARD', K.prioritized) + redis.call('LLEN', K.wait)
+  if waiting > 0 then
+    if gated and not released then
+      redis.call('ZADD', K.marker, now + 1000, '0')
+    else
+      redis.call('ZADD', K.marker, 0, '0')
+    end
+    return
+  end
+  local nxt = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if nxt[2] then
+    redis.call('ZADD', K.marker, nxt[2], '0')
+  else
+    redis.call('DEL', K.marker)
+  end
+end

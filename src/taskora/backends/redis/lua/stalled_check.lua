@@ -1,0 +1,56 @@
+-- STALLED_CHECK: recover jobs whose worker died (two phases, like BullMQ and Taskora):
+-- an id seen active at the previous check, whose lock has since expired, is stalled.
+-- KEYS: the standard per-task keys (lib.lua).
+-- ARGV: B, maxStalledCount.
+-- Returns { recovered ids, failed ids, cancelled ids }.
+local B = ARGV[1]
+local max_count = tonumber(ARGV[2])
+local now = now_ms()
+local recovered, failed, cancelled = {}, {}, {}
+local released = false
+for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
+  redis.call('SREM', K.stalled, id)
+  local jk = B .. id
+  if redis.call('EXISTS', jk .. ':lock') == 0 then
+    if redis.call('TYPE', jk).ok ~= 'hash' then
+      fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
+      failed[#failed + 1] = id
+    elseif redis.call('HGET', jk, 'state') == 'active' then
+      redis.call('LREM', K.active, 0, id)
+      local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelledAt', 'priority', 'cancelReason')
+      release_concurrency(B, f[1])
+      released = true
+      if f[3] then
+        redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now)
+        redis.call('ZADD', K.cancelled, now, id)
+        release_dedup(f[2], id)
+        emit(K.events, 'event', 'cancelled', 'jobId', id, 'reason', f[5] or '')
+        cancelled[#cancelled + 1] = id
+      else
+        local n = redis.call('HINCRBY', jk, 'stalledCount', 1)
+        if n > max_count then
+          local msg = 'Job stalled and exceeded max stalled count'
+          redis.call('HSET', jk, 'state', 'failed', 'finishedOn', now, 'error', msg)
+          redis.call('ZADD', K.failed, now, id)
+          release_dedup(f[2], id)
+          emit(K.events, 'event', 'stalled', 'jobId', id, 'count', n, 'action', 'failed')
+          emit(K.events, 'event', 'failed', 'jobId', id, 'error', msg)
+          failed[#failed + 1] = id
+        else
+          redis.call('HSET', jk, 'state', 'waiting')
+          requeue(K, id, tonumber(f[4] or '0') or 0, now)
+          emit(K.events, 'event', 'stalled', 'jobId', id, 'count', n, 'action', 'recovered')
+          recovered[#recovered + 1] = id
+        end
+      end
+    else
+      redis.call('LREM', K.active, 0, id) -- finished meanwhile; make sure no stale entry remains
+    end
+  end
+end
+local active = redis.call('LRANGE', K.active, 0, -1)
+for i = 1, #active, 1000 do
+  redis.call('SADD', K.stalled, unpack(active, i, math.min(i + 999, #active)))
+end
+if released then rearm(K, now, false, true) end
+return { recovered, failed, cancelled }

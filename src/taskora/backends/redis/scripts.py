@@ -1,0 +1,48 @@
+"""Lua scripts: sources in ``lua/*.lua``, run by SHA with transparent NOSCRIPT recovery.
+
+Scripts are content-addressed (EVALSHA) rather than a Functions library, so two versions of
+taskora can run side by side during a rolling deploy. ``lib.lua`` holds helpers shared by the
+per-task scripts; it is prepended to each of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+__all__ = ["SCRIPTS", "Script"]
+
+
+class Script:
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: Redis, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+
+
+def _load() -> dict[str, Script]:
+    lib = _read("lib")
+    scripts = {"handshake": Script("handshake", _read("handshake"))}
+    for name in ("enqueue", "finish_claim", "extend_locks", "stalled_check", "cancel", "trim"):
+        scripts[name] = Script(name, lib + "\n" + _read(name))
+    return scripts
+
+
+SCRIPTS = _load()

@@ -1,0 +1,284 @@
+"""The shared result reader: one XREAD connection serves every waiting handle in a process.
+
+Terminal events (``completed``, ``failed``, ``cancelled``, ``expired``, ``debounced``) are
+read from each watched task's event stream and resolve the matching waiters; small results
+travel inside the ``completed`` event, so most results cost no extra round trip.
+
+Correctness without polling each job:
+- When a task's stream is first watched, its last entry id is read in the same pipeline as
+  the job's state, so an end that happened earlier shows in the state and one that happens
+  later shows in the stream.
+- A job this process enqueued carries its creation event id; if the stream was already
+  watched from before that id, the reader is guaranteed to see the job end, and the state
+  check is skipped (a finished job read before the waiter registered sits in ``_recent``).
+- A sweep re-checks, in one pipeline, the state of every waiter older than a few seconds:
+  that catches what no event announces (trimmed jobs, data lost with a Redis restart, an
+  event stream that was trimmed while the reader was away), so nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from ...errors import BackendError
+from ..base import Terminal
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .backend import RedisBackend
+
+__all__ = ["ResultWaiter"]
+
+RECENT_MAX = 20_000
+SWEEP_EVERY_S = 2.0
+SWEEP_CHUNK = 2_000
+READ_BLOCK_MS = 5_000
+IDLE_UNWATCH_S = 30.0
+_TERMINAL_STATES = {"completed", "failed", "cancelled", "expired"}
+
+Key = tuple[str, str]
+
+
+class ResultWaiter:
+    def __init__(self, backend: RedisBackend) -> None:
+        self._backend = backend
+        self._cursors: dict[str, str] = {}
+        self._since: dict[str, tuple[int, int]] = {}
+        self._pending: dict[Key, list[asyncio.Future[Terminal]]] = {}
+        self._registered: dict[Key, float] = {}
+        self._recent: OrderedDict[Key, Terminal] = OrderedDict()
+        self._reader: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- public -------------------------------------------------------------------------
+    async def wait(
+        self, task: str, job_id: str, timeout: float | None, event_id: str | None
+    ) -> Terminal | None:
+        key = (task, job_id)
+        hit = self._recent.get(key)
+        if hit is not None:
+            return hit
+        future: asyncio.Future[Terminal] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(key, []).append(future)
+        self._registered.setdefault(key, time.monotonic())
+        try:
+            watched = task in self._cursors
+            trusted = watched and event_id is not None and _sid(event_id) >= self._since[task]
+            if not trusted:
+                await self._check(task, job_id, watch=not watched)
+            self._ensure_running()
+            if not future.done():
+                await asyncio.wait_for(asyncio.shield(future), timeout)
+            return future.result()
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._forget(key, future)
+
+    async def close(self) -> None:
+        for task in (self._reader, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self._reader = self._sweeper = None
+        for futures in self._pending.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(BackendError("the backend was closed while waiting"))
+        self._pending.clear()
+        self._registered.clear()
+        self._cursors.clear()
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def _forget(self, key: Key, future: asyncio.Future[Terminal]) -> None:
+        futures = self._pending.get(key)
+        if futures is None:
+            return
+        with contextlib.suppress(ValueError):
+            futures.remove(future)
+        if not futures:
+            del self._pending[key]
+            self._registered.pop(key, None)
+
+    def _resolve(self, key: Key, terminal: Terminal) -> None:
+        if terminal.state != "missing":
+            self._recent[key] = terminal
+            if len(self._recent) > RECENT_MAX:
+                self._recent.popitem(last=False)
+        for future in self._pending.get(key, ()):
+            if not future.done():
+                future.set_result(terminal)
+
+    def _ensure_running(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_loop(), name="taskora-result-reader")
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="taskora-result-sweeper")
+
+    def _restart_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+        self._reader = asyncio.create_task(self._read_loop(), name="taskora-result-reader")
+
+    # -- state checks ---------------------------------------------------------------------
+    async def _check(self, task: str, job_id: str, watch: bool) -> None:
+        backend = self._backend
+        keys = backend.keys(task)
+        pipe = backend.client.pipeline(transaction=False)
+        if watch:
+            pipe.xrevrange(keys.events, "+", "-", count=1)
+        pipe.hmget(keys.job(job_id), ["state", "result", "error", "cancelReason"])
+        with backend.errors():
+            replies = await pipe.execute(raise_on_error=False)
+        if watch and task not in self._cursors:
+            last = replies[0]
+            cursor = "0-0" if isinstance(last, Exception) or not last else last[0][0].decode()
+            self._cursors[task] = cursor
+            self._since[task] = _sid(cursor)
+            self._restart_reader()
+        terminal = _from_fields(replies[-1])
+        if terminal is not None:
+            self._resolve((task, job_id), terminal)
+
+    async def _sweep_loop(self) -> None:
+        while self._pending:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            cutoff = time.monotonic() - SWEEP_EVERY_S
+            due = [key for key, since in self._registered.items() if since <= cutoff]
+            for start in range(0, len(due), SWEEP_CHUNK):
+                chunk = due[start : start + SWEEP_CHUNK]
+                try:
+                    await self._sweep(chunk)
+                except (BackendError, RedisError, OSError):
+                    break
+
+    async def _sweep(self, keys: list[Key]) -> None:
+        backend = self._backend
+        pipe = backend.client.pipeline(transaction=False)
+        for task, job_id in keys:
+            pipe.hmget(backend.keys(task).job(job_id), ["state", "result", "error", "cancelReason"])
+        with backend.errors():
+            replies = await pipe.execute(raise_on_error=False)
+        for key, reply in zip(keys, replies, strict=True):
+            terminal = _from_fields(reply)
+            if terminal is not None:
+                self._resolve(key, terminal)
+
+    # -- the stream reader -------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        conn: Redis = self._backend._new_client("waiter", blocking=True)
+        backoff = 0.05
+        idle_since = time.monotonic()
+        try:
+            while self._cursors:
+                if self._pending:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > IDLE_UNWATCH_S:
+                    self._cursors.clear()  # nobody waits: stop reading; a later wait re-checks
+                    self._since.clear()
+                    return
+                streams = {self._backend.keys(t).events: c for t, c in self._cursors.items()}
+                try:
+                    reply = await conn.xread(streams, count=1000, block=READ_BLOCK_MS)
+                except (RedisError, OSError):
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 1.0)
+                    self._age_all()  # events may have been missed: let the sweep look now
+                    continue
+                backoff = 0.05
+                if reply:
+                    await self._deliver(reply)
+        finally:
+            with contextlib.suppress(BaseException):
+                await conn.aclose()
+
+    def _age_all(self) -> None:
+        for key in self._registered:
+            self._registered[key] = 0.0
+
+    async def _deliver(self, reply: Any) -> None:
+        fetch: list[tuple[Key, str]] = []
+        by_stream = {self._backend.keys(t).events: t for t in self._cursors}
+        for stream, entries in _items(reply):
+            task = by_stream.get(stream.decode())
+            if task is None:
+                continue
+            for entry_id, fields in entries:
+                self._cursors[task] = entry_id.decode()
+                found = _from_event(fields)
+                if found is None:
+                    continue
+                job_id, terminal = found
+                key = (task, job_id)
+                if terminal.state == "completed" and terminal.result is None:
+                    if key in self._pending:
+                        fetch.append((key, job_id))
+                    continue
+                self._resolve(key, terminal)
+        if fetch:
+            backend = self._backend
+            pipe = backend.client.pipeline(transaction=False)
+            for (task, _), job_id in fetch:
+                pipe.hget(backend.keys(task).job(job_id), "result")
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError):
+                return  # the sweep will pick these up
+            for (key, _), result in zip(fetch, results, strict=True):
+                if isinstance(result, bytes):
+                    self._resolve(key, Terminal("completed", result=result.decode()))
+
+
+def _items(reply: Any) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
+    if isinstance(reply, dict):  # RESP3
+        return list(reply.items())
+    return [(stream, entries) for stream, entries in reply]
+
+
+def _from_event(fields: dict[bytes, bytes]) -> tuple[str, Terminal] | None:
+    event = fields.get(b"event")
+    if event not in (b"completed", b"failed", b"cancelled", b"expired", b"debounced"):
+        return None
+    job = fields.get(b"jobId")
+    if job is None:
+        return None
+    text = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+    kind = text["event"]
+    if kind == "completed":
+        return text["jobId"], Terminal("completed", result=text.get("result"))
+    if kind == "failed":
+        return text["jobId"], Terminal("failed", error=text.get("error") or None)
+    if kind == "cancelled":
+        return text["jobId"], Terminal("cancelled", reason=text.get("reason") or None)
+    if kind == "expired":
+        return text["jobId"], Terminal("expired")
+    replaced_by = text.get("replacedBy", "")
+    return text["jobId"], Terminal("missing", reason=f"replaced by a later debounced dispatch {replaced_by}")
+
+
+def _from_fields(reply: Any) -> Terminal | None:
+    """Terminal from HMGET state/result/error/cancelReason, 'missing' if no job, else None."""
+    if isinstance(reply, Exception):
+        return None
+    state, result, error, reason = (None if v is None else v.decode("utf-8", "replace") for v in reply)
+    if state is None:
+        return Terminal("missing", reason="no such job")
+    if state not in _TERMINAL_STATES:
+        return None
+    return Terminal(state, result=result, error=error, reason=reason or None)
+
+
+def _sid(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (0, 0)

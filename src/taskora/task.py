@@ -1,0 +1,304 @@
+"""Task: a named handler plus its options; ``dispatch()`` turns data into a job."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import serializer
+from .backends.base import EnqueueResult, Flow, NewJob
+from .context import Context, LocalIO
+from .durations import Duration, to_ms
+from .errors import ConfigError, DuplicateJobError, SerializationError, ThrottledError
+from .handle import ResultHandle
+from .types import Debounce, Deduplicate, Retry, Stall, Throttle, coerce_flow
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["MAX_PRIORITY", "Task", "TaskOptions"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+# Priority is encoded in a sorted-set score as -priority * 1e13 + ts (wire format v6); past
+# ~900 the score loses millisecond precision, so ordering inside a band gets coarser.
+MAX_PRIORITY = 1000
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """A task's resolved options (task value, else app default, else built-in default)."""
+
+    retry: Retry | None
+    timeout_ms: int  # 0 = no timeout
+    concurrency: int
+    ttl_ms: int  # 0 = none
+    singleton: bool
+    concurrency_limit: int  # 0 = unset (1 when a concurrency_key is given)
+    stall: Stall
+
+
+class Task(Generic[In, Out]):
+    """A registered handler. Call it directly to run the handler in-process (no queue)."""
+
+    def __init__(
+        self,
+        app: App,
+        name: str,
+        handler: Callable[..., Any] | None,
+        *,
+        retry: Retry | None = _UNSET,
+        timeout: Duration | None = _UNSET,
+        concurrency: int = _UNSET,
+        ttl: Duration | None = None,
+        singleton: bool = False,
+        concurrency_limit: int | None = None,
+        stall: Stall = _UNSET,
+        on_cancel: Callable[..., Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.handler = handler
+        self.on_cancel = on_cancel
+        if retry is not _UNSET and retry is not None and not isinstance(retry, Retry):
+            raise ConfigError(f"task {name!r}: retry must be a taskora.Retry, got {retry!r}")
+        if stall is not _UNSET and not isinstance(stall, Stall):
+            raise ConfigError(f"task {name!r}: stall must be a taskora.Stall, got {stall!r}")
+        if concurrency is not _UNSET:
+            _int_at_least(concurrency, f"task {name!r}: concurrency", 1)
+        if timeout is not _UNSET and timeout is not None:
+            to_ms(timeout, f"task {name!r}: timeout")
+        if concurrency_limit is not None:
+            _int_at_least(concurrency_limit, f"task {name!r}: concurrency_limit", 1)
+        if on_cancel is not None and not callable(on_cancel):
+            raise ConfigError(f"task {name!r}: on_cancel must be callable")
+        self._retry = retry
+        self._timeout = timeout
+        self._concurrency = concurrency
+        self._ttl_ms = 0 if ttl is None else to_ms(ttl, f"task {name!r}: ttl", allow_zero=False)
+        self._singleton = bool(singleton)
+        self._concurrency_limit = concurrency_limit or 0
+        self._stall = stall
+        self._arity = _arity(handler) if handler is not None else 1
+        self.is_async = handler is not None and _is_async(handler)
+
+    # -- options --------------------------------------------------------------------
+    @property
+    def options(self) -> TaskOptions:
+        defaults = self.app.defaults
+        timeout = defaults.timeout if self._timeout is _UNSET else self._timeout
+        return TaskOptions(
+            retry=defaults.retry if self._retry is _UNSET else self._retry,
+            timeout_ms=0 if timeout is None else to_ms(timeout, f"task {self.name!r}: timeout"),
+            concurrency=defaults.concurrency if self._concurrency is _UNSET else self._concurrency,
+            ttl_ms=self._ttl_ms,
+            singleton=self._singleton,
+            concurrency_limit=self._concurrency_limit,
+            stall=defaults.stall if self._stall is _UNSET else self._stall,
+        )
+
+    # -- direct call ----------------------------------------------------------------
+    def __call__(self, data: In = None, ctx: Context | None = None) -> Any:  # type: ignore[assignment]
+        """Run the handler in-process, returning its result (a coroutine for async handlers)."""
+        if self.handler is None:
+            raise ConfigError(f"task {self.name!r} has no handler in this process")
+        if ctx is None and self._arity >= 2:
+            ctx = Context(str(uuid.uuid4()), self.name, 1, self.app_now(), LocalIO())
+        return self.invoke(data, ctx)
+
+    def invoke(self, data: Any, ctx: Context | None) -> Any:
+        assert self.handler is not None
+        if self._arity == 0:
+            return self.handler()
+        if self._arity == 1:
+            return self.handler(data)
+        return self.handler(data, ctx)
+
+    def app_now(self) -> int:
+        import time
+
+        return int(time.time() * 1000)
+
+    # -- dispatch -------------------------------------------------------------------
+    def dispatch(
+        self,
+        data: In = None,  # type: ignore[assignment]
+        *,
+        delay: Duration | None = None,
+        priority: int | None = None,
+        ttl: Duration | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
+        debounce: Debounce | Mapping[str, Any] | None = None,
+        throttle: Throttle | Mapping[str, Any] | None = None,
+        deduplicate: Deduplicate | Mapping[str, Any] | None = None,
+        throw_on_reject: bool = False,
+    ) -> ResultHandle[Out]:
+        """Enqueue a job in the background and return its handle at once.
+
+        Bad data or options raise here, before anything is written.
+        """
+        job, flow = self._build(
+            data, delay, priority, ttl, concurrency_key, concurrency_limit,
+            debounce, throttle, deduplicate,
+        )
+        reject = _rejecter(job.id, flow) if throw_on_reject and flow is not None else None
+        future = self.app._submit(self.name, job, flow)
+        return ResultHandle(self.app, self.name, job.id, future, reject)
+
+    def dispatch_many(self, items: Iterable[Mapping[str, Any]]) -> list[ResultHandle[Out]]:
+        """Dispatch several jobs; plain ones reach the backend together in one round trip.
+
+        Each item is ``{"data": ..., "options": {...}}``. An item with bad data or options
+        fails only its own handle (``await handle`` raises); the others are enqueued.
+        """
+        handles: list[ResultHandle[Out]] = []
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, Mapping):
+                    raise ConfigError(f"dispatch_many item {index} must be a dict")
+                options = dict(item.get("options") or {})
+                handles.append(self.dispatch(item.get("data"), **options))
+            except (ConfigError, SerializationError, TypeError) as exc:
+                handles.append(self._failed_handle(exc))
+        return handles
+
+    def handle(self, job_id: str) -> ResultHandle[Out]:
+        """A handle for a job dispatched earlier, possibly by another process."""
+        if not isinstance(job_id, str) or not job_id:
+            raise ConfigError(f"job id must be a non-empty string, got {job_id!r}")
+        return ResultHandle(self.app, self.name, job_id)
+
+    def _failed_handle(self, exc: BaseException) -> ResultHandle[Out]:
+        future = self.app._failed_future(exc)
+        return ResultHandle(self.app, self.name, str(uuid.uuid4()), future)
+
+    def _build(
+        self,
+        data: Any,
+        delay: Duration | None,
+        priority: int | None,
+        ttl: Duration | None,
+        concurrency_key: str | None,
+        concurrency_limit: int | None,
+        debounce: Any,
+        throttle: Any,
+        deduplicate: Any,
+    ) -> tuple[NewJob, Flow | None]:
+        name = self.name
+        delay_ms = 0 if delay is None else to_ms(delay, "delay")
+        if priority is None:
+            priority = 0
+        elif isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigError(f"priority must be an integer, got {priority!r}")
+        elif not 0 <= priority <= MAX_PRIORITY:
+            raise ConfigError(f"priority must be between 0 and {MAX_PRIORITY}, got {priority}")
+        ttl_ms = self._ttl_ms if ttl is None else to_ms(ttl, "ttl", allow_zero=False)
+        limit = 0
+        if concurrency_key is not None:
+            if not isinstance(concurrency_key, str) or not concurrency_key:
+                raise ConfigError(f"concurrency_key must be a non-empty string, got {concurrency_key!r}")
+            if concurrency_limit is not None:
+                limit = _int_at_least(concurrency_limit, "concurrency_limit", 1)
+            else:
+                limit = self._concurrency_limit or 1
+        elif concurrency_limit is not None:
+            raise ConfigError("concurrency_limit needs a concurrency_key")
+        flow = _flow(debounce, throttle, deduplicate)
+        encoded = serializer.dumps(data, f"data for task {name!r}")
+        limit_bytes = self.app.max_payload_bytes
+        if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:
+            raise SerializationError(
+                f"data for task {name!r} is larger than max_payload_bytes ({limit_bytes})"
+            )
+        options = self.options
+        job = NewJob(
+            id=str(uuid.uuid4()),
+            data=encoded,
+            max_attempts=options.retry.attempts if options.retry else 1,
+            priority=priority,
+            delay_ms=delay_ms,
+            ttl_ms=ttl_ms,
+            concurrency_key=concurrency_key or "",
+            concurrency_limit=limit,
+        )
+        return job, flow
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r})"
+
+
+def _flow(debounce: Any, throttle: Any, deduplicate: Any) -> Flow | None:
+    given = [
+        name
+        for name, value in (("debounce", debounce), ("throttle", throttle), ("deduplicate", deduplicate))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"use at most one of debounce, throttle, deduplicate (got {', '.join(given)})")
+    if debounce is not None:
+        d: Debounce = coerce_flow(debounce, Debounce, "debounce")
+        return Flow("debounce", d.key, delay_ms=d.delay_ms)
+    if throttle is not None:
+        t: Throttle = coerce_flow(throttle, Throttle, "throttle")
+        return Flow("throttle", t.key, max=t.max, window_ms=t.window_ms)
+    if deduplicate is not None:
+        q: Deduplicate = coerce_flow(deduplicate, Deduplicate, "deduplicate")
+        return Flow("dedup", q.key, states=tuple(str(s) for s in q.states))
+    return None
+
+
+def _rejecter(job_id: str, flow: Flow) -> Callable[[EnqueueResult], BaseException | None]:
+    def reject(outcome: EnqueueResult) -> BaseException | None:
+        if flow.kind == "throttle":
+            return ThrottledError(job_id, flow.key)
+        if flow.kind == "dedup":
+            return DuplicateJobError(job_id, flow.key, outcome.existing_id or "")
+        return None
+
+    return reject
+
+
+def _int_at_least(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _arity(fn: Callable[..., Any]) -> int:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 2
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values()):
+        return 2
+    if len(positional) > 2 and all(p.default is p.empty for p in positional[2:]):
+        raise ConfigError(
+            f"handler {getattr(fn, '__name__', fn)!r} must take (data) or (data, ctx)"
+        )
+    return min(len(positional), 2)
+
+
+def is_coroutine(value: Any) -> bool:
+    return asyncio.iscoroutine(value)

@@ -1,0 +1,424 @@
+"""Worker: runs one task's jobs in this process, up to its concurrency.
+
+One loop owns all traffic with the backend. Each pass sends every outcome reported since
+the last pass together with a claim for the free slots, as one backend call (one Lua script
+on Redis): at concurrency 1 that is one round trip per job, and at concurrency 100 one round
+trip finishes and replaces dozens of jobs. When nothing is claimable the loop blocks on the
+backend's wake-up (``BZPOPMIN`` on Redis), never polling, while outcomes of running jobs
+still go out at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import serializer
+from .backends.base import Backend, Claimed, ClaimOptions, Outcome
+from .context import Context
+from .errors import BackendError, RetryError, SerializationError, TimeoutError
+from .retry import retry_delay_ms
+
+if TYPE_CHECKING:
+    from .app import App
+    from .task import Task
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("taskora.worker")
+
+IDLE_BLOCK_S = 2.0
+
+
+@dataclass(eq=False, slots=True)
+class _Running:
+    job: Claimed
+    ctx: Context
+    io: _JobIO
+    runner: asyncio.Task[None] | None = None
+    handler_done: bool = False
+    cancel_requested: bool = False
+    aborted: bool = False
+
+
+class Worker:
+    """Claims, runs and finishes jobs of one task."""
+
+    def __init__(self, app: App, task: Task[Any, Any], backend: Backend, concurrency: int | None = None):
+        options = task.options
+        self.app = app
+        self.task = task
+        self.name = task.name
+        self.backend = backend
+        self.options = options
+        self.concurrency = concurrency or options.concurrency
+        self._claim = ClaimOptions(
+            lock_ttl_ms=options.stall.lock_ttl_ms,
+            singleton=options.singleton,
+            keep_completed=app.retention.completed_max,
+            keep_failed=app.retention.failed_max,
+        )
+        self._token_base = uuid.uuid4().hex
+        self._active: dict[str, _Running] = {}
+        self._outcomes: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._main: asyncio.Task[None] | None = None
+        self._upkeep: list[asyncio.Task[None]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        if not task.is_async:
+            self._executor = self._new_executor()
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.backend.subscribe_cancel(self.name, self._cancel_requested)
+        await self._stall_check()  # a restarted worker recovers its dead predecessor's jobs now
+        self._main = asyncio.create_task(self._loop(), name=f"taskora-worker-{self.name}")
+        self._upkeep = [
+            asyncio.create_task(self._renew_locks(), name=f"taskora-locks-{self.name}"),
+            asyncio.create_task(self._stall_loop(), name=f"taskora-stall-{self.name}"),
+        ]
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming; wait for active jobs (up to ``timeout`` s), then release the rest."""
+        self._stopping = True
+        self._wake.set()
+        runners = [r.runner for r in self._active.values() if r.runner is not None]
+        if runners:
+            await asyncio.wait(runners, timeout=timeout)
+        for run in list(self._active.values()):
+            self._abort(run)
+        if self._main is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._main), timeout=10)
+                except asyncio.TimeoutError:
+                    self._main.cancel()
+        for task in self._upkeep:
+            task.cancel()
+        await asyncio.gather(*self._upkeep, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.backend.unsubscribe_cancel(self.name)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    def _abort(self, run: _Running) -> None:
+        """Shutdown deadline passed: give the job back to the queue."""
+        if run.aborted:
+            return
+        run.aborted = True
+        run.ctx._mark_cancelled()
+        if run.handler_done:
+            return
+        if self.task.is_async and run.runner is not None:
+            run.runner.cancel()
+        else:  # a thread cannot be stopped: release the job now, ignore the thread's result
+            self._report(run, Outcome(run.job.id, run.job.token, "release"))
+
+    # -- the claim/finish loop ---------------------------------------------------------------
+    async def _loop(self) -> None:
+        waiter: asyncio.Task[None] | None = None
+        backoff = 0.05
+        try:
+            while True:
+                self._wake.clear()
+                free = 0 if self._stopping else self.concurrency - len(self._active)
+                if not self._outcomes:
+                    if self._stopping and not self._active:
+                        return
+                    if free <= 0:
+                        await self._wake.wait()
+                        continue
+                outcomes, self._outcomes = self._outcomes, []
+                try:
+                    report = await self.backend.finish_and_claim(
+                        self.name, outcomes, max(free, 0), self._claim, self._token_base
+                    )
+                except BackendError as exc:
+                    self._outcomes[:0] = outcomes
+                    log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.05
+                for job in report.claimed:
+                    self._start(job)
+                if self._outcomes or self._stopping or len(report.claimed) >= free:
+                    continue  # more to send, or every slot filled (more may be waiting)
+                # Fewer jobs than free slots: nothing else is claimable right now.
+                if waiter is None:
+                    waiter = asyncio.create_task(self.backend.wait_for_work(self.name, IDLE_BLOCK_S))
+                await self._wait_either(waiter)
+                if waiter.done():
+                    _consume(waiter)
+                    waiter = None
+        finally:
+            if waiter is not None:
+                waiter.cancel()
+                with contextlib.suppress(BaseException):
+                    await waiter
+
+    async def _wait_either(self, waiter: asyncio.Task[None]) -> None:
+        wake = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait((waiter, wake), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
+
+    def _start(self, job: Claimed) -> None:
+        io = _JobIO(self, job)
+        ctx = Context(job.id, self.name, job.attempt, job.ts, io)
+        run = _Running(job, ctx, io)
+        self._active[job.id] = run
+        run.runner = asyncio.get_running_loop().create_task(self._execute(run))
+
+    def _report(self, run: _Running, outcome: Outcome) -> None:
+        if self._active.get(run.job.id) is run:
+            del self._active[run.job.id]
+            self._outcomes.append(outcome)
+            self._wake.set()
+
+    # -- running one job ----------------------------------------------------------------------
+    async def _execute(self, run: _Running) -> None:
+        try:
+            outcome = await self._outcome(run)
+        except asyncio.CancelledError:
+            outcome = Outcome(run.job.id, run.job.token, "release")
+        except BaseException as exc:  # never lose a job to a bug in this file
+            log.exception("worker %s: internal error on job %s", self.name, run.job.id)
+            outcome = Outcome(run.job.id, run.job.token, "failed", error=f"internal error: {exc!r}")
+        with contextlib.suppress(Exception):
+            await run.io.flush()
+        self._report(run, outcome)
+
+    async def _outcome(self, run: _Running) -> Outcome:
+        job = run.job
+        if job.error is not None:
+            return Outcome(job.id, job.token, "failed", error=job.error)
+        try:
+            data = serializer.loads(job.data, "job data")
+        except SerializationError as exc:
+            return Outcome(job.id, job.token, "failed", error=f"malformed job: {exc}")
+        try:
+            result = await self._call(run, data)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            run.handler_done = True
+            if run.cancel_requested:
+                return await self._cancelled(run, data)
+            return Outcome(job.id, job.token, "release")
+        except Exception as exc:
+            run.handler_done = True
+            if run.cancel_requested:
+                return await self._cancelled(run, data)
+            return self._failure(job, exc)
+        run.handler_done = True
+        if run.cancel_requested:
+            return await self._cancelled(run, data)
+        try:
+            encoded = serializer.dumps(result, f"result of task {self.name!r}")
+        except SerializationError as exc:
+            return self._failure(job, exc)
+        return Outcome(job.id, job.token, "completed", result=encoded)
+
+    async def _call(self, run: _Running, data: Any) -> Any:
+        timeout_ms = self.options.timeout_ms
+        seconds = timeout_ms / 1000 if timeout_ms else None
+        if self.task.is_async:
+            scope = asyncio.timeout(seconds)
+            try:
+                async with scope:
+                    return await self.task.invoke(data, run.ctx)
+            except builtins.TimeoutError:
+                if scope.expired():
+                    raise TimeoutError(
+                        f"Job {run.job.id} timed out after {timeout_ms} ms", run.job.id, timeout_ms
+                    ) from None
+                raise
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self.task.invoke, data, run.ctx)
+        if seconds is None:
+            return await asyncio.shield(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), seconds)
+        except asyncio.TimeoutError:
+            # The thread cannot be interrupted: ask it to stop, stop waiting for it, and give
+            # the pool a fresh thread so the worker keeps its full concurrency.
+            run.ctx._mark_cancelled()
+            self._executor.shutdown(wait=False)
+            self._executor = self._new_executor()
+            raise TimeoutError(
+                f"Job {run.job.id} timed out after {timeout_ms} ms", run.job.id, timeout_ms
+            ) from None
+
+    def _failure(self, job: Claimed, exc: BaseException) -> Outcome:
+        message = _message(exc)
+        delay = retry_delay_ms(self.options.retry, job.attempt, exc)
+        will_retry = delay is not None
+        if not isinstance(exc, RetryError):
+            log.warning(
+                "task %r job %s failed (attempt %d%s): %s",
+                self.name, job.id, job.attempt, ", will retry" if will_retry else "", message,
+            )
+        if will_retry:
+            return Outcome(job.id, job.token, "retry", error=message, retry_delay_ms=delay or 0)
+        return Outcome(job.id, job.token, "failed", error=message)
+
+    async def _cancelled(self, run: _Running, data: Any) -> Outcome:
+        hook = self.task.on_cancel
+        if hook is not None:
+            try:
+                value = hook(data, run.ctx)
+                if asyncio.iscoroutine(value):
+                    await value
+            except Exception:
+                log.exception("task %r: on_cancel failed for job %s", self.name, run.job.id)
+        return Outcome(run.job.id, run.job.token, "cancelled")
+
+    # -- cancellation, locks, stalls ----------------------------------------------------------
+    def _cancel_requested(self, job_id: str) -> None:
+        run = self._active.get(job_id)
+        if run is None or run.cancel_requested:
+            return
+        run.cancel_requested = True
+        run.ctx._mark_cancelled()
+        if self.task.is_async and not run.handler_done and run.runner is not None:
+            run.runner.cancel()
+
+    async def _renew_locks(self) -> None:
+        interval = self.options.stall.lock_ttl_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            await self._extend(list(self._active.values()))
+
+    async def _extend(self, runs: list[_Running]) -> None:
+        if not runs:
+            return
+        held = [(run.job.id, run.job.token) for run in runs]
+        try:
+            replies = await self.backend.extend_locks(self.name, held, self.options.stall.lock_ttl_ms)
+        except BackendError as exc:
+            log.warning("worker %s: lock renewal failed: %s", self.name, exc)
+            return
+        for run, reply in zip(runs, replies, strict=True):
+            if reply == -1:
+                self._cancel_requested(run.job.id)
+            elif reply == 0:
+                log.warning("worker %s: lost the lock of job %s", self.name, run.job.id)
+
+    def heartbeat(self, job_id: str) -> None:
+        run = self._active.get(job_id)
+        if run is not None:
+            task = asyncio.ensure_future(self._extend([run]))
+            run.io.track(task)
+
+    async def _stall_loop(self) -> None:
+        interval = self.options.stall.interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self._stall_check()
+
+    async def _stall_check(self) -> None:
+        try:
+            report = await self.backend.stalled_check(self.name, self.options.stall.max_count)
+            await self.backend.trim(self.name, self.app.retention)
+        except BackendError as exc:
+            log.warning("worker %s: stall check failed: %s", self.name, exc)
+            return
+        if report.recovered or report.failed:
+            log.warning(
+                "task %r: recovered %d stalled job(s), failed %d",
+                self.name, len(report.recovered), len(report.failed),
+            )
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"taskora-{self.name}")
+
+
+class _JobIO:
+    """A job's progress/log writes: batched, fire-and-forget, flushed before the outcome."""
+
+    __slots__ = ("_flush_scheduled", "_logs", "_loop", "_pending", "_thread", "_worker", "job")
+
+    def __init__(self, worker: Worker, job: Claimed) -> None:
+        self._worker = worker
+        self.job = job
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._logs: list[str] = []
+        self._flush_scheduled = False
+
+    def _in_loop(self) -> bool:
+        return threading.get_ident() == self._thread
+
+    def track(self, future: asyncio.Future[Any]) -> None:
+        self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("job %s: write failed: %s", self.job.id, future.exception())
+
+    def progress(self, value: str) -> asyncio.Future[None] | None:
+        if not self._in_loop():
+            self._loop.call_soon_threadsafe(self.progress, value)
+            return None
+        backend = self._worker.backend
+        future = asyncio.ensure_future(backend.set_progress(self._worker.name, self.job.id, value))
+        self.track(future)
+        return future
+
+    def log(self, entry: str) -> None:
+        self._logs.append(entry)
+        if self._in_loop():
+            self._schedule()
+        else:
+            self._loop.call_soon_threadsafe(self._schedule)
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled and self._logs:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_logs)
+
+    def _flush_logs(self) -> None:
+        self._flush_scheduled = False
+        entries, self._logs = self._logs, []
+        if entries:
+            backend = self._worker.backend
+            self.track(asyncio.ensure_future(backend.add_logs(self._worker.name, self.job.id, entries)))
+
+    def heartbeat(self) -> None:
+        if not self._in_loop():
+            self._loop.call_soon_threadsafe(self._worker.heartbeat, self.job.id)
+        else:
+            self._worker.heartbeat(self.job.id)
+
+    async def flush(self) -> None:
+        self._flush_logs()
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+def _consume(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        if not isinstance(exc, BackendError):
+            log.warning("wait for work failed: %r", exc)
+
