@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
@@ -49,6 +49,7 @@ MIN_COMPAT = 6
 ENQUEUE_CHUNK = 250
 MAX_EVENT_RESULT = 512
 TRIM_BATCH = 500
+POOL_SIZE = 32
 
 
 class RedisBackend:
@@ -98,14 +99,17 @@ class RedisBackend:
         }
         if blocking:
             options["socket_timeout"] = None
-            options["max_connections"] = 1
+        size = 1 if blocking else POOL_SIZE
+        # A blocking pool queues callers when every connection is busy, instead of failing:
+        # ten thousand concurrent handles share a few dozen connections.
         if self._url is not None:
-            return Redis.from_url(self._url, **options)
-        assert self._given is not None
-        kwargs = dict(self._given.connection_pool.connection_kwargs)
-        kwargs.update({k: v for k, v in options.items() if k != "max_connections"})
-        kwargs["client_name"] = name
-        return Redis(**kwargs)
+            pool = BlockingConnectionPool.from_url(self._url, max_connections=size, timeout=None, **options)
+        else:
+            assert self._given is not None
+            kwargs = dict(self._given.connection_pool.connection_kwargs)
+            kwargs.update(options)
+            pool = BlockingConnectionPool(max_connections=size, timeout=None, **kwargs)
+        return Redis.from_pool(pool)
 
     @property
     def client(self) -> Redis:

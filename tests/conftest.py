@@ -1,0 +1,89 @@
+"""Shared fixtures: real redis-server processes, and apps on both backends.
+
+``any_backend`` runs a test once on memory and once on a real Redis: the contract the two
+backends share. Each test gets a unique key prefix, so tests never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+import taskora
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    return redis_server.url
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+AppFactory = Callable[..., taskora.App]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    return str(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+async def make_app(backend_url: str, prefix: str) -> AsyncIterator[AppFactory]:
+    """Build apps on the parametrized backend (same prefix: they share one keyspace)."""
+    apps: list[taskora.App] = []
+    shared_memory: dict[str, Any] = {}
+
+    def factory(**kwargs: Any) -> taskora.App:
+        kwargs.setdefault("prefix", prefix)
+        if backend_url == "memory://":
+            backend = shared_memory.get("backend")
+            if backend is None:
+                backend = shared_memory["backend"] = taskora.MemoryBackend()
+            app = taskora.App(backend, **kwargs)
+        else:
+            app = taskora.App(backend_url, **kwargs)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        await app.close(timeout=5)
+
+
+@pytest.fixture
+def is_redis(backend_url: str) -> bool:
+    return backend_url.startswith("redis")
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.01) -> None:
+    """Wait for a condition driven by events elsewhere; fail loudly on the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
