@@ -74,7 +74,9 @@ def is_redis(backend_url: str) -> bool:
     return backend_url.startswith("redis")
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.01) -> None:
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.01
+) -> None:
     """Wait for a condition driven by events elsewhere; fail loudly on the deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

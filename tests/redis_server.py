@@ -50,9 +50,21 @@ class RedisServer:
             else ["--appendonly", "no", "--save", ""]
         )
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.dir), "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
-            "--enable-debug-command", "local", *persistence, *self.extra,
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+            "--enable-debug-command",
+            "local",
+            *persistence,
+            *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _RUNNING.add(self)
@@ -111,4 +123,4 @@ def _stop_all() -> None:
 
 
 if os.environ.get("TASKORA_TEST_DEBUG"):
-    print("redis_server helper loaded")  # noqa: T201
+    print("redis_server helper loaded")

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 import taskora
-from tests.conftest import AppFactory, wait_until
+from tests.conftest import AppFactory
 
 
 async def test_dispatch_returns_handle_at_once_with_uuid(make_app: AppFactory) -> None:
@@ -360,7 +360,9 @@ async def test_async_handler_timeout_fails_job(make_app: AppFactory) -> None:
         assert cancelled.is_set()
 
 
-async def test_sync_handler_timeout_is_abandoned_and_worker_stays_healthy(make_app: AppFactory) -> None:
+async def test_sync_handler_timeout_is_abandoned_and_worker_stays_healthy(
+    make_app: AppFactory,
+) -> None:
     app = make_app()
     stop = threading.Event()
 

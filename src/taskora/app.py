@@ -55,8 +55,14 @@ class App:
     ) -> None:
         if prefix is not None:
             check_name(prefix, "prefix", allow_colon=False)
-        if isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
-            raise ConfigError(f"max_payload_bytes must be a positive integer, got {max_payload_bytes!r}")
+        if (
+            isinstance(max_payload_bytes, bool)
+            or not isinstance(max_payload_bytes, int)
+            or max_payload_bytes < 1
+        ):
+            raise ConfigError(
+                f"max_payload_bytes must be a positive integer, got {max_payload_bytes!r}"
+            )
         if defaults is not None and not isinstance(defaults, TaskDefaults):
             raise ConfigError("defaults must be a taskora.TaskDefaults")
         self.prefix = prefix
@@ -102,10 +108,14 @@ class App:
 
         return decorator
 
-    def _register(self, name: str | None, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
+    def _register(
+        self, name: str | None, fn: Callable[..., Any], options: dict[str, Any]
+    ) -> Task[Any, Any]:
         if not callable(fn):
             raise ConfigError(f"task handler must be callable, got {fn!r}")
-        task_name = check_name(name if name is not None else getattr(fn, "__name__", ""), "task name")
+        task_name = check_name(
+            name if name is not None else getattr(fn, "__name__", ""), "task name"
+        )
         if task_name in self._tasks:
             raise ConfigError(f"task {task_name!r} is already registered")
         task: Task[Any, Any] = Task(self, task_name, fn, **options)
@@ -117,7 +127,9 @@ class App:
         return dict(self._tasks)
 
     # -- lifecycle ----------------------------------------------------------------------
-    async def start(self, tasks: Iterable[str] | None = None, concurrency: int | None = None) -> None:
+    async def start(
+        self, tasks: Iterable[str] | None = None, concurrency: int | None = None
+    ) -> None:
         """Connect and start a worker for each task with a handler (or those named)."""
         from .worker import Worker
 
@@ -232,7 +244,9 @@ class App:
             return await factory()
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(factory(), home))
 
-    def _route_sync(self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
+    def _route_sync(
+        self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None
+    ) -> T:
         try:
             asyncio.get_running_loop()
         except RuntimeError:

@@ -111,7 +111,9 @@ class Context:
         """Renew this job's lock now (the worker also renews it periodically)."""
         self._io.heartbeat()
 
-    def retry(self, delay: Duration | None = None, reason: str = "Job scheduled for retry") -> RetryError:
+    def retry(
+        self, delay: Duration | None = None, reason: str = "Job scheduled for retry"
+    ) -> RetryError:
         """Build a RetryError to ``raise``: retry now-ish, or after ``delay``."""
         delay_ms = None if delay is None else to_ms(delay, "ctx.retry(delay)")
         return RetryError(reason, delay_ms)

@@ -6,16 +6,16 @@ Every error taskora raises derives from :class:`TaskoraError`::
     ├── ConfigError (also ValueError)      invalid option values, names, durations
     ├── ValidationError                     data rejected by a task's input/output schema
     ├── SerializationError                  data that is not JSON (NaN, sets, objects) or too large
-    ├── RetryError                          raised by handlers (``raise ctx.retry()``) to ask for a retry
-    ├── TimeoutError (also builtins.TimeoutError)   a wait or a handler ran out of time
+    ├── RetryError                          raised by a handler (``raise ctx.retry()``) to retry
+    ├── TimeoutError (also builtins.TimeoutError)  a wait or a handler ran out of time
     ├── JobError                            a waited-for job did not produce a result
     │   ├── JobFailedError
     │   ├── JobCancelledError
     │   ├── JobExpiredError
     │   └── JobNotFoundError
-    ├── ThrottledError                      dispatch rejected by a throttle (throw_on_reject=True)
-    ├── DuplicateJobError                   dispatch rejected by deduplication (throw_on_reject=True)
-    └── BackendError                        Redis unreachable or refusing; redis-py errors never leak
+    ├── ThrottledError                      dispatch rejected by throttle (throw_on_reject=True)
+    ├── DuplicateJobError                   dispatch rejected by dedup (throw_on_reject=True)
+    └── BackendError                        Redis unreachable or refusing (no redis-py errors)
         └── WireVersionError                the Redis data was written by an incompatible version
 """
 
@@ -71,13 +71,15 @@ class RetryError(TaskoraError):
     job is only retried while attempts remain.
     """
 
-    def __init__(self, reason: str = "Job scheduled for retry", delay_ms: int | None = None) -> None:
+    def __init__(
+        self, reason: str = "Job scheduled for retry", delay_ms: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay_ms = delay_ms
 
 
-class TimeoutError(TaskoraError, builtins.TimeoutError):  # noqa: A001 - public name fixed by the API
+class TimeoutError(TaskoraError, builtins.TimeoutError):
     """A wait (``handle.wait_for``) or a handler ran past its timeout."""
 
     def __init__(self, message: str, job_id: str | None = None, timeout_ms: int | None = None):

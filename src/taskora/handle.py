@@ -12,12 +12,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from . import serializer
 from .backends.base import EnqueueResult, Terminal
 from .errors import (
-    DuplicateJobError,
     JobCancelledError,
     JobExpiredError,
     JobFailedError,
     JobNotFoundError,
-    ThrottledError,
     TimeoutError,
 )
 from .types import JobState, LogEntry

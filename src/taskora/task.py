@@ -146,8 +146,15 @@ class Task(Generic[In, Out]):
         Bad data or options raise here, before anything is written.
         """
         job, flow = self._build(
-            data, delay, priority, ttl, concurrency_key, concurrency_limit,
-            debounce, throttle, deduplicate,
+            data,
+            delay,
+            priority,
+            ttl,
+            concurrency_key,
+            concurrency_limit,
+            debounce,
+            throttle,
+            deduplicate,
         )
         reject = _rejecter(job.id, flow) if throw_on_reject and flow is not None else None
         future = self.app._submit(self.name, job, flow)
@@ -165,7 +172,8 @@ class Task(Generic[In, Out]):
                 if not isinstance(item, Mapping):
                     raise ConfigError(f"dispatch_many item {index} must be a dict")
                 options = dict(item.get("options") or {})
-                handles.append(self.dispatch(item.get("data"), **options))
+                data: Any = item.get("data")
+                handles.append(self.dispatch(data, **options))
             except (ConfigError, SerializationError, TypeError) as exc:
                 handles.append(self._failed_handle(exc))
         return handles
@@ -204,7 +212,9 @@ class Task(Generic[In, Out]):
         limit = 0
         if concurrency_key is not None:
             if not isinstance(concurrency_key, str) or not concurrency_key:
-                raise ConfigError(f"concurrency_key must be a non-empty string, got {concurrency_key!r}")
+                raise ConfigError(
+                    f"concurrency_key must be a non-empty string, got {concurrency_key!r}"
+                )
             if concurrency_limit is not None:
                 limit = _int_at_least(concurrency_limit, "concurrency_limit", 1)
             else:
@@ -238,11 +248,17 @@ class Task(Generic[In, Out]):
 def _flow(debounce: Any, throttle: Any, deduplicate: Any) -> Flow | None:
     given = [
         name
-        for name, value in (("debounce", debounce), ("throttle", throttle), ("deduplicate", deduplicate))
+        for name, value in (
+            ("debounce", debounce),
+            ("throttle", throttle),
+            ("deduplicate", deduplicate),
+        )
         if value is not None
     ]
     if len(given) > 1:
-        raise ConfigError(f"use at most one of debounce, throttle, deduplicate (got {', '.join(given)})")
+        raise ConfigError(
+            f"use at most one of debounce, throttle, deduplicate (got {', '.join(given)})"
+        )
     if debounce is not None:
         d: Debounce = coerce_flow(debounce, Debounce, "debounce")
         return Flow("debounce", d.key, delay_ms=d.delay_ms)

@@ -130,7 +130,9 @@ class Retry:
         _set(self, "no_retry_on", _exception_types(no_retry_on, "Retry.no_retry_on"))
 
 
-def _exception_types(values: Iterable[type[BaseException]], name: str) -> tuple[type[BaseException], ...]:
+def _exception_types(
+    values: Iterable[type[BaseException]], name: str
+) -> tuple[type[BaseException], ...]:
     out = tuple(values)
     for item in out:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
@@ -147,7 +149,9 @@ class Stall:
     max_count: int
     lock_ttl_ms: int
 
-    def __init__(self, interval: Duration = 30, max_count: int = 1, lock_ttl: Duration = 30) -> None:
+    def __init__(
+        self, interval: Duration = 30, max_count: int = 1, lock_ttl: Duration = 30
+    ) -> None:
         object.__setattr__(self, "interval_ms", to_ms(interval, "Stall.interval", allow_zero=False))
         object.__setattr__(self, "max_count", _positive_int(max_count, "Stall.max_count", 0))
         ttl = to_ms(lock_ttl, "Stall.lock_ttl", allow_zero=False)
@@ -172,8 +176,12 @@ class Retention:
         failed_age: Duration = "7d",
         failed_max: int = 10_000,
     ) -> None:
-        object.__setattr__(self, "completed_age_ms", to_ms(completed_age, "Retention.completed_age"))
-        object.__setattr__(self, "completed_max", _positive_int(completed_max, "Retention.completed_max", 0))
+        object.__setattr__(
+            self, "completed_age_ms", to_ms(completed_age, "Retention.completed_age")
+        )
+        object.__setattr__(
+            self, "completed_max", _positive_int(completed_max, "Retention.completed_max", 0)
+        )
         object.__setattr__(self, "failed_age_ms", to_ms(failed_age, "Retention.failed_age"))
         object.__setattr__(self, "failed_max", _positive_int(failed_max, "Retention.failed_max", 0))
 
@@ -211,7 +219,7 @@ class Throttle:
     max: int
     window_ms: int
 
-    def __init__(self, key: str, max: int, window: Duration) -> None:  # noqa: A002
+    def __init__(self, key: str, max: int, window: Duration) -> None:
         object.__setattr__(self, "key", _flow_key(key, "Throttle.key"))
         object.__setattr__(self, "max", _positive_int(max, "Throttle.max"))
         object.__setattr__(self, "window_ms", to_ms(window, "Throttle.window", allow_zero=False))

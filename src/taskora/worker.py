@@ -17,7 +17,7 @@ import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import serializer
@@ -51,7 +51,9 @@ class _Running:
 class Worker:
     """Claims, runs and finishes jobs of one task."""
 
-    def __init__(self, app: App, task: Task[Any, Any], backend: Backend, concurrency: int | None = None):
+    def __init__(
+        self, app: App, task: Task[Any, Any], backend: Backend, concurrency: int | None = None
+    ):
         options = task.options
         self.app = app
         self.task = task
@@ -99,7 +101,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 try:
                     await asyncio.wait_for(asyncio.shield(self._main), timeout=10)
-                except asyncio.TimeoutError:
+                except builtins.TimeoutError:
                     self._main.cancel()
         for task in self._upkeep:
             task.cancel()
@@ -154,7 +156,9 @@ class Worker:
                     continue  # more to send, or every slot filled (more may be waiting)
                 # Fewer jobs than free slots: nothing else is claimable right now.
                 if waiter is None:
-                    waiter = asyncio.create_task(self.backend.wait_for_work(self.name, IDLE_BLOCK_S))
+                    waiter = asyncio.create_task(
+                        self.backend.wait_for_work(self.name, IDLE_BLOCK_S)
+                    )
                 await self._wait_either(waiter)
                 if waiter.done():
                     _consume(waiter)
@@ -251,7 +255,7 @@ class Worker:
             return await asyncio.shield(future)
         try:
             return await asyncio.wait_for(asyncio.shield(future), seconds)
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             # The thread cannot be interrupted: ask it to stop, stop waiting for it, and give
             # the pool a fresh thread so the worker keeps its full concurrency.
             run.ctx._mark_cancelled()
@@ -268,7 +272,11 @@ class Worker:
         if not isinstance(exc, RetryError):
             log.warning(
                 "task %r job %s failed (attempt %d%s): %s",
-                self.name, job.id, job.attempt, ", will retry" if will_retry else "", message,
+                self.name,
+                job.id,
+                job.attempt,
+                ", will retry" if will_retry else "",
+                message,
             )
         if will_retry:
             return Outcome(job.id, job.token, "retry", error=message, retry_delay_ms=delay or 0)
@@ -306,7 +314,9 @@ class Worker:
             return
         held = [(run.job.id, run.job.token) for run in runs]
         try:
-            replies = await self.backend.extend_locks(self.name, held, self.options.stall.lock_ttl_ms)
+            replies = await self.backend.extend_locks(
+                self.name, held, self.options.stall.lock_ttl_ms
+            )
         except BackendError as exc:
             log.warning("worker %s: lock renewal failed: %s", self.name, exc)
             return
@@ -338,11 +348,15 @@ class Worker:
         if report.recovered or report.failed:
             log.warning(
                 "task %r: recovered %d stalled job(s), failed %d",
-                self.name, len(report.recovered), len(report.failed),
+                self.name,
+                len(report.recovered),
+                len(report.failed),
             )
 
     def _new_executor(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"taskora-{self.name}")
+        return ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix=f"taskora-{self.name}"
+        )
 
 
 class _JobIO:
@@ -397,7 +411,9 @@ class _JobIO:
         entries, self._logs = self._logs, []
         if entries:
             backend = self._worker.backend
-            self.track(asyncio.ensure_future(backend.add_logs(self._worker.name, self.job.id, entries)))
+            self.track(
+                asyncio.ensure_future(backend.add_logs(self._worker.name, self.job.id, entries))
+            )
 
     def heartbeat(self) -> None:
         if not self._in_loop():
@@ -421,4 +437,3 @@ def _consume(task: asyncio.Task[None]) -> None:
         exc = task.exception()
         if not isinstance(exc, BackendError):
             log.warning("wait for work failed: %r", exc)
-

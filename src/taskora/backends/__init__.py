@@ -19,9 +19,13 @@ def backend_from_url(url: str, prefix: str | None = None) -> Backend:
         try:
             from .redis import RedisBackend
         except ImportError as exc:  # pragma: no cover - redis is a hard dependency today
-            raise ConfigError(f"the Redis backend needs redis-py: pip install 'taskora' ({exc})") from exc
+            raise ConfigError(
+                f"the Redis backend needs redis-py: pip install 'taskora' ({exc})"
+            ) from exc
         return RedisBackend(url, prefix=prefix)
-    raise ConfigError(f"unsupported backend URL {_safe(url)!r}: use redis://, rediss://, unix:// or memory://")
+    raise ConfigError(
+        f"unsupported backend URL {_safe(url)!r}: use redis://, rediss://, unix:// or memory://"
+    )
 
 
 def _safe(url: str) -> str:

@@ -16,8 +16,8 @@ from ..types import Retention
 
 __all__ = [
     "Backend",
-    "Claimed",
     "ClaimOptions",
+    "Claimed",
     "EnqueueResult",
     "Flow",
     "JobSnapshot",

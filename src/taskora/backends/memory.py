@@ -53,11 +53,15 @@ class _Task:
     active: dict[str, None] = field(default_factory=dict)
     locks: dict[str, tuple[str, int]] = field(default_factory=dict)
     finished: dict[str, OrderedDict[str, int]] = field(
-        default_factory=lambda: {s: OrderedDict() for s in ("completed", "failed", "cancelled", "expired")}
+        default_factory=lambda: {
+            s: OrderedDict() for s in ("completed", "failed", "cancelled", "expired")
+        }
     )
     stalled: set[str] = field(default_factory=set)
     conc: dict[str, int] = field(default_factory=dict)
-    flow_keys: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # key -> (value, expiry)
+    flow_keys: dict[str, tuple[str, int | None]] = field(
+        default_factory=dict
+    )  # key -> (value, expiry)
     marker: int | None = None
     marker_event: asyncio.Event | None = None
 
@@ -157,7 +161,9 @@ class MemoryBackend:
         if t.marker_event is not None:
             t.marker_event.set()
 
-    def _finish(self, task: str, t: _Task, job_id: str, state: str, now: int, terminal: Terminal) -> None:
+    def _finish(
+        self, task: str, t: _Task, job_id: str, state: str, now: int, terminal: Terminal
+    ) -> None:
         t.finished[state][job_id] = now
         self._notify(task, job_id, terminal)
 
@@ -237,7 +243,9 @@ class MemoryBackend:
                 t.active[job_id] = None
                 t.locks[job_id] = (token, now + options.lock_ttl_ms)
                 job.update(state="active", processedOn=now)
-                out.append(Claimed(job_id, job["data"], job["_v"], job["attempt"], job["ts"], token))
+                out.append(
+                    Claimed(job_id, job["data"], job["_v"], job["attempt"], job["ts"], token)
+                )
         for job_id, priority in blocked:
             self._requeue(t, job_id, priority, now)
         return out, bool(blocked) and len(out) < want
@@ -285,9 +293,13 @@ class MemoryBackend:
 
     def _create(self, t: _Task, new: NewJob, now: int, extra: dict[str, Any] | None = None) -> None:
         job: Job = {
-            "ts": now, "_v": new.version, "attempt": 1, "maxAttempts": new.max_attempts,
+            "ts": now,
+            "_v": new.version,
+            "attempt": 1,
+            "maxAttempts": new.max_attempts,
             "state": "delayed" if new.delay_ms > 0 else "waiting",
-            "priority": new.priority, "data": new.data,
+            "priority": new.priority,
+            "data": new.data,
         }
         if new.delay_ms > 0:
             job["delay"] = new.delay_ms
@@ -305,9 +317,9 @@ class MemoryBackend:
             self._requeue(t, new.id, new.priority, now)
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
-        from ..errors import BackendError
+        from .memory_flow import enqueue_flow
 
-        raise BackendError(f"flow control ({flow.kind}) is not available on this backend yet")
+        return enqueue_flow(self, task, job, flow)
 
     # -- worker ---------------------------------------------------------------------------
     async def finish_and_claim(
@@ -337,7 +349,9 @@ class MemoryBackend:
             if o.kind == "completed":
                 job.update(state="completed", finishedOn=now, result=o.result or "")
                 self._release_dedup(t, dedup, o.id)
-                self._finish(task, t, o.id, "completed", now, Terminal("completed", result=o.result))
+                self._finish(
+                    task, t, o.id, "completed", now, Terminal("completed", result=o.result)
+                )
                 n_completed += 1
             elif o.kind == "retry":
                 job["attempt"] += 1
@@ -388,7 +402,7 @@ class MemoryBackend:
         event.clear()
         try:
             await asyncio.wait_for(event.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return t.marker is not None
 
@@ -430,14 +444,18 @@ class MemoryBackend:
                 job.update(state="cancelled", finishedOn=now)
                 self._release_dedup(t, job.get("dedupKey"), job_id)
                 reason = job.get("cancelReason") or None
-                self._finish(task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason))
+                self._finish(
+                    task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason)
+                )
                 cancelled.append(job_id)
                 continue
             job["stalledCount"] = job.get("stalledCount", 0) + 1
             if job["stalledCount"] > max_count:
                 job.update(state="failed", finishedOn=now, error=STALL_MESSAGE)
                 self._release_dedup(t, job.get("dedupKey"), job_id)
-                self._finish(task, t, job_id, "failed", now, Terminal("failed", error=STALL_MESSAGE))
+                self._finish(
+                    task, t, job_id, "failed", now, Terminal("failed", error=STALL_MESSAGE)
+                )
                 failed.append(job_id)
             else:
                 job["state"] = "waiting"
@@ -507,7 +525,9 @@ class MemoryBackend:
                 t.due.pop(job_id, None)
             job.update(state="cancelled", finishedOn=now, cancelReason=reason or "")
             self._release_dedup(t, job.get("dedupKey"), job_id)
-            self._finish(task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason or None))
+            self._finish(
+                task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason or None)
+            )
             return "cancelled"
         if state == "active":
             job.update(cancelledAt=now, cancelReason=reason or "")
@@ -536,7 +556,7 @@ class MemoryBackend:
         self._waiters.setdefault(key, []).append(future)
         try:
             return await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             futures = self._waiters.get(key)

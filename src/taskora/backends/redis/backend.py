@@ -103,7 +103,9 @@ class RedisBackend:
         # A blocking pool queues callers when every connection is busy, instead of failing:
         # ten thousand concurrent handles share a few dozen connections.
         if self._url is not None:
-            pool = BlockingConnectionPool.from_url(self._url, max_connections=size, timeout=None, **options)
+            pool = BlockingConnectionPool.from_url(
+                self._url, max_connections=size, timeout=None, **options
+            )
         else:
             assert self._given is not None
             kwargs = dict(self._given.connection_pool.connection_kwargs)
@@ -131,7 +133,8 @@ class RedisBackend:
                 pipe.script_load(script.source)
             await pipe.execute()
             stored = await SCRIPTS["handshake"](
-                client, [root(self.prefix) + ":meta"],
+                client,
+                [root(self.prefix) + ":meta"],
                 [WIRE_VERSION, MIN_COMPAT, f"taskora-wire-{WIRE_VERSION}"],
             )
         except RedisError as exc:
@@ -159,7 +162,7 @@ class RedisBackend:
             self._pubsub_task = None
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
         self._cancel_listeners.clear()
         blocking, self._blocking = self._blocking, {}
@@ -214,13 +217,17 @@ class RedisBackend:
                 results.append(EnqueueResult(True, event_id=text or None))
         return results
 
-    async def _pipelined(self, name: str, keys: tuple[str, ...], arg_lists: list[list[Any]]) -> list[Any]:
+    async def _pipelined(
+        self, name: str, keys: tuple[str, ...], arg_lists: list[list[Any]]
+    ) -> list[Any]:
         script = SCRIPTS[name]
         pipe = self.client.pipeline(transaction=False)
         for args in arg_lists:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, RedisError) and "NOSCRIPT" in str(r)]
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, RedisError) and "NOSCRIPT" in str(r)
+        ]
         if missing:
             await self.client.script_load(script.source)
             for i in missing:
@@ -231,7 +238,9 @@ class RedisBackend:
         return replies
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
-        raise BackendError(f"flow control ({flow.kind}) is not available on this backend yet")
+        from .flow import enqueue_flow
+
+        return await enqueue_flow(self, task, job, flow)
 
     # -- worker ---------------------------------------------------------------------------
     async def finish_and_claim(
@@ -249,8 +258,16 @@ class RedisBackend:
             args += (o.id, o.token, o.kind, payload or "", o.retry_delay_ms)
         seq = self._token_seq
         self._token_seq += claim
-        args += (claim, options.lock_ttl_ms, token_base, seq, "1" if options.singleton else "0",
-                 MAX_EVENT_RESULT, options.keep_completed, options.keep_failed)
+        args += (
+            claim,
+            options.lock_ttl_ms,
+            token_base,
+            seq,
+            "1" if options.singleton else "0",
+            MAX_EVENT_RESULT,
+            options.keep_completed,
+            options.keep_failed,
+        )
         with self.errors():
             refused, flat = await SCRIPTS["finish_claim"](self.client, keys.standard, args)
         claimed = tuple(
@@ -301,9 +318,18 @@ class RedisBackend:
     async def trim(self, task: str, retention: Retention) -> int:
         keys = self.keys(task)
         r = retention
-        args = [keys.base, TRIM_BATCH,
-                r.completed_age_ms, r.completed_max, r.failed_age_ms, r.failed_max,
-                r.failed_age_ms, r.failed_max, r.failed_age_ms, r.failed_max]
+        args = [
+            keys.base,
+            TRIM_BATCH,
+            r.completed_age_ms,
+            r.completed_max,
+            r.failed_age_ms,
+            r.failed_max,
+            r.failed_age_ms,
+            r.failed_max,
+            r.failed_age_ms,
+            r.failed_max,
+        ]
         total = 0
         with self.errors():
             for _ in range(20):
@@ -333,7 +359,9 @@ class RedisBackend:
         backoff = 0.05
         while self._pubsub is not None:
             try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=1.0
+                )
                 backoff = 0.05
             except (RedisError, OSError):
                 await asyncio.sleep(backoff)
@@ -350,8 +378,12 @@ class RedisBackend:
         keys = self.keys(task)
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(keys.job(job_id), "progress", value)
-        pipe.xadd(keys.events, {"event": "progress", "jobId": job_id, "value": value},
-                  maxlen=10000, approximate=True)
+        pipe.xadd(
+            keys.events,
+            {"event": "progress", "jobId": job_id, "value": value},
+            maxlen=10000,
+            approximate=True,
+        )
         with self.errors():
             await pipe.execute()
 
@@ -378,12 +410,14 @@ class RedisBackend:
             if await self.client.type(key) != b"list":
                 return []
             raw = await self.client.lrange(key, 0, -1)
-        return [r.decode("utf-8", "replace") for r in raw]
+        return [_str(r) or "" for r in raw]
 
     async def cancel(self, task: str, job_id: str, reason: str | None) -> str:
         keys = self.keys(task)
         with self.errors():
-            reply = await SCRIPTS["cancel"](self.client, keys.standard, [keys.base, job_id, reason or ""])
+            reply = await SCRIPTS["cancel"](
+                self.client, keys.standard, [keys.base, job_id, reason or ""]
+            )
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     async def wait_terminal(
@@ -402,25 +436,47 @@ class RedisBackend:
         for name in ("completed", "failed", "cancelled", "expired"):
             pipe.zcard(keys.key(name))
         with self.errors():
-            wait, prio, delayed, active, completed, failed, cancelled, expired = await pipe.execute()
+            (
+                wait,
+                prio,
+                delayed,
+                active,
+                completed,
+                failed,
+                cancelled,
+                expired,
+            ) = await pipe.execute()
         return {
-            "waiting": wait + prio, "delayed": delayed, "active": active, "completed": completed,
-            "failed": failed, "cancelled": cancelled, "expired": expired,
+            "waiting": wait + prio,
+            "delayed": delayed,
+            "active": active,
+            "completed": completed,
+            "failed": failed,
+            "cancelled": cancelled,
+            "expired": expired,
         }
 
     async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
         """Every stored field of a job (for tools and tests)."""
         with self.errors():
             raw = await self.client.hgetall(self.keys(task).job(job_id))
-        return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
-
+        return {_str(k) or "": _str(v) or "" for k, v in raw.items()}
 
 
 def _enqueue_args(base: str, jobs: Sequence[NewJob]) -> list[Any]:
     args: list[Any] = [base, len(jobs)]
     for j in jobs:
-        args += (j.id, j.data, j.version, j.max_attempts, j.priority, j.delay_ms, j.ttl_ms,
-                 j.concurrency_key, j.concurrency_limit)
+        args += (
+            j.id,
+            j.data,
+            j.version,
+            j.max_attempts,
+            j.priority,
+            j.delay_ms,
+            j.ttl_ms,
+            j.concurrency_key,
+            j.concurrency_limit,
+        )
     return args
 
 
@@ -435,16 +491,22 @@ def _check_compat(stored: list[Any]) -> None:
             f"taskora meta in Redis is corrupt ({theirs}); refusing to run", ours, theirs
         ) from None
     if version < 1 or min_compat < 1 or min_compat > version:
-        raise WireVersionError(f"taskora meta in Redis is invalid ({theirs}); refusing to run", ours, theirs)
+        raise WireVersionError(
+            f"taskora meta in Redis is invalid ({theirs}); refusing to run", ours, theirs
+        )
     if version < MIN_COMPAT:
         raise WireVersionError(
             f"Redis holds taskora wire version {version}, older than this taskora supports "
-            f"(needs >= {MIN_COMPAT}); migrate the data first", ours, theirs,
+            f"(needs >= {MIN_COMPAT}); migrate the data first",
+            ours,
+            theirs,
         )
     if WIRE_VERSION < min_compat:
         raise WireVersionError(
             f"Redis holds taskora wire version {version} (needs readers >= {min_compat}); this "
-            f"taskora speaks wire version {WIRE_VERSION}: upgrade taskora", ours, theirs,
+            f"taskora speaks wire version {WIRE_VERSION}: upgrade taskora",
+            ours,
+            theirs,
         )
 
 

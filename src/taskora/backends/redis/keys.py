@@ -23,8 +23,19 @@ class TaskKeys:
     def __init__(self, prefix: str | None, task: str) -> None:
         self.base = f"{root(prefix)}:{{{task}}}:"
         b = self.base
-        names = ("wait", "prioritized", "delayed", "active", "events", "marker",
-                 "completed", "failed", "cancelled", "expired", "stalled")
+        names = (
+            "wait",
+            "prioritized",
+            "delayed",
+            "active",
+            "events",
+            "marker",
+            "completed",
+            "failed",
+            "cancelled",
+            "expired",
+            "stalled",
+        )
         self.standard: tuple[str, ...] = tuple(b + name for name in names)
         self.events = b + "events"
         self.cancel_channel = b + "cancel"

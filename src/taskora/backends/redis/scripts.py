@@ -25,7 +25,9 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(self, client: Redis, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
+    async def __call__(
+        self, client: Redis, keys: tuple[str, ...] | list[str], args: list[Any]
+    ) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:

@@ -77,7 +77,7 @@ class ResultWaiter:
             if not future.done():
                 await asyncio.wait_for(asyncio.shield(future), timeout)
             return future.result()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             self._forget(key, future)
@@ -185,7 +185,9 @@ class ResultWaiter:
                     self._cursors.clear()  # nobody waits: stop reading; a later wait re-checks
                     self._since.clear()
                     return
-                streams = {self._backend.keys(t).events: c for t, c in self._cursors.items()}
+                streams: dict[Any, Any] = {
+                    self._backend.keys(t).events: c for t, c in self._cursors.items()
+                }
                 try:
                     reply = await conn.xread(streams, count=1000, block=READ_BLOCK_MS)
                 except (RedisError, OSError):
@@ -261,14 +263,18 @@ def _from_event(fields: dict[bytes, bytes]) -> tuple[str, Terminal] | None:
     if kind == "expired":
         return text["jobId"], Terminal("expired")
     replaced_by = text.get("replacedBy", "")
-    return text["jobId"], Terminal("missing", reason=f"replaced by a later debounced dispatch {replaced_by}")
+    return text["jobId"], Terminal(
+        "missing", reason=f"replaced by a later debounced dispatch {replaced_by}"
+    )
 
 
 def _from_fields(reply: Any) -> Terminal | None:
     """Terminal from HMGET state/result/error/cancelReason, 'missing' if no job, else None."""
     if isinstance(reply, Exception):
         return None
-    state, result, error, reason = (None if v is None else v.decode("utf-8", "replace") for v in reply)
+    state, result, error, reason = (
+        None if v is None else v.decode("utf-8", "replace") for v in reply
+    )
     if state is None:
         return Terminal("missing", reason="no such job")
     if state not in _TERMINAL_STATES:
