@@ -56,6 +56,8 @@ class ResultWaiter:
         self._recent: OrderedDict[Key, Terminal] = OrderedDict()
         self._reader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._checks: list[Key] = []
+        self._checks_done: asyncio.Future[None] | None = None
 
     # -- public -------------------------------------------------------------------------
     async def wait(
@@ -69,10 +71,9 @@ class ResultWaiter:
         self._pending.setdefault(key, []).append(future)
         self._registered.setdefault(key, time.monotonic())
         try:
-            watched = task in self._cursors
-            trusted = watched and event_id is not None and _sid(event_id) >= self._since[task]
-            if not trusted:
-                await self._check(task, job_id, watch=not watched)
+            since = self._since.get(task)
+            if since is None or event_id is None or _sid(event_id) < since:
+                await self._check(task, job_id)
             self._ensure_running()
             if not future.done():
                 await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -129,24 +130,42 @@ class ResultWaiter:
         self._reader = asyncio.create_task(self._read_loop(), name="taskora-result-reader")
 
     # -- state checks ---------------------------------------------------------------------
-    async def _check(self, task: str, job_id: str, watch: bool) -> None:
+    async def _check(self, task: str, job_id: str) -> None:
+        """Queue a state check; checks requested together go out as one pipeline."""
+        if self._checks_done is None or self._checks_done.done():
+            self._checks_done = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._start_checks)
+        self._checks.append((task, job_id))
+        done = self._checks_done
+        await done
+
+    def _start_checks(self) -> None:
+        batch, self._checks = self._checks, []
+        done, self._checks_done = self._checks_done, None
+        runner = asyncio.ensure_future(self._run_checks(batch))
+        runner.add_done_callback(lambda r: _settle(done, r))
+
+    async def _run_checks(self, batch: list[Key]) -> None:
         backend = self._backend
-        keys = backend.keys(task)
+        new_tasks = sorted({task for task, _ in batch if task not in self._cursors})
         pipe = backend.client.pipeline(transaction=False)
-        if watch:
-            pipe.xrevrange(keys.events, "+", "-", count=1)
-        pipe.hmget(keys.job(job_id), ["state", "result", "error", "cancelReason"])
+        for task in new_tasks:
+            pipe.xrevrange(backend.keys(task).events, "+", "-", count=1)
+        for task, job_id in batch:
+            pipe.hmget(backend.keys(task).job(job_id), ["state", "result", "error", "cancelReason"])
         with backend.errors():
             replies = await pipe.execute(raise_on_error=False)
-        if watch and task not in self._cursors:
-            last = replies[0]
-            cursor = "0-0" if isinstance(last, Exception) or not last else last[0][0].decode()
-            self._cursors[task] = cursor
-            self._since[task] = _sid(cursor)
+        for task, last in zip(new_tasks, replies, strict=False):
+            if task not in self._cursors:
+                cursor = "0-0" if isinstance(last, Exception) or not last else last[0][0].decode()
+                self._cursors[task] = cursor
+                self._since[task] = _sid(cursor)
+        if new_tasks:
             self._restart_reader()
-        terminal = _from_fields(replies[-1])
-        if terminal is not None:
-            self._resolve((task, job_id), terminal)
+        for key, reply in zip(batch, replies[len(new_tasks) :], strict=True):
+            terminal = _from_fields(reply)
+            if terminal is not None:
+                self._resolve(key, terminal)
 
     async def _sweep_loop(self) -> None:
         while self._pending:
@@ -237,6 +256,17 @@ class ResultWaiter:
             for (key, _), result in zip(fetch, results, strict=True):
                 if isinstance(result, bytes):
                     self._resolve(key, Terminal("completed", result=result.decode()))
+
+
+def _settle(done: asyncio.Future[None] | None, runner: asyncio.Future[None]) -> None:
+    if done is None or done.done():
+        return
+    if runner.cancelled():
+        done.cancel()
+    elif runner.exception() is not None:
+        done.set_exception(runner.exception())  # type: ignore[arg-type]
+    else:
+        done.set_result(None)
 
 
 def _items(reply: Any) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
