@@ -10,6 +10,7 @@ may call ``asyncio.run`` several times with the same App.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import logging
@@ -266,9 +267,16 @@ class App:
                 if loop is None:
                     self._portal = _Portal()
                     loop = self._portal.loop
+                    atexit.register(self._close_portal_at_exit, self._portal)
                 self._bind_locked(loop)
                 return loop
             return home
+
+    def _close_portal_at_exit(self, portal: _Portal) -> None:
+        """A sync script may simply end: send what it dispatched before the process exits."""
+        if self._portal is portal and portal.loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.close(), portal.loop).result(timeout=30)
 
     def _bind(self, loop: asyncio.AbstractEventLoop, take_over: bool = False) -> None:
         with self._guard:

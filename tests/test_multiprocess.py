@@ -1,0 +1,63 @@
+"""A producer process and two worker processes share one Redis: every job runs exactly once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+
+def _spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.mp.apps", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_lines(path: Path, count: int, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = path.read_text().splitlines()
+            if len(lines) >= count:
+                return lines
+        time.sleep(0.05)
+    raise AssertionError(f"only {len(path.read_text().splitlines()) if path.exists() else 0} of {count} lines")
+
+
+@pytest.mark.parametrize("wait_results", [False, True])
+def test_producer_and_two_workers_run_each_job_once(
+    redis_url: str, prefix: str, tmp_path: Path, wait_results: bool
+) -> None:
+    ledger = tmp_path / "ledger.txt"
+    ids_file = tmp_path / "ids.txt"
+    count = 600
+    workers = [_spawn("worker", redis_url, prefix, str(ledger), "8") for _ in range(2)]
+    try:
+        producer = _spawn("produce", redis_url, prefix, str(count), str(ids_file), "wait" if wait_results else "")
+        out, _ = producer.communicate(timeout=120)
+        assert producer.returncode == 0, out.decode()
+        dispatched = ids_file.read_text().split()
+        assert len(set(dispatched)) == count
+        lines = _wait_lines(ledger, count, timeout=120)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            out, _ = worker.communicate(timeout=60)
+            assert worker.returncode == 0, out.decode()
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    runs = Counter(line.split()[0] for line in lines)
+    assert set(runs) == set(dispatched), "a job was lost or an unknown job ran"
+    assert max(runs.values()) == 1, f"jobs ran twice: {[k for k, v in runs.items() if v > 1]}"
+    pids = Counter(line.split()[1] for line in lines)
+    assert len(pids) == 2, f"both workers should take part: {pids}"
