@@ -25,6 +25,7 @@ from .errors import (
     WireVersionError,
 )
 from .handle import ResultHandle
+from .inspector import DeadLetters, JobInfo
 from .task import Task
 from .types import (
     Debounce,
@@ -43,6 +44,7 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "Context",
+    "DeadLetters",
     "Debounce",
     "Deduplicate",
     "DuplicateJobError",
@@ -50,6 +52,7 @@ __all__ = [
     "JobError",
     "JobExpiredError",
     "JobFailedError",
+    "JobInfo",
     "JobNotFoundError",
     "JobState",
     "LogEntry",

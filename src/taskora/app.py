@@ -24,6 +24,7 @@ from .backends import backend_from_url
 from .backends.base import Backend, EnqueueResult, Flow, NewJob
 from .dispatch import Enqueuer
 from .errors import ConfigError, TaskoraError
+from .inspector import DeadLetters
 from .task import Task
 from .types import Retention, TaskDefaults, check_name
 
@@ -126,6 +127,18 @@ class App:
     @property
     def tasks(self) -> dict[str, Task[Any, Any]]:
         return dict(self._tasks)
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """Permanently failed jobs: ``list()``, ``retry(job_id)``, ``retry_all()``."""
+        return DeadLetters(self)
+
+    async def counts(self, task: str) -> dict[str, int]:
+        """How many jobs of ``task`` are in each state."""
+        if task not in self._tasks:
+            raise ConfigError(f"unknown task {task!r}")
+        backend = await self._route(self._connected_backend)
+        return await self._route(lambda: backend.counts(task))
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(

@@ -218,3 +218,12 @@ class Backend(Protocol):
 
     async def counts(self, task: str) -> dict[str, int]:
         """Number of jobs per state for ``task``."""
+
+    async def list_jobs(
+        self, task: str, state: str, offset: int, limit: int
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Jobs in ``state`` with their stored fields: finished ones newest first, waiting
+        ones in claim order, delayed ones by due time."""
+
+    async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
+        """Move failed jobs (``ids``, or the ``limit`` oldest) back to waiting, attempt 1."""

@@ -575,6 +575,57 @@ class MemoryBackend:
         counts.update({state: len(ids) for state, ids in t.finished.items()})
         return counts
 
+    async def list_jobs(
+        self, task: str, state: str, offset: int, limit: int
+    ) -> list[tuple[str, dict[str, str]]]:
+        t = self._t(task)
+        if state in t.finished:
+            ids = list(reversed(t.finished[state]))
+        elif state == "delayed":
+            ids = [job_id for _, job_id in sorted((due, j) for j, due in t.due.items())]
+        elif state == "active":
+            ids = list(reversed(t.active))
+        elif state == "waiting":
+            ids = [j for _, j in sorted((score, j) for j, score in t.prio_score.items())]
+            ids += list(reversed(t.wait))
+            ids = [j for j in ids if t.jobs.get(j, {}).get("state") == "waiting"]
+        else:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"unknown state {state!r}")
+        return [
+            (job_id, {k: str(v) for k, v in t.jobs[job_id].items()})
+            for job_id in ids[offset : offset + limit]
+            if job_id in t.jobs
+        ]
+
+    async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
+        t = self._t(task)
+        failed = t.finished["failed"]
+        chosen = list(ids) if ids else list(failed)[:limit]
+        now = self.now_ms()
+        done = []
+        for job_id in chosen:
+            job = t.jobs.get(job_id)
+            if job is None or failed.pop(job_id, None) is None:
+                continue
+            for name in (
+                "error",
+                "finishedOn",
+                "result",
+                "stalledCount",
+                "cancelledAt",
+                "cancelReason",
+                "processedOn",
+            ):
+                job.pop(name, None)
+            job.update(state="waiting", attempt=1, ts=now)
+            self._requeue(t, job_id, job["priority"], now)
+            done.append(job_id)
+        if done:
+            self._set_marker(t, 0)
+        return done
+
     async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
         job = self._t(task).jobs.get(job_id, {})
         return {k: str(v) for k, v in job.items()}

@@ -456,6 +456,54 @@ class RedisBackend:
             "expired": expired,
         }
 
+    async def list_jobs(
+        self, task: str, state: str, offset: int, limit: int
+    ) -> list[tuple[str, dict[str, str]]]:
+        keys = self.keys(task)
+        stop = offset + limit - 1
+        with self.errors():
+            if state in ("completed", "failed", "cancelled", "expired"):
+                ids = await self.client.zrevrange(keys.key(state), offset, stop)
+            elif state == "delayed":
+                ids = await self.client.zrange(keys.key("delayed"), offset, stop)
+            elif state == "active":
+                ids = await self.client.lrange(keys.key("active"), offset, stop)
+            elif state == "waiting":
+                ids = await self._waiting_ids(keys, offset, limit)
+            else:
+                raise ConfigError(f"unknown state {state!r}")
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(keys.job(_str(job_id) or ""))
+            rows = await pipe.execute(raise_on_error=False)
+        out = []
+        for job_id, row in zip(ids, rows, strict=True):
+            if isinstance(row, dict) and row:
+                fields = {_str(k) or "": _str(v) or "" for k, v in row.items()}
+                out.append((_str(job_id) or "", fields))
+        return out
+
+    async def _waiting_ids(self, keys: TaskKeys, offset: int, limit: int) -> list[Any]:
+        prioritized = await self.client.zrange(keys.key("prioritized"), offset, offset + limit - 1)
+        if len(prioritized) >= limit:
+            return list(prioritized)
+        skip = max(0, offset - await self.client.zcard(keys.key("prioritized")))
+        want = limit - len(prioritized)
+        # the list is popped from its right end: claim order is right to left
+        plain = await self.client.lrange(keys.key("wait"), -(skip + want), -(skip + 1))
+        return list(prioritized) + list(reversed(plain))
+
+    async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
+        keys = self.keys(task)
+        with self.errors():
+            reply = await SCRIPTS["retry_failed"](
+                self.client, keys.standard, [keys.base, limit, *(ids or ())]
+            )
+        retried = [_str(r) or "" for r in reply]
+        for job_id in retried:
+            self.waiter.forget(task, job_id)
+        return retried
+
     async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
         """Every stored field of a job (for tools and tests)."""
         with self.errors():

@@ -35,16 +35,20 @@ class Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
-def _read(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
-
-
 def _load() -> dict[str, Script]:
-    lib = _read("lib")
-    scripts = {"handshake": Script("handshake", _read("handshake"))}
-    for name in ("enqueue", "finish_claim", "extend_locks", "stalled_check", "cancel", "trim"):
-        scripts[name] = Script(name, lib + "\n" + _read(name))
-    return scripts
+    """Every ``lua/<name>.lua`` becomes SCRIPTS[name]; lib.lua is prepended to all but the
+    handshake (which runs on the meta key, outside any task)."""
+    folder = resources.files(__package__).joinpath("lua")
+    sources = {
+        entry.name.removesuffix(".lua"): entry.read_text()
+        for entry in folder.iterdir()
+        if entry.name.endswith(".lua")
+    }
+    lib = sources.pop("lib")
+    return {
+        name: Script(name, source if name == "handshake" else lib + "\n" + source)
+        for name, source in sorted(sources.items())
+    }
 
 
 SCRIPTS = _load()

@@ -42,6 +42,7 @@ SWEEP_CHUNK = 2_000
 READ_BLOCK_MS = 5_000
 IDLE_UNWATCH_S = 30.0
 _TERMINAL_STATES = {"completed", "failed", "cancelled", "expired"}
+_RESTART_EVENTS = {b"waiting", b"active"}
 
 Key = tuple[str, str]
 
@@ -82,6 +83,10 @@ class ResultWaiter:
             return None
         finally:
             self._forget(key, future)
+
+    def forget(self, task: str, job_id: str) -> None:
+        """The job starts over (a dead letter retried here): drop its cached end."""
+        self._recent.pop((task, job_id), None)
 
     async def close(self) -> None:
         for task in (self._reader, self._sweeper):
@@ -236,6 +241,8 @@ class ResultWaiter:
                 self._cursors[task] = entry_id.decode()
                 found = _from_event(fields)
                 if found is None:
+                    if fields.get(b"event") in _RESTART_EVENTS:  # e.g. a dead letter retried
+                        self._recent.pop((task, _str(fields.get(b"jobId"))), None)
                     continue
                 job_id, terminal = found
                 key = (task, job_id)
@@ -310,6 +317,10 @@ def _from_fields(reply: Any) -> Terminal | None:
     if state not in _TERMINAL_STATES:
         return None
     return Terminal(state, result=result, error=error, reason=reason or None)
+
+
+def _str(raw: bytes | None) -> str:
+    return raw.decode("utf-8", "replace") if raw is not None else ""
 
 
 def _sid(stream_id: str) -> tuple[int, int]:
