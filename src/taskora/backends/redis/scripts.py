@@ -8,13 +8,16 @@ per-task scripts; it is prepended to each of them.
 from __future__ import annotations
 
 import hashlib
+import logging
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["SCRIPTS", "Script"]
+
+log = logging.getLogger("taskora.redis")
 
 
 class Script:
@@ -30,9 +33,16 @@ class Script:
     ) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
+        except NoScriptError:  # the server restarted or SCRIPT FLUSH ran
             await client.script_load(self.source)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc) or self.name == "repair" or len(keys) != 11:
+                raise
+        # A structural key of the task holds foreign data: move it aside, then run again.
+        moved = await SCRIPTS["repair"](client, keys, [])
+        log.error("taskora: moved malformed keys aside: %s", [m.decode() for m in moved])
+        return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 def _load() -> dict[str, Script]:

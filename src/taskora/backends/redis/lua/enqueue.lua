@@ -29,17 +29,17 @@ for i = 0, count - 1 do
       fields[#fields + 1] = 'concurrencyKey'; fields[#fields + 1] = ARGV[o + 7]
       fields[#fields + 1] = 'concurrencyLimit'; fields[#fields + 1] = ARGV[o + 8]
     end
-    redis.call('HSET', jk, unpack(fields))
+    -- queue first: if a queue key has the wrong type this fails before anything is written
     if delay > 0 then
       local due = now + delay
       redis.call('ZADD', K.delayed, due, id)
       if not min_due or due < min_due then min_due = due end
-      out[#out + 1] = emit(K.events, 'event', 'delayed', 'jobId', id)
     else
       requeue(K, id, priority, now)
       waiting = true
-      out[#out + 1] = emit(K.events, 'event', 'waiting', 'jobId', id)
     end
+    redis.call('HSET', jk, unpack(fields))
+    out[#out + 1] = emit(K.events, 'event', state, 'jobId', id)
   end
 end
 if waiting then

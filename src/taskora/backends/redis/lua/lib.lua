@@ -104,6 +104,10 @@ end
 local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
   local out = {}
   if want <= 0 then return out, false end
+  local active_type = redis.call('TYPE', K.active).ok
+  if active_type ~= 'list' and active_type ~= 'none' then
+    error('WRONGTYPE ' .. K.active .. ' is not a list') -- before any pop: nothing is lost
+  end
   if singleton == '1' and redis.call('LLEN', K.active) > 0 then return out, true end
   local blocked = {}
   local got, pops = 0, 0
