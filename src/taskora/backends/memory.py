@@ -122,6 +122,12 @@ class MemoryBackend:
         else:
             t.wait.appendleft(job_id)
 
+    def _requeue_front(self, t: _Task, job_id: str, job: Job) -> None:
+        if job["priority"] > 0:
+            self._requeue(t, job_id, job["priority"], job["ts"])
+        else:
+            t.wait.append(job_id)
+
     def _pop_waiting(self, t: _Task) -> str | None:
         while t.prioritized:
             score, job_id = heapq.heappop(t.prioritized)
@@ -369,7 +375,7 @@ class MemoryBackend:
                 self._finish(task, t, o.id, "cancelled", now, Terminal("cancelled", reason=reason))
             else:
                 job["state"] = "waiting"
-                self._requeue(t, o.id, job["priority"], now)
+                self._requeue_front(t, o.id, job)
                 released = True
         if n_completed:
             self._trim_count(t, "completed", options.keep_completed, 2 * n_completed + 10)
@@ -459,7 +465,7 @@ class MemoryBackend:
                 failed.append(job_id)
             else:
                 job["state"] = "waiting"
-                self._requeue(t, job_id, job["priority"], now)
+                self._requeue_front(t, job_id, job)
                 recovered.append(job_id)
         t.stalled.update(t.active)
         if released:

@@ -41,7 +41,7 @@ for i = 0, count - 1 do
   else
     redis.call('DEL', jk .. ':lock')
     redis.call('LREM', K.active, 1, id)
-    local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'attempt')
+    local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'ts')
     if release_concurrency(B, f[1]) then released = true end
     if kind == 'completed' then
       redis.call('HSET', jk, 'state', 'completed', 'finishedOn', now, 'result', payload)
@@ -74,7 +74,7 @@ for i = 0, count - 1 do
       emit(K.events, 'event', 'cancelled', 'jobId', id, 'reason', f[3] or '')
     else -- release
       redis.call('HSET', jk, 'state', 'waiting')
-      requeue(K, id, tonumber(f[4] or '0') or 0, now)
+      requeue_front(K, id, tonumber(f[4] or '0') or 0, tonumber(f[5] or '') or now)
       released = true
       emit(K.events, 'event', 'waiting', 'jobId', id)
     end

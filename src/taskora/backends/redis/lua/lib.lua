@@ -30,6 +30,16 @@ local function requeue(K, id, priority, ts)
   end
 end
 
+-- A job that was already claimed once (recovered from a dead worker, or given back at
+-- shutdown) goes to the front of its band: it is older than anything still waiting.
+local function requeue_front(K, id, priority, ts)
+  if priority > 0 then
+    redis.call('ZADD', K.prioritized, -priority * 1e13 + ts, id)
+  else
+    redis.call('RPUSH', K.wait, id)
+  end
+end
+
 local function release_concurrency(B, key)
   if key then
     local left = redis.call('DECR', B .. 'conc:' .. key)

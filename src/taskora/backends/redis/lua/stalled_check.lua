@@ -17,7 +17,7 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
       failed[#failed + 1] = id
     elseif redis.call('HGET', jk, 'state') == 'active' then
       redis.call('LREM', K.active, 0, id)
-      local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelledAt', 'priority', 'cancelReason')
+      local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelledAt', 'priority', 'cancelReason', 'ts')
       release_concurrency(B, f[1])
       released = true
       if f[3] then
@@ -38,7 +38,7 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
           failed[#failed + 1] = id
         else
           redis.call('HSET', jk, 'state', 'waiting')
-          requeue(K, id, tonumber(f[4] or '0') or 0, now)
+          requeue_front(K, id, tonumber(f[4] or '0') or 0, tonumber(f[6] or '') or now)
           emit(K.events, 'event', 'stalled', 'jobId', id, 'count', n, 'action', 'recovered')
           recovered[#recovered + 1] = id
         end
