@@ -165,7 +165,8 @@ async def test_sigkill_worker_mid_job_is_recovered(tmp_path: Path) -> None:
             restart = min(t for p, t in ledger.starts[job_id] if p != a.pid)
             recoveries.append(restart - killed_at)
         print(
-            f"\nT1 recovery (kill -> re-claim) for {len(orphaned)} jobs: max {max(recoveries):.2f}s, min {min(recoveries):.2f}s"
+            f"\nT1 recovery (kill -> re-claim) for {len(orphaned)} jobs: "
+            f"max {max(recoveries):.2f}s, min {min(recoveries):.2f}s"
         )
         assert max(recoveries) <= RECOVERY_BOUND_S + 3  # slack for a loaded 2-core machine
         assert all(len(ledger.ends[j]) == 1 for j in (h.id for h in handles)), (
@@ -283,7 +284,8 @@ async def test_redis_restart_with_aof_loses_nothing(tmp_path: Path) -> None:
         ids = [h.id for h in accepted]
         duplicates = sum(1 for j in ids if len(ledger.ends[j]) > 1)
         print(
-            f"\nT2a accepted {len(accepted)}, refused during outage {refused}, completed {len(results)}, lost 0, "
+            f"\nT2a accepted {len(accepted)}, refused during outage {refused}, "
+            f"completed {len(results)}, lost 0, "
             f"handler ran twice {duplicates}, dispatch resumed {resumed:.2f}s after restart"
         )
         assert refused > 0, "dispatches during the outage must raise"
@@ -355,7 +357,8 @@ async def test_client_kill_storm(tmp_path: Path) -> None:
         ledger = Ledger.read(workers.ledger)
         twice = [j for j in (h.id for h in handles) if len(ledger.ends[j]) > 1]
         print(
-            f"\nT3 {kills} connections killed; 1500 jobs completed, lost 0, handler ran twice {len(twice)}"
+            f"\nT3 {kills} connections killed; 1500 jobs completed, lost 0, "
+            f"handler ran twice {len(twice)}"
         )
         assert all(n == 1 for n in completed_events(server, prefix).values())
 

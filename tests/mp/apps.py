@@ -16,7 +16,8 @@ import taskora
 
 
 def build(url: str, prefix: str, ledger: str | None = None) -> taskora.App:
-    app = taskora.App(url, prefix=prefix, defaults=taskora.TaskDefaults(stall=taskora.Stall(interval=1, lock_ttl=2)))
+    stall = taskora.Stall(interval=1, lock_ttl=2)
+    app = taskora.App(url, prefix=prefix, defaults=taskora.TaskDefaults(stall=stall))
 
     @app.task("record")
     async def record(data: dict[str, int], ctx: taskora.Context) -> int:
