@@ -28,7 +28,8 @@ def _wait_lines(path: Path, count: int, timeout: float) -> list[str]:
             if len(lines) >= count:
                 return lines
         time.sleep(0.05)
-    raise AssertionError(f"only {len(path.read_text().splitlines()) if path.exists() else 0} of {count} lines")
+    seen = len(path.read_text().splitlines()) if path.exists() else 0
+    raise AssertionError(f"only {seen} of {count} lines")
 
 
 @pytest.mark.parametrize("wait_results", [False, True])
@@ -40,7 +41,8 @@ def test_producer_and_two_workers_run_each_job_once(
     count = 600
     workers = [_spawn("worker", redis_url, prefix, str(ledger), "8") for _ in range(2)]
     try:
-        producer = _spawn("produce", redis_url, prefix, str(count), str(ids_file), "wait" if wait_results else "")
+        mode = "wait" if wait_results else ""
+        producer = _spawn("produce", redis_url, prefix, str(count), str(ids_file), mode)
         out, _ = producer.communicate(timeout=120)
         assert producer.returncode == 0, out.decode()
         dispatched = ids_file.read_text().split()
