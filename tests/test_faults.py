@@ -293,9 +293,19 @@ async def test_redis_restart_with_aof_loses_nothing(tmp_path: Path) -> None:
         assert all(n == 1 for n in completed_events(server, prefix).values())
 
 
-async def test_redis_restart_without_persistence_fails_waiters_fast(tmp_path: Path) -> None:
-    """T2b: Redis restarts empty; waiters on lost jobs get JobNotFoundError; new jobs run."""
+async def test_redis_restart_without_persistence_fails_waiters_fast(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """T2b: Redis restarts empty: a running worker reports the data loss within a stall
+    interval; waiters on lost jobs get JobNotFoundError; new jobs run normally."""
     with cluster(tmp_path) as (server, workers, prefix):
+        watcher = taskora.App(server.url, prefix=prefix, defaults=taskora.TaskDefaults(stall=STALL))
+
+        @watcher.task("other")
+        async def other(data: None) -> None:
+            return None
+
+        await watcher.start()
         async with producer(server.url, prefix) as (_, job):
             lost = [job.dispatch({"n": i}) for i in range(20)]  # no worker yet: they wait
             await asyncio.gather(*lost)
@@ -309,11 +319,13 @@ async def test_redis_restart_without_persistence_fails_waiters_fast(tmp_path: Pa
             elapsed = time.monotonic() - t0
             print(f"\nT2b waiters on lost jobs resolved {elapsed:.2f}s after the restart")
             assert elapsed <= 10
+            await wait_for(lambda: "lost taskora's data" in caplog.text, 20, "the data-loss report")
             workers.spawn(4)
             fresh = [job.dispatch({"n": i}) for i in range(20)]
             assert await asyncio.wait_for(asyncio.gather(*(h.result for h in fresh)), 60) == list(
                 range(20)
             )
+        await watcher.close()
 
 
 async def test_client_kill_storm(tmp_path: Path) -> None:

@@ -340,6 +340,9 @@ class Worker:
 
     async def _stall_check(self) -> None:
         try:
+            lost = await self.backend.verify()
+            if lost is not None:
+                log.error("worker %s: %s", self.name, lost)
             report = await self.backend.stalled_check(self.name, self.options.stall.max_count)
             await self.backend.trim(self.name, self.app.retention)
         except BackendError as exc:

@@ -161,6 +161,9 @@ class Backend(Protocol):
     def now_ms(self) -> int:
         """The backend's clock in epoch ms (the Redis server's clock for Redis)."""
 
+    async def verify(self) -> str | None:
+        """Check the keyspace is still ours; a message when data was lost (and re-init)."""
+
     # -- producer -----------------------------------------------------------------
     async def enqueue(self, task: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         """Create jobs in one round trip. An id that already exists is left untouched."""

@@ -107,6 +107,9 @@ class MemoryBackend:
     def now_ms(self) -> int:
         return self.clock()
 
+    async def verify(self) -> str | None:
+        return None
+
     def _t(self, task: str) -> _Task:
         t = self._tasks.get(task)
         if t is None:

@@ -186,6 +186,22 @@ class RedisBackend:
     def now_ms(self) -> int:
         return int(time.time() * 1000 + self._offset_ms)
 
+    async def verify(self) -> str | None:
+        """The meta hash is written at first connect and never deleted by taskora: if it is
+        gone, Redis restarted without persistence (or was flushed) and jobs were lost."""
+        meta = root(self.prefix) + ":meta"
+        with self.errors():
+            if await self.client.exists(meta):
+                return None
+            stored = await SCRIPTS["handshake"](
+                self.client, [meta], [WIRE_VERSION, MIN_COMPAT, f"taskora-wire-{WIRE_VERSION}"]
+            )
+        _check_compat(stored)
+        return (
+            f"Redis at {self.url} lost taskora's data (restarted without persistence, or "
+            "flushed): jobs accepted before that are gone; waiters on them get JobNotFoundError"
+        )
+
     def keys(self, task: str) -> TaskKeys:
         return task_keys(self.prefix, task)
 

@@ -1,0 +1,118 @@
+-- ENQUEUE_FLOW: create one job under flow control, the decision and the write in one step
+-- (the reference's DEBOUNCE, THROTTLE_ENQUEUE and DEDUPLICATE_ENQUEUE, with the same effects
+-- on the same keys). Nothing in between can see the check without its write.
+-- KEYS: the standard per-task keys (lib.lua).
+-- ARGV: B, kind ('debounce' | 'throttle' | 'dedup'), id, data, _v, maxAttempts, priority,
+--       delayMs, ttlMs, concurrencyKey ('' = none), concurrencyLimit, flowKey (the user's key),
+--       then per kind:
+--         debounce: debounceDelayMs (the job is delayed by this; delayMs is ignored)
+--         throttle: max, windowMs
+--         dedup:    states, comma-separated (a job holding the key in one of them rejects)
+-- Keys touched besides KEYS (all share the task's hash tag):
+--   B..'debounce:'..key  latest debounced job id, PX 2 * delay
+--   B..'throttle:'..key  accepted dispatches in the current window, PX window
+--   B..'dedup:'..key     id of the job owning the key (no TTL; released when it ends)
+-- Returns { enqueued (1/0), existingId or '', replacedId or '', creation event id or '' }.
+-- An id that already exists (an EVALSHA re-sent after a lost reply) is reported enqueued
+-- and nothing is written again.
+local B, kind, id = ARGV[1], ARGV[2], ARGV[3]
+local jk = B .. id
+if redis.call('EXISTS', jk) == 1 then return { 1, '', '', '' } end
+-- Every queue key this script may write is checked before the first write: a key of the
+-- wrong type fails the call with nothing changed (the client then repairs and re-runs it).
+for key, want in pairs({ [K.wait] = 'list', [K.prioritized] = 'zset', [K.delayed] = 'zset',
+    [K.marker] = 'zset', [K.events] = 'stream' }) do
+  local have = redis.call('TYPE', key).ok
+  if have ~= want and have ~= 'none' then
+    error('WRONGTYPE ' .. key .. ' is not a ' .. want)
+  end
+end
+local now = now_ms()
+local data, version, max_attempts = ARGV[4], ARGV[5], ARGV[6]
+local priority, delay, ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local conc_key, conc_limit, key = ARGV[10], ARGV[11], ARGV[12]
+
+-- The job exactly as enqueue.lua writes it: queue first, then the hash, then the creation
+-- event; the marker says "work now" or, for a delayed job, moves earlier only.
+local function create_job(extra)
+  local state = 'waiting'
+  if delay > 0 then state = 'delayed' end
+  local fields = { 'ts', now, '_v', version, 'attempt', 1, 'maxAttempts', max_attempts,
+    'state', state, 'priority', priority, 'data', data }
+  if delay > 0 then fields[#fields + 1] = 'delay'; fields[#fields + 1] = delay end
+  if ttl > 0 then fields[#fields + 1] = 'expireAt'; fields[#fields + 1] = now + ttl end
+  if conc_key ~= '' then
+    fields[#fields + 1] = 'concurrencyKey'; fields[#fields + 1] = conc_key
+    fields[#fields + 1] = 'concurrencyLimit'; fields[#fields + 1] = conc_limit
+  end
+  if extra then
+    for _, v in ipairs(extra) do fields[#fields + 1] = v end
+  end
+  if delay > 0 then
+    local due = now + delay
+    redis.call('ZADD', K.delayed, due, id)
+    redis.call('ZADD', K.marker, 'LT', due, '0')
+  else
+    requeue(K, id, priority, now)
+    redis.call('ZADD', K.marker, 0, '0')
+  end
+  redis.call('HSET', jk, unpack(fields))
+  return emit(K.events, 'event', state, 'jobId', id)
+end
+
+if kind == 'debounce' then
+  delay = tonumber(ARGV[13])
+  local dk = B .. 'debounce:' .. key
+  local old = redis.call('GET', dk)
+  local replaced = ''
+  -- Only a job still pending in :delayed is replaced; one already promoted, running or
+  -- finished is left alone and the new job is independent of it.
+  if old and old ~= id and redis.call('ZSCORE', K.delayed, old) then
+    local ok = B .. old
+    if redis.call('TYPE', ok).ok == 'hash' and redis.call('HGET', ok, 'state') == 'delayed' then
+      redis.call('ZREM', K.delayed, old)
+      redis.call('DEL', ok, ok .. ':logs', ok .. ':lock')
+      emit(K.events, 'event', 'debounced', 'jobId', old, 'replacedBy', id)
+      replaced = old
+    end
+  end
+  local event_id = create_job(nil)
+  redis.call('SET', dk, id, 'PX', 2 * delay)
+  return { 1, '', replaced, event_id }
+end
+
+if kind == 'throttle' then
+  local max, window = tonumber(ARGV[13]), tonumber(ARGV[14])
+  local tk = B .. 'throttle:' .. key
+  local count = tonumber(redis.call('GET', tk) or '0')
+  if not count or count < 0 or count ~= math.floor(count) then count = 0 end -- foreign value
+  if count >= max then return { 0, '', '', '' } end
+  -- A fixed window that starts at its first accepted dispatch and ends when the key expires.
+  if count == 0 then
+    redis.call('SET', tk, 1, 'PX', window)
+  else
+    redis.call('INCR', tk)
+    if redis.call('PTTL', tk) < 0 then redis.call('PEXPIRE', tk, window) end
+  end
+  return { 1, '', '', create_job(nil) }
+end
+
+if kind == 'dedup' then
+  local dk = B .. 'dedup:' .. key
+  local owner = redis.call('GET', dk)
+  if owner then
+    local ok = B .. owner
+    if redis.call('TYPE', ok).ok == 'hash' then
+      local state = redis.call('HGET', ok, 'state')
+      for s in string.gmatch(ARGV[13], '[^,]+') do
+        if s == state then return { 0, owner, '', '' } end
+      end
+    end
+  end
+  -- No owner, the owner is gone, or its state does not block: this job takes the key over.
+  local event_id = create_job({ 'dedupKey', dk })
+  redis.call('SET', dk, id)
+  return { 1, '', '', event_id }
+end
+
+return redis.error_reply('ERR unknown flow kind ' .. tostring(kind))

@@ -1,0 +1,138 @@
+"""The ``taskora`` command line: ``taskora worker module:app``, ``taskora demo``, ``taskora version``.
+
+Usage errors (a bad import string, a module or attribute that does not exist, an attribute
+that is not a ``taskora.App``, unknown task names) print one line to stderr and exit with
+status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from ._version import __version__
+from .app import App
+from .errors import TaskoraError
+
+__all__ = ["CLIError", "load_app", "main"]
+
+USAGE_ERROR = 2
+
+
+class CLIError(Exception):
+    """A user mistake on the command line: reported in one line, exit status 2."""
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (from the current directory too) and return the App there."""
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise CLIError(
+            f"invalid app {spec!r}: expected 'module:attribute', e.g. 'myproject.tasks:app'"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == module_name or module_name.startswith(missing + "."):
+            raise CLIError(f"cannot import {module_name!r}: no module named {missing!r}") from None
+        raise  # the module exists but one of its own imports failed: show the traceback
+    obj: object = module
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CLIError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    if not isinstance(obj, App):
+        raise CLIError(f"{spec!r} is a {type(obj).__name__}, not a taskora.App")
+    return obj
+
+
+def _task_names(app: App, raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    if not names:
+        raise CLIError("--tasks needs at least one task name")
+    unknown = [name for name in names if name not in app.tasks]
+    if unknown:
+        known = ", ".join(sorted(app.tasks)) or "none"
+        raise CLIError(f"unknown task(s) {', '.join(unknown)}; registered: {known}")
+    missing = [name for name in names if app.tasks[name].handler is None]
+    if missing:
+        raise CLIError(f"task(s) without a handler in this process: {', '.join(missing)}")
+    return names
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskora", description="taskora: a distributed task queue for Python on Redis."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    worker = sub.add_parser("worker", help="run workers for the tasks of an App")
+    worker.add_argument(
+        "app", metavar="module:app", help="where the App lives, e.g. proj.tasks:app"
+    )
+    worker.add_argument(
+        "--concurrency", type=_positive, default=None, help="jobs at once per task (this process)"
+    )
+    worker.add_argument(
+        "--tasks", default=None, metavar="A,B", help="run only these tasks (comma-separated)"
+    )
+    demo = sub.add_parser("demo", help="run a self-contained demo with a live display")
+    demo.add_argument("--jobs", type=_positive, default=300, help="how many jobs (default 300)")
+    sub.add_parser("version", help="print the taskora version")
+    return parser
+
+
+def _worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    tasks = _task_names(app, args.tasks)
+    if tasks is None and not any(t.handler is not None for t in app.tasks.values()):
+        raise CLIError(f"{args.app!r} has no task handlers to run")
+    app.run(tasks=tasks, concurrency=args.concurrency)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "worker":
+            return _worker(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(jobs=args.jobs)
+        if args.command == "version":
+            print(f"taskora {__version__}")
+            return 0
+    except CLIError as exc:
+        print(f"taskora: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except TaskoraError as exc:  # e.g. Redis unreachable: the message names the address
+        print(f"taskora: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help()
+    return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
