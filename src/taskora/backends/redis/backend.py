@@ -9,19 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry as RedisRetry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import BackendError, ConfigError, WireVersionError
 from ...types import Retention
@@ -39,6 +29,7 @@ from ..base import (
     Terminal,
 )
 from .keys import TaskKeys, root, task_keys
+from .resp import Address, ReplyError, RespClient, Subscriber, parse_address
 from .scripts import SCRIPTS
 from .waiter import ResultWaiter
 
@@ -49,29 +40,30 @@ MIN_COMPAT = 6
 ENQUEUE_CHUNK = 250
 MAX_EVENT_RESULT = 512
 TRIM_BATCH = 500
-POOL_SIZE = 32
 
 
 class RedisBackend:
-    """Redis backend. ``RedisBackend(url)`` or ``RedisBackend(client=redis_asyncio_client)``."""
+    """Redis backend. ``RedisBackend(url)`` or ``RedisBackend(client=redis_asyncio_client)``
+    (the client's address and credentials are reused; taskora opens its own connections)."""
 
     def __init__(
         self,
         url: str | None = None,
         *,
-        client: Redis | None = None,
+        client: Any = None,
         prefix: str | None = None,
     ) -> None:
         if url is None and client is None:
             url = "redis://127.0.0.1:6379/0"
-        self._url = url
-        self._given = client
+        try:
+            self.address = parse_address(url) if url is not None else _address_of(client)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"invalid Redis URL or client: {type(exc).__name__}") from None
         self.prefix = prefix
-        self.url = _redact(url) if url else _describe(client)
-        self._client: Redis | None = None
-        self._blocking: dict[str, Redis] = {}
-        self._pubsub: PubSub | None = None
-        self._pubsub_task: asyncio.Task[None] | None = None
+        self.url = self.address.describe()
+        self._client: RespClient | None = None
+        self._blocking: dict[str, RespClient] = {}
+        self._subscriber: Subscriber | None = None
         self._cancel_listeners: dict[str, CancelListener] = {}
         self._offset_ms = 0.0
         self._token_seq = 0
@@ -86,35 +78,12 @@ class RedisBackend:
         return f"RedisBackend({self.url!r}, prefix={self.prefix!r})"
 
     # -- connections --------------------------------------------------------------------
-    def _new_client(self, role: str, blocking: bool = False) -> Redis:
-        name = f"taskora:{role}:{os.getpid()}"
-        options: dict[str, Any] = {
-            "decode_responses": False,
-            "client_name": name,
-            "socket_keepalive": True,
-            "socket_connect_timeout": 5,
-            "health_check_interval": 0 if blocking else 30,
-            "retry": RedisRetry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-            "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionError],
-        }
-        if blocking:
-            options["socket_timeout"] = None
-        size = 1 if blocking else POOL_SIZE
-        # A blocking pool queues callers when every connection is busy, instead of failing:
-        # ten thousand concurrent handles share a few dozen connections.
-        if self._url is not None:
-            pool = BlockingConnectionPool.from_url(
-                self._url, max_connections=size, timeout=None, **options
-            )
-        else:
-            assert self._given is not None
-            kwargs = dict(self._given.connection_pool.connection_kwargs)
-            kwargs.update(options)
-            pool = BlockingConnectionPool(max_connections=size, timeout=None, **kwargs)
-        return Redis.from_pool(pool)
+    def _new_client(self, role: str, blocking: bool = False) -> RespClient:
+        # Blocking reads wait at most a few seconds server-side; a longer silence is a dead peer.
+        return RespClient(self.address, f"taskora:{role}", reply_timeout=20.0 if blocking else 30.0)
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> RespClient:
         if self._client is None:
             raise BackendError("the Redis backend is not connected")
         return self._client
@@ -122,64 +91,48 @@ class RedisBackend:
     async def connect(self) -> None:
         if self._client is not None:
             return
-        client = self._given if self._given is not None else self._new_client("main")
+        client = self._new_client("main")
         try:
             start = time.time()
-            seconds, micros = await client.time()
+            seconds, micros = await client.execute("TIME")
             end = time.time()
-            self._offset_ms = seconds * 1000 + micros / 1000 - (start + end) * 500
-            pipe = client.pipeline(transaction=False)
-            for script in SCRIPTS.values():
-                pipe.script_load(script.source)
-            await pipe.execute()
+            self._offset_ms = int(seconds) * 1000 + int(micros) / 1000 - (start + end) * 500
+            loaded = await client.pipeline([("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values()])
+            for reply in loaded:
+                if isinstance(reply, Exception):
+                    raise reply
             stored = await SCRIPTS["handshake"](
                 client,
                 [root(self.prefix) + ":meta"],
                 [WIRE_VERSION, MIN_COMPAT, f"taskora-wire-{WIRE_VERSION}"],
             )
-        except RedisError as exc:
-            if self._given is None:
-                await client.aclose()
-            raise self._error(exc) from None
-        except OSError as exc:
-            if self._given is None:
-                await client.aclose()
-            raise self._error(exc) from None
-        try:
             _check_compat(stored)
         except WireVersionError:
-            if self._given is None:
-                await client.aclose()
+            await client.close()
             raise
+        except _FAILURES as exc:
+            await client.close()
+            raise self._error(exc) from None
         self._client = client
 
     async def close(self) -> None:
         await self.waiter.close()
-        if self._pubsub_task is not None:
-            self._pubsub_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._pubsub_task
-            self._pubsub_task = None
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-            self._pubsub = None
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            await subscriber.close()
         self._cancel_listeners.clear()
         blocking, self._blocking = self._blocking, {}
         for conn in blocking.values():
-            with contextlib.suppress(Exception):
-                await conn.aclose()
+            await conn.close()
         client, self._client = self._client, None
-        if client is not None and client is not self._given:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        if client is not None:
+            await client.close()
 
     def reset(self) -> None:
         """Forget connections made in an event loop that is gone (no I/O)."""
         self._client = None
         self._blocking = {}
-        self._pubsub = None
-        self._pubsub_task = None
+        self._subscriber = None
         self._cancel_listeners.clear()
         self.waiter = ResultWaiter(self)
 
@@ -191,7 +144,7 @@ class RedisBackend:
         gone, Redis restarted without persistence (or was flushed) and jobs were lost."""
         meta = root(self.prefix) + ":meta"
         with self.errors():
-            if await self.client.exists(meta):
+            if await self.client.execute("EXISTS", meta):
                 return None
             stored = await SCRIPTS["handshake"](
                 self.client, [meta], [WIRE_VERSION, MIN_COMPAT, f"taskora-wire-{WIRE_VERSION}"]
@@ -209,11 +162,12 @@ class RedisBackend:
     def errors(self) -> Iterator[None]:
         try:
             yield
-        except (RedisError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from None
 
     def _error(self, exc: BaseException) -> BackendError:
-        return BackendError(f"Redis at {self.url}: {type(exc).__name__}: {exc}")
+        detail = str(exc) or type(exc).__name__
+        return BackendError(f"Redis at {self.url}: {detail}")
 
     # -- producer -----------------------------------------------------------------------
     async def enqueue(self, task: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
@@ -237,19 +191,12 @@ class RedisBackend:
         self, name: str, keys: tuple[str, ...], arg_lists: list[list[Any]]
     ) -> list[Any]:
         script = SCRIPTS[name]
-        pipe = self.client.pipeline(transaction=False)
-        for args in arg_lists:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        missing = [
-            i for i, r in enumerate(replies) if isinstance(r, RedisError) and "NOSCRIPT" in str(r)
-        ]
-        if missing:
-            await self.client.script_load(script.source)
-            for i in missing:
+        calls = [("EVALSHA", script.sha, len(keys), *keys, *args) for args in arg_lists]
+        replies = await self.client.pipeline(calls)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, ReplyError) and reply.code == "NOSCRIPT":
                 replies[i] = await script(self.client, keys, arg_lists[i])
-        for reply in replies:
-            if isinstance(reply, Exception):
+            elif isinstance(reply, Exception):
                 raise reply
         return replies
 
@@ -304,13 +251,17 @@ class RedisBackend:
         if conn is None:
             conn = self._blocking[task] = self._new_client(f"block:{task}", blocking=True)
         marker = self.keys(task).key("marker")
-        with self.errors():
-            popped = await conn.bzpopmin(marker, timeout_s)
-            if popped is None:
-                return
-            wait_ms = float(popped[2]) - self.now_ms()
-            if wait_ms > 0:  # the next delayed job is due later: block until then or new work
-                await conn.bzpopmin(marker, min(wait_ms / 1000, timeout_s))
+        try:
+            with self.errors():
+                popped = await conn.execute("BZPOPMIN", marker, timeout_s)
+                if popped is None:
+                    return
+                wait_ms = float(popped[2]) - self.now_ms()
+                if wait_ms > 0:  # the next delayed job is due later: block until then or new work
+                    await conn.execute("BZPOPMIN", marker, round(min(wait_ms / 1000, timeout_s), 3))
+        except asyncio.CancelledError:
+            conn.disconnect()  # a blocked command cannot be taken back: drop the connection
+            raise
 
     async def extend_locks(
         self, task: str, held: Sequence[tuple[str, str]], lock_ttl_ms: int
@@ -356,76 +307,70 @@ class RedisBackend:
         return total
 
     async def subscribe_cancel(self, task: str, listener: CancelListener) -> None:
-        self._cancel_listeners[self.keys(task).cancel_channel] = listener
-        with self.errors():
-            if self._pubsub is None:
-                self._pubsub = self._new_client("pubsub", blocking=True).pubsub()
-            await self._pubsub.subscribe(self.keys(task).cancel_channel)
-        if self._pubsub_task is None:
-            self._pubsub_task = asyncio.create_task(self._listen(), name="taskora-cancel-listener")
+        channel = self.keys(task).cancel_channel
+        self._cancel_listeners[channel] = listener
+        if self._subscriber is None:
+            self._subscriber = Subscriber(self.address, "taskora:cancel", self._on_message)
+        await self._subscriber.subscribe(channel)
 
     async def unsubscribe_cancel(self, task: str) -> None:
         channel = self.keys(task).cancel_channel
         self._cancel_listeners.pop(channel, None)
-        if self._pubsub is not None:
-            with self.errors():
-                await self._pubsub.unsubscribe(channel)
+        if self._subscriber is not None:
+            await self._subscriber.unsubscribe(channel)
 
-    async def _listen(self) -> None:
-        backoff = 0.05
-        while self._pubsub is not None:
-            try:
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=1.0
-                )
-                backoff = 0.05
-            except (RedisError, OSError):
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
-                continue
-            if message is None or message.get("type") != "message":
-                continue
-            channel = message["channel"].decode()
-            listener = self._cancel_listeners.get(channel)
-            if listener is not None:
-                listener(message["data"].decode())
+    def _on_message(self, channel: str, data: str) -> None:
+        listener = self._cancel_listeners.get(channel)
+        if listener is not None:
+            listener(data)
 
     async def set_progress(self, task: str, job_id: str, value: str) -> None:
         keys = self.keys(task)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(keys.job(job_id), "progress", value)
-        pipe.xadd(
-            keys.events,
-            {"event": "progress", "jobId": job_id, "value": value},
-            maxlen=10000,
-            approximate=True,
-        )
         with self.errors():
-            await pipe.execute()
+            await _all(
+                self.client.pipeline(
+                    [
+                        ("HSET", keys.job(job_id), "progress", value),
+                        (
+                            "XADD",
+                            keys.events,
+                            "MAXLEN",
+                            "~",
+                            10000,
+                            "*",
+                            "event",
+                            "progress",
+                            "jobId",
+                            job_id,
+                            "value",
+                            value,
+                        ),
+                    ]
+                )
+            )
 
     async def add_logs(self, task: str, job_id: str, entries: Sequence[str]) -> None:
         key = self.keys(task).logs(job_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(key, *entries)
-        pipe.ltrim(key, -10000, -1)
         with self.errors():
-            await pipe.execute()
+            await _all(self.client.pipeline([("RPUSH", key, *entries), ("LTRIM", key, -10000, -1)]))
 
     # -- results and inspection -------------------------------------------------------------
     async def get_snapshot(self, task: str, job_id: str) -> JobSnapshot:
+        key = self.keys(task).job(job_id)
         with self.errors():
-            key = self.keys(task).job(job_id)
-            if await self.client.type(key) != b"hash":
-                return JobSnapshot(None)
-            state, progress = await self.client.hmget(key, ["state", "progress"])
-        return JobSnapshot(_str(state), _str(progress))
+            kind, fields = await self.client.pipeline(
+                [("TYPE", key), ("HMGET", key, "state", "progress")]
+            )
+        if kind != b"hash" or isinstance(fields, Exception):
+            return JobSnapshot(None)
+        return JobSnapshot(_str(fields[0]), _str(fields[1]))
 
     async def get_logs(self, task: str, job_id: str) -> list[str]:
+        key = self.keys(task).logs(job_id)
         with self.errors():
-            key = self.keys(task).logs(job_id)
-            if await self.client.type(key) != b"list":
-                return []
-            raw = await self.client.lrange(key, 0, -1)
+            kind, raw = await self.client.pipeline([("TYPE", key), ("LRANGE", key, 0, -1)])
+        if kind != b"list" or isinstance(raw, Exception):
+            return []
         return [_str(r) or "" for r in raw]
 
     async def cancel(self, task: str, job_id: str, reason: str | None) -> str:
@@ -442,26 +387,23 @@ class RedisBackend:
         return await self.waiter.wait(task, job_id, timeout_s, event_id)
 
     async def counts(self, task: str) -> dict[str, int]:
-        keys = self.keys(task)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.llen(keys.key("wait"))
-        pipe.zcard(keys.key("prioritized"))
-        for name in ("delayed",):
-            pipe.zcard(keys.key(name))
-        pipe.llen(keys.key("active"))
-        for name in ("completed", "failed", "cancelled", "expired"):
-            pipe.zcard(keys.key(name))
+        k = self.keys(task).key
         with self.errors():
-            (
-                wait,
-                prio,
-                delayed,
-                active,
-                completed,
-                failed,
-                cancelled,
-                expired,
-            ) = await pipe.execute()
+            replies = await _all(
+                self.client.pipeline(
+                    [
+                        ("LLEN", k("wait")),
+                        ("ZCARD", k("prioritized")),
+                        ("ZCARD", k("delayed")),
+                        ("LLEN", k("active")),
+                        ("ZCARD", k("completed")),
+                        ("ZCARD", k("failed")),
+                        ("ZCARD", k("cancelled")),
+                        ("ZCARD", k("expired")),
+                    ]
+                )
+            )
+        wait, prio, delayed, active, completed, failed, cancelled, expired = replies
         return {
             "waiting": wait + prio,
             "delayed": delayed,
@@ -477,36 +419,35 @@ class RedisBackend:
     ) -> list[tuple[str, dict[str, str]]]:
         keys = self.keys(task)
         stop = offset + limit - 1
+        run = self.client.execute
         with self.errors():
             if state in ("completed", "failed", "cancelled", "expired"):
-                ids = await self.client.zrevrange(keys.key(state), offset, stop)
+                ids = await run("ZREVRANGE", keys.key(state), offset, stop)
             elif state == "delayed":
-                ids = await self.client.zrange(keys.key("delayed"), offset, stop)
+                ids = await run("ZRANGE", keys.key("delayed"), offset, stop)
             elif state == "active":
-                ids = await self.client.lrange(keys.key("active"), offset, stop)
+                ids = await run("LRANGE", keys.key("active"), offset, stop)
             elif state == "waiting":
                 ids = await self._waiting_ids(keys, offset, limit)
             else:
                 raise ConfigError(f"unknown state {state!r}")
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hgetall(keys.job(_str(job_id) or ""))
-            rows = await pipe.execute(raise_on_error=False)
+            rows = await self.client.pipeline([("HGETALL", keys.job(_str(i) or "")) for i in ids])
         out = []
         for job_id, row in zip(ids, rows, strict=True):
-            if isinstance(row, dict) and row:
-                fields = {_str(k) or "": _str(v) or "" for k, v in row.items()}
+            if isinstance(row, list) and row:
+                fields = {_str(row[i]) or "": _str(row[i + 1]) or "" for i in range(0, len(row), 2)}
                 out.append((_str(job_id) or "", fields))
         return out
 
     async def _waiting_ids(self, keys: TaskKeys, offset: int, limit: int) -> list[Any]:
-        prioritized = await self.client.zrange(keys.key("prioritized"), offset, offset + limit - 1)
+        run = self.client.execute
+        prioritized = await run("ZRANGE", keys.key("prioritized"), offset, offset + limit - 1)
         if len(prioritized) >= limit:
             return list(prioritized)
-        skip = max(0, offset - await self.client.zcard(keys.key("prioritized")))
+        skip = max(0, offset - await run("ZCARD", keys.key("prioritized")))
         want = limit - len(prioritized)
         # the list is popped from its right end: claim order is right to left
-        plain = await self.client.lrange(keys.key("wait"), -(skip + want), -(skip + 1))
+        plain = await run("LRANGE", keys.key("wait"), -(skip + want), -(skip + 1))
         return list(prioritized) + list(reversed(plain))
 
     async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
@@ -523,8 +464,39 @@ class RedisBackend:
     async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
         """Every stored field of a job (for tools and tests)."""
         with self.errors():
-            raw = await self.client.hgetall(self.keys(task).job(job_id))
-        return {_str(k) or "": _str(v) or "" for k, v in raw.items()}
+            raw = await self.client.execute("HGETALL", self.keys(task).job(job_id))
+        return {_str(raw[i]) or "": _str(raw[i + 1]) or "" for i in range(0, len(raw), 2)}
+
+
+_FAILURES = (ReplyError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+async def _all(replies: Awaitable[list[Any]]) -> list[Any]:
+    """Raise the first error reply of a pipeline."""
+    out = await replies
+    for reply in out:
+        if isinstance(reply, Exception):
+            raise reply
+    return out
+
+
+def _address_of(client: Any) -> Address:
+    kw = client.connection_pool.connection_kwargs
+    if "path" in kw:
+        return Address(
+            path=kw["path"],
+            db=kw.get("db", 0),
+            username=kw.get("username"),
+            password=kw.get("password"),
+        )
+    return Address(
+        host=kw.get("host", "127.0.0.1"),
+        port=int(kw.get("port", 6379)),
+        db=int(kw.get("db", 0)),
+        username=kw.get("username"),
+        password=kw.get("password"),
+        tls="ssl" in str(client.connection_pool.connection_class).lower(),
+    )
 
 
 def _enqueue_args(base: str, jobs: Sequence[NewJob]) -> list[Any]:
@@ -574,28 +546,6 @@ def _check_compat(stored: list[Any]) -> None:
         )
 
 
-def _redact(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{host}{port}{parts.path or ''}"
-
-
-def _describe(client: Redis | None) -> str:
-    if client is None:
-        return "redis://?"
-    kw = client.connection_pool.connection_kwargs
-    if "path" in kw:
-        return f"unix://{kw['path']}"
-    return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
-
-
 def _str(value: Any) -> str | None:
     if value is None:
         return None
@@ -611,7 +561,3 @@ def _int(value: Any, default: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
-
-
-# Re-exported for typing of listeners elsewhere.
-Listener = Callable[[str], None]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from .resp import ReplyError, RespClient
 
 __all__ = ["SCRIPTS", "Script"]
 
@@ -28,21 +28,19 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(
-        self, client: Redis, keys: tuple[str, ...] | list[str], args: list[Any]
-    ) -> Any:
+    async def __call__(self, client: RespClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:  # the server restarted or SCRIPT FLUSH ran
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except ResponseError as exc:
-            if "WRONGTYPE" not in str(exc) or self.name == "repair" or len(keys) != 11:
+            return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except ReplyError as exc:
+            if exc.code == "NOSCRIPT":  # the server restarted, or SCRIPT FLUSH ran
+                await client.execute("SCRIPT", "LOAD", self.source)
+                return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            if exc.code != "WRONGTYPE" or self.name == "repair" or len(keys) != 11:
                 raise
         # A structural key of the task holds foreign data: move it aside, then run again.
         moved = await SCRIPTS["repair"](client, keys, [])
         log.error("taskora: moved malformed keys aside: %s", [m.decode() for m in moved])
-        return await client.evalsha(self.sha, len(keys), *keys, *args)
+        return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 def _load() -> dict[str, Script]:

@@ -24,15 +24,14 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
 from ...errors import BackendError
 from ..base import Terminal
+from .resp import ReplyError, RespClient
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from .backend import RedisBackend
+
+_IO_ERRORS = (ReplyError, ConnectionError, OSError, asyncio.TimeoutError)
 
 __all__ = ["ResultWaiter"]
 
@@ -42,6 +41,7 @@ SWEEP_CHUNK = 2_000
 READ_BLOCK_MS = 5_000
 IDLE_UNWATCH_S = 30.0
 _TERMINAL_STATES = {"completed", "failed", "cancelled", "expired"}
+_FIELDS = ("state", "result", "error", "cancelReason")
 _RESTART_EVENTS = {b"waiting", b"active"}
 
 Key = tuple[str, str]
@@ -153,13 +153,12 @@ class ResultWaiter:
     async def _run_checks(self, batch: list[Key]) -> None:
         backend = self._backend
         new_tasks = sorted({task for task, _ in batch if task not in self._cursors})
-        pipe = backend.client.pipeline(transaction=False)
-        for task in new_tasks:
-            pipe.xrevrange(backend.keys(task).events, "+", "-", count=1)
-        for task, job_id in batch:
-            pipe.hmget(backend.keys(task).job(job_id), ["state", "result", "error", "cancelReason"])
+        commands: list[tuple[Any, ...]] = [
+            ("XREVRANGE", backend.keys(task).events, "+", "-", "COUNT", 1) for task in new_tasks
+        ]
+        commands += [("HMGET", backend.keys(task).job(job_id), *_FIELDS) for task, job_id in batch]
         with backend.errors():
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await backend.client.pipeline(commands)
         for task, last in zip(new_tasks, replies, strict=False):
             if task not in self._cursors:
                 cursor = "0-0" if isinstance(last, Exception) or not last else last[0][0].decode()
@@ -181,16 +180,14 @@ class ResultWaiter:
                 chunk = due[start : start + SWEEP_CHUNK]
                 try:
                     await self._sweep(chunk)
-                except (BackendError, RedisError, OSError):
+                except (BackendError, *_IO_ERRORS):
                     break
 
     async def _sweep(self, keys: list[Key]) -> None:
         backend = self._backend
-        pipe = backend.client.pipeline(transaction=False)
-        for task, job_id in keys:
-            pipe.hmget(backend.keys(task).job(job_id), ["state", "result", "error", "cancelReason"])
+        commands = [("HMGET", backend.keys(task).job(job_id), *_FIELDS) for task, job_id in keys]
         with backend.errors():
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await backend.client.pipeline(commands)
         for key, reply in zip(keys, replies, strict=True):
             terminal = _from_fields(reply)
             if terminal is not None:
@@ -198,7 +195,7 @@ class ResultWaiter:
 
     # -- the stream reader -------------------------------------------------------------------
     async def _read_loop(self) -> None:
-        conn: Redis = self._backend._new_client("waiter", blocking=True)
+        conn: RespClient = self._backend._new_client("waiter", blocking=True)
         backoff = 0.05
         idle_since = time.monotonic()
         try:
@@ -209,12 +206,21 @@ class ResultWaiter:
                     self._cursors.clear()  # nobody waits: stop reading; a later wait re-checks
                     self._since.clear()
                     return
-                streams: dict[Any, Any] = {
-                    self._backend.keys(t).events: c for t, c in self._cursors.items()
-                }
+                tasks = list(self._cursors)
+                streams = [self._backend.keys(t).events for t in tasks]
+                cursors = [self._cursors[t] for t in tasks]
                 try:
-                    reply = await conn.xread(streams, count=1000, block=READ_BLOCK_MS)
-                except (RedisError, OSError):
+                    reply = await conn.execute(
+                        "XREAD",
+                        "COUNT",
+                        1000,
+                        "BLOCK",
+                        READ_BLOCK_MS,
+                        "STREAMS",
+                        *streams,
+                        *cursors,
+                    )
+                except _IO_ERRORS:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 1.0)
                     self._age_all()  # events may have been missed: let the sweep look now
@@ -223,8 +229,7 @@ class ResultWaiter:
                 if reply:
                     await self._deliver(reply)
         finally:
-            with contextlib.suppress(BaseException):
-                await conn.aclose()
+            await conn.close()
 
     def _age_all(self) -> None:
         for key in self._registered:
@@ -253,12 +258,12 @@ class ResultWaiter:
                 self._resolve(key, terminal)
         if fetch:
             backend = self._backend
-            pipe = backend.client.pipeline(transaction=False)
-            for (task, _), job_id in fetch:
-                pipe.hget(backend.keys(task).job(job_id), "result")
+            commands = [
+                ("HGET", backend.keys(task).job(job_id), "result") for (task, _), job_id in fetch
+            ]
             try:
-                results = await pipe.execute(raise_on_error=False)
-            except (RedisError, OSError):
+                results = await backend.client.pipeline(commands)
+            except _IO_ERRORS:
                 return  # the sweep will pick these up
             for (key, _), result in zip(fetch, results, strict=True):
                 if isinstance(result, bytes):
@@ -277,9 +282,14 @@ def _settle(done: asyncio.Future[None] | None, runner: asyncio.Future[None]) -> 
 
 
 def _items(reply: Any) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
-    if isinstance(reply, dict):  # RESP3
-        return list(reply.items())
-    return [(stream, entries) for stream, entries in reply]
+    """XREAD reply -> [(stream, [(entry id, {field: value})])]."""
+    out = []
+    for stream, entries in reply:
+        rows = []
+        for entry_id, flat in entries:
+            rows.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True))))
+        out.append((stream, rows))
+    return out
 
 
 def _from_event(fields: dict[bytes, bytes]) -> tuple[str, Terminal] | None:

@@ -1,0 +1,426 @@
+"""A small, fast Redis client for taskora's own commands.
+
+One connection serves any number of concurrent callers: each command is written the moment
+it is issued and replies are matched in order, so concurrent commands pipeline by
+themselves (as ioredis does) and no connection pool is needed. Commands are packed and
+replies parsed by hiredis, in C. On the hot paths this costs a few microseconds per command
+instead of the tens that a general-purpose client spends.
+
+Blocking commands (BZPOPMIN, XREAD BLOCK) get a client of their own, so they never hold up
+the others. A lost connection fails the commands in flight with ``ConnectionError``; the
+next command reconnects (with a few retries and backoff), re-authenticating and re-selecting
+the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import hiredis
+
+__all__ = ["Address", "ReplyError", "RespClient", "parse_address"]
+
+Arg = str | bytes | int | float
+# hiredis packs a command (a tuple of arguments) into RESP in C; its stub types are too narrow.
+_pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
+
+
+class ReplyError(Exception):
+    """An error reply from Redis (``-ERR ...``, ``-NOSCRIPT ...``, ``-WRONGTYPE ...``)."""
+
+    @property
+    def code(self) -> str:
+        return str(self).split(" ", 1)[0]
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where and how to connect. ``repr`` never shows the password."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_options: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def describe(self) -> str:
+        if self.path:
+            return f"unix://{self.path}"
+        scheme = "rediss" if self.tls else "redis"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}/{self.db}"
+
+
+def parse_address(url: str) -> Address:
+    """Parse ``redis://[user:pass@]host:port/db``, ``rediss://...`` or ``unix:///path?db=``."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    if parts.scheme == "unix":
+        return Address(
+            path=parts.path, db=int(query.get("db", 0)), username=username, password=password
+        )
+    db_text = (parts.path or "/").lstrip("/") or query.get("db", "0")
+    return Address(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        db=int(db_text),
+        username=username,
+        password=password,
+        tls=parts.scheme in ("rediss", "valkeys"),
+        tls_options=query,
+    )
+
+
+def _ssl_context(options: dict[str, str]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if options.get("ssl_cert_reqs", "required").lower() in ("none", "cert_none"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    return context
+
+
+class _Protocol(asyncio.Protocol):
+    __slots__ = ("_lost", "_pending", "_reader", "_transport", "received")
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader(replyError=ReplyError)
+        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._transport: asyncio.Transport | None = None
+        self._lost: BaseException | None = None
+        self.received = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._lost is not None or self._transport is None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        pending = self._pending
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                return
+            if not pending:  # a reply nobody asked for: the stream is out of sync
+                self._fail(ConnectionError("unexpected reply from Redis"))
+                return
+            future = pending.popleft()
+            self.received += 1
+            if future.done():
+                continue
+            if isinstance(reply, ReplyError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"connection lost: {exc}" if exc else "connection closed"))
+
+    def _fail(self, error: BaseException) -> None:
+        if self._lost is None:
+            self._lost = error
+        if self._transport is not None:
+            self._transport.close()
+        while self._pending:
+            future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(ConnectionError(str(error)))
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._lost is not None or self._transport is None:
+            future.set_exception(ConnectionError(str(self._lost or "not connected")))
+            return future
+        self._pending.append(future)
+        self._transport.write(packed)
+        return future
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def abort(self, reason: str) -> None:
+        self._fail(ConnectionError(reason))
+
+
+class RespClient:
+    """A lazily (re)connecting, self-pipelining connection to one Redis server."""
+
+    def __init__(
+        self,
+        address: Address,
+        name: str = "",
+        *,
+        retries: int = 3,
+        connect_timeout: float = 5.0,
+        reply_timeout: float | None = 30.0,
+    ) -> None:
+        self.address = address
+        self.name = name
+        self.retries = retries
+        self.connect_timeout = connect_timeout
+        self.reply_timeout = reply_timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._last_progress = 0.0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RespClient({self.address.describe()!r}, name={self.name!r})"
+
+    # -- commands -------------------------------------------------------------------------
+    async def execute(self, *args: Arg) -> Any:
+        """Run one command, reconnecting and retrying on a lost connection."""
+        packed = _pack(args)
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            try:
+                return await protocol.send(packed)
+            except ConnectionError:
+                pass
+        return await self._retrying(packed)
+
+    async def _retrying(self, packed: bytes) -> Any:
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                protocol = await self._connected()
+                return await protocol.send(packed)
+            except (TimeoutError, ConnectionError, OSError):
+                if attempt == self.retries or self._closed:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Send several commands at once; replies (or ReplyError instances) in order."""
+        if not commands:
+            return []
+        packed = [_pack(tuple(cmd)) for cmd in commands]
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                protocol = await self._connected()
+                futures = [protocol.send(p) for p in packed]
+                return list(await asyncio.gather(*futures, return_exceptions=True))
+            except (TimeoutError, ConnectionError, OSError):
+                if attempt == self.retries or self._closed:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    # -- connection -----------------------------------------------------------------------
+    async def _connected(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            return protocol
+        if self._closed:
+            raise ConnectionError("client closed")
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done():
+                self._connecting = None
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        a = self.address
+        context = _ssl_context(a.tls_options) if a.tls else None
+        if a.path:
+            coro = loop.create_unix_connection(_Protocol, a.path)
+        else:
+            coro = loop.create_connection(_Protocol, a.host, a.port, ssl=context)
+        transport, protocol = await asyncio.wait_for(coro, self.connect_timeout)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and not a.path:
+            import socket
+
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        try:
+            setup: list[tuple[Arg, ...]] = []
+            if a.password is not None:
+                setup.append(
+                    ("AUTH", a.username, a.password) if a.username else ("AUTH", a.password)
+                )
+            if a.db:
+                setup.append(("SELECT", a.db))
+            if self.name:
+                setup.append(("CLIENT", "SETNAME", f"{self.name}:{os.getpid()}"))
+            for cmd in setup:
+                await asyncio.wait_for(protocol.send(_pack(cmd)), self.connect_timeout)
+        except BaseException:
+            transport.close()
+            raise
+        self._protocol = protocol
+        self._arm_watchdog()
+        return protocol
+
+    def _arm_watchdog(self) -> None:
+        """Drop a connection whose replies stopped coming (a dead peer without a FIN)."""
+        if self.reply_timeout is None or self._watchdog is not None:
+            return
+        self._last_progress = time.monotonic()
+        self._watchdog = asyncio.get_running_loop().call_later(1.0, self._check_progress, -1)
+
+    def _check_progress(self, seen: int) -> None:
+        self._watchdog = None
+        protocol = self._protocol
+        if protocol is None or protocol.closed or self._closed:
+            return
+        now = time.monotonic()
+        if protocol.backlog == 0 or protocol.received != seen:
+            self._last_progress = now
+        elif self.reply_timeout is not None and now - self._last_progress > self.reply_timeout:
+            protocol.abort(f"no reply from Redis for {self.reply_timeout:.0f}s")
+            return
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(1.0, self._check_progress, protocol.received)
+
+    def disconnect(self) -> None:
+        """Drop the connection now (commands in flight fail); the next command reconnects."""
+        if self._protocol is not None:
+            self._protocol.abort("disconnected")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+            self._connecting = None
+        if self._protocol is not None:
+            self._protocol.abort("client closed")
+            self._protocol = None
+
+
+class _SubscriberProtocol(asyncio.Protocol):
+    def __init__(self, on_message: MessageHandler) -> None:
+        self._reader = hiredis.Reader(replyError=ReplyError)
+        self._on_message = on_message
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+        self.error: ReplyError | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            if isinstance(reply, ReplyError):
+                self.error = reply
+                if self.transport is not None:
+                    self.transport.close()
+            elif isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                self._on_message(reply[1].decode(), reply[2].decode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+MessageHandler = Any  # Callable[[str, str], None]
+
+
+class Subscriber:
+    """A connection in subscribe mode for the channels it is told about; it reconnects and
+    re-subscribes by itself, so a killed connection only delays messages."""
+
+    def __init__(self, address: Address, name: str, on_message: MessageHandler) -> None:
+        self.address = address
+        self.name = name
+        self._on_message = on_message
+        self._channels: set[str] = set()
+        self._protocol: _SubscriberProtocol | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        if self._runner is None:
+            self._ready = asyncio.Event()
+            self._runner = asyncio.create_task(self._run(), name="taskora-subscriber")
+        elif self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.write(_pack(("SUBSCRIBE", channel)))
+        assert self._ready is not None
+        await asyncio.wait_for(self._ready.wait(), 30)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.write(_pack(("UNSUBSCRIBE", channel)))
+
+    async def _run(self) -> None:
+        delay = 0.05
+        loop = asyncio.get_running_loop()
+        a = self.address
+        while True:
+            try:
+                context = _ssl_context(a.tls_options) if a.tls else None
+                factory = lambda: _SubscriberProtocol(self._on_message)  # noqa: E731
+                if a.path:
+                    coro = loop.create_unix_connection(factory, a.path)
+                else:
+                    coro = loop.create_connection(factory, a.host, a.port, ssl=context)
+                transport, protocol = await asyncio.wait_for(coro, 5)
+            except (TimeoutError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            setup: list[tuple[Arg, ...]] = []
+            if a.password is not None:
+                setup.append(
+                    ("AUTH", a.username, a.password) if a.username else ("AUTH", a.password)
+                )
+            setup.append(("CLIENT", "SETNAME", f"{self.name}:{os.getpid()}"))
+            if self._channels:
+                setup.append(("SUBSCRIBE", *sorted(self._channels)))
+            transport.write(b"".join(_pack(cmd) for cmd in setup))
+            self._protocol = protocol
+            assert self._ready is not None
+            self._ready.set()
+            delay = 0.05
+            try:
+                await protocol.lost
+            finally:
+                self._protocol = None
+                transport.close()
+            await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(BaseException):
+                await self._runner
+            self._runner = None
+        self._protocol = None
