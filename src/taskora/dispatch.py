@@ -61,10 +61,18 @@ class Enqueuer:
             for item in batch:
                 by_task.setdefault(item[0], []).append(item)
             groups = list(by_task.items())
-            replies = await asyncio.gather(
-                *(backend.enqueue(task, [item[1] for item in items]) for task, items in groups),
-                return_exceptions=True,
-            )
+            replies: list[Any]
+            if len(groups) == 1:  # the common case: no extra task, no extra loop iteration
+                task, items = groups[0]
+                try:
+                    replies = [await backend.enqueue(task, [item[1] for item in items])]
+                except Exception as exc:
+                    replies = [exc]
+            else:
+                replies = await asyncio.gather(
+                    *(backend.enqueue(task, [item[1] for item in items]) for task, items in groups),
+                    return_exceptions=True,
+                )
         except BaseException as exc:  # connect failed, or this task was cancelled
             _fail(batch, exc)
             if isinstance(exc, asyncio.CancelledError):

@@ -86,12 +86,19 @@ class Task(Generic[In, Out]):
         self._singleton = bool(singleton)
         self._concurrency_limit = concurrency_limit or 0
         self._stall = stall
+        self._options: TaskOptions | None = None
         self._arity = _arity(handler) if handler is not None else 1
         self.is_async = handler is not None and _is_async(handler)
 
     # -- options --------------------------------------------------------------------
     @property
     def options(self) -> TaskOptions:
+        """Resolved once: task options and app defaults are fixed after definition."""
+        if self._options is None:
+            self._options = self._resolve()
+        return self._options
+
+    def _resolve(self) -> TaskOptions:
         defaults = self.app.defaults
         timeout = defaults.timeout if self._timeout is _UNSET else self._timeout
         return TaskOptions(
