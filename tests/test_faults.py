@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import subprocess
@@ -410,3 +411,22 @@ async def test_dispatch_while_redis_is_down_raises(tmp_path: Path) -> None:
         await app.close()
     finally:
         server.close()
+
+
+async def test_thousands_of_waiters_share_few_connections(tmp_path: Path) -> None:
+    """T7: 5,000 concurrent waiters in one process, small retention: all resolve, through a
+    handful of connections, the state sweep pipelined."""
+    with cluster(tmp_path) as (server, workers, prefix):
+        workers.spawn(50)
+        workers.spawn(50)
+        async with producer(server.url, prefix) as (_, job):
+            handles = [job.dispatch({"n": i}) for i in range(5000)]
+            await asyncio.gather(*handles)
+            t0 = time.monotonic()
+            results = await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 120)
+            elapsed = time.monotonic() - t0
+            assert results == list(range(5000))
+            with server.client() as r:
+                mine = [c for c in r.client_list() if c.get("name", "").endswith(f":{os.getpid()}")]
+            print(f"\nT7 5000 waiters resolved in {elapsed:.2f}s over {len(mine)} connections")
+            assert len(mine) <= 4
