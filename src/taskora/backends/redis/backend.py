@@ -38,7 +38,6 @@ __all__ = ["WIRE_VERSION", "RedisBackend"]
 WIRE_VERSION = 6
 MIN_COMPAT = 6
 ENQUEUE_CHUNK = 250
-MAX_EVENT_RESULT = 512
 TRIM_BATCH = 500
 
 
@@ -136,6 +135,14 @@ class RedisBackend:
         self._cancel_listeners.clear()
         self.waiter = ResultWaiter(self)
 
+    def round_trips(self) -> dict[str, int]:
+        """Round trips made so far, per connection role (for tests and benchmarks)."""
+        out = {"main": self._client.round_trips if self._client else 0}
+        for task, conn in self._blocking.items():
+            out[f"block:{task}"] = conn.round_trips
+        out["waiter"] = self.waiter.round_trips
+        return out
+
     def now_ms(self) -> int:
         return int(time.time() * 1000 + self._offset_ms)
 
@@ -227,7 +234,6 @@ class RedisBackend:
             token_base,
             seq,
             "1" if options.singleton else "0",
-            MAX_EVENT_RESULT,
             options.keep_completed,
             options.keep_failed,
         )

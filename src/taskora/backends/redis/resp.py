@@ -184,6 +184,7 @@ class RespClient:
         self._watchdog: asyncio.TimerHandle | None = None
         self._last_progress = 0.0
         self._closed = False
+        self.round_trips = 0  # calls of execute() and pipeline(): what the hot paths cost
 
     def __repr__(self) -> str:
         return f"RespClient({self.address.describe()!r}, name={self.name!r})"
@@ -191,6 +192,7 @@ class RespClient:
     # -- commands -------------------------------------------------------------------------
     async def execute(self, *args: Arg) -> Any:
         """Run one command, reconnecting and retrying on a lost connection."""
+        self.round_trips += 1
         packed = _pack(args)
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
@@ -217,6 +219,7 @@ class RespClient:
         """Send several commands at once; replies (or ReplyError instances) in order."""
         if not commands:
             return []
+        self.round_trips += 1
         packed = [_pack(tuple(cmd)) for cmd in commands]
         delay = 0.05
         for attempt in range(self.retries + 1):

@@ -35,7 +35,7 @@ class Script:
             if exc.code == "NOSCRIPT":  # the server restarted, or SCRIPT FLUSH ran
                 await client.execute("SCRIPT", "LOAD", self.source)
                 return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
-            if exc.code != "WRONGTYPE" or self.name == "repair" or len(keys) != 11:
+            if exc.code != "WRONGTYPE" or self.name == "repair" or len(keys) != 12:
                 raise
         # A structural key of the task holds foreign data: move it aside, then run again.
         moved = await SCRIPTS["repair"](client, keys, [])

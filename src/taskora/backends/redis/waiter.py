@@ -42,7 +42,6 @@ READ_BLOCK_MS = 5_000
 IDLE_UNWATCH_S = 30.0
 _TERMINAL_STATES = {"completed", "failed", "cancelled", "expired"}
 _FIELDS = ("state", "result", "error", "cancelReason")
-_RESTART_EVENTS = {b"waiting", b"active"}
 
 Key = tuple[str, str]
 
@@ -57,6 +56,8 @@ class ResultWaiter:
         self._recent: OrderedDict[Key, Terminal] = OrderedDict()
         self._reader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._reader_conn: RespClient | None = None
+        self._past_reads = 0
         self._checks: list[Key] = []
         self._checks_done: asyncio.Future[None] | None = None
 
@@ -154,7 +155,7 @@ class ResultWaiter:
         backend = self._backend
         new_tasks = sorted({task for task, _ in batch if task not in self._cursors})
         commands: list[tuple[Any, ...]] = [
-            ("XREVRANGE", backend.keys(task).events, "+", "-", "COUNT", 1) for task in new_tasks
+            ("XREVRANGE", backend.keys(task).done, "+", "-", "COUNT", 1) for task in new_tasks
         ]
         commands += [("HMGET", backend.keys(task).job(job_id), *_FIELDS) for task, job_id in batch]
         with backend.errors():
@@ -196,6 +197,7 @@ class ResultWaiter:
     # -- the stream reader -------------------------------------------------------------------
     async def _read_loop(self) -> None:
         conn: RespClient = self._backend._new_client("waiter", blocking=True)
+        self._reader_conn = conn
         backoff = 0.05
         idle_since = time.monotonic()
         try:
@@ -207,7 +209,7 @@ class ResultWaiter:
                     self._since.clear()
                     return
                 tasks = list(self._cursors)
-                streams = [self._backend.keys(t).events for t in tasks]
+                streams = [self._backend.keys(t).done for t in tasks]
                 cursors = [self._cursors[t] for t in tasks]
                 try:
                     reply = await conn.execute(
@@ -229,7 +231,15 @@ class ResultWaiter:
                 if reply:
                     await self._deliver(reply)
         finally:
+            self._past_reads += conn.round_trips
+            self._reader_conn = None
             await conn.close()
+
+    @property
+    def round_trips(self) -> int:
+        """XREAD calls made by the stream reader(s) so far."""
+        current = self._reader_conn.round_trips if self._reader_conn is not None else 0
+        return self._past_reads + current
 
     def _age_all(self) -> None:
         for key in self._registered:
@@ -237,17 +247,18 @@ class ResultWaiter:
 
     async def _deliver(self, reply: Any) -> None:
         fetch: list[tuple[Key, str]] = []
-        by_stream = {self._backend.keys(t).events: t for t in self._cursors}
+        by_stream = {self._backend.keys(t).done: t for t in self._cursors}
         for stream, entries in _items(reply):
             task = by_stream.get(stream.decode())
             if task is None:
                 continue
             for entry_id, fields in entries:
                 self._cursors[task] = entry_id.decode()
-                found = _from_event(fields)
+                if fields.get(b"state") == b"waiting":  # it starts over (a dead letter retried)
+                    self._recent.pop((task, _str(fields.get(b"jobId"))), None)
+                    continue
+                found = _from_done(fields)
                 if found is None:
-                    if fields.get(b"event") in _RESTART_EVENTS:  # e.g. a dead letter retried
-                        self._recent.pop((task, _str(fields.get(b"jobId"))), None)
                     continue
                 job_id, terminal = found
                 key = (task, job_id)
@@ -292,15 +303,13 @@ def _items(reply: Any) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]
     return out
 
 
-def _from_event(fields: dict[bytes, bytes]) -> tuple[str, Terminal] | None:
-    event = fields.get(b"event")
-    if event not in (b"completed", b"failed", b"cancelled", b"expired", b"debounced"):
-        return None
-    job = fields.get(b"jobId")
-    if job is None:
+def _from_done(fields: dict[bytes, bytes]) -> tuple[str, Terminal] | None:
+    """An entry of a task's ``done`` stream: jobId, state, and result/error/reason."""
+    job, state = fields.get(b"jobId"), fields.get(b"state")
+    if job is None or state is None:
         return None
     text = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
-    kind = text["event"]
+    kind = text["state"]
     if kind == "completed":
         return text["jobId"], Terminal("completed", result=text.get("result"))
     if kind == "failed":
@@ -309,10 +318,8 @@ def _from_event(fields: dict[bytes, bytes]) -> tuple[str, Terminal] | None:
         return text["jobId"], Terminal("cancelled", reason=text.get("reason") or None)
     if kind == "expired":
         return text["jobId"], Terminal("expired")
-    replaced_by = text.get("replacedBy", "")
-    return text["jobId"], Terminal(
-        "missing", reason=f"replaced by a later debounced dispatch {replaced_by}"
-    )
+    detail = text.get("reason") or kind
+    return text["jobId"], Terminal("missing", reason=detail)
 
 
 def _from_fields(reply: Any) -> Terminal | None:

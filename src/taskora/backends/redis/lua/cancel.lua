@@ -18,7 +18,7 @@ if state == 'waiting' or state == 'delayed' or state == 'retrying' then
   redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now, 'cancelReason', reason)
   redis.call('ZADD', K.cancelled, now, id)
   release_dedup(f[2], id)
-  emit(K.events, 'event', 'cancelled', 'jobId', id, 'reason', reason)
+  finished(id, 'cancelled', 'reason', reason)
   return 'cancelled'
 end
 if state == 'active' then

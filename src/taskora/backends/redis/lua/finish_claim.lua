@@ -3,7 +3,6 @@
 -- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, count, then per outcome: id, token, kind, payload, retryDelayMs;
 --       then want, lockTtlMs, tokenBase, tokenSeq, singleton ('1'/'0'),
---       maxEventResult (bytes of result copied into the completed event),
 --       completedMax, failedMax (retention by count, trimmed here as jobs finish).
 -- kind: completed (payload = result JSON) | failed | retry (payload = error message)
 --       | cancelled | release (back to waiting, e.g. at shutdown).
@@ -18,7 +17,6 @@ local released = false
 local n_completed, n_failed = 0, 0
 local min_due = nil -- the marker is re-armed by rearm() below
 local base = 3 + count * 5
-local max_event_result = tonumber(ARGV[base + 5])
 
 local function trim_to(set, max, budget)
   local over = redis.call('ZCARD', set) - max
@@ -47,11 +45,7 @@ for i = 0, count - 1 do
       redis.call('HSET', jk, 'state', 'completed', 'finishedOn', now, 'result', payload)
       redis.call('ZADD', K.completed, now, id)
       release_dedup(f[2], id)
-      if #payload <= max_event_result then
-        emit(K.events, 'event', 'completed', 'jobId', id, 'result', payload)
-      else
-        emit(K.events, 'event', 'completed', 'jobId', id)
-      end
+      finished(id, 'completed', 'result', payload)
       n_completed = n_completed + 1
     elseif kind == 'retry' then
       local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
@@ -65,13 +59,13 @@ for i = 0, count - 1 do
       redis.call('HSET', jk, 'state', 'failed', 'finishedOn', now, 'error', payload)
       redis.call('ZADD', K.failed, now, id)
       release_dedup(f[2], id)
-      emit(K.events, 'event', 'failed', 'jobId', id, 'error', payload)
+      finished(id, 'failed', 'error', payload)
       n_failed = n_failed + 1
     elseif kind == 'cancelled' then
       redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now)
       redis.call('ZADD', K.cancelled, now, id)
       release_dedup(f[2], id)
-      emit(K.events, 'event', 'cancelled', 'jobId', id, 'reason', f[3] or '')
+      finished(id, 'cancelled', 'reason', f[3] or '')
     else -- release
       redis.call('HSET', jk, 'state', 'waiting')
       requeue_front(K, id, tonumber(f[4] or '0') or 0, tonumber(f[5] or '') or now)
@@ -86,12 +80,12 @@ if n_completed > 0 or n_failed > 0 then
   if n_completed > 0 then
     local key = B .. 'metrics:completed:' .. minute
     if redis.call('INCRBY', key, n_completed) == n_completed then redis.call('EXPIRE', key, 86400) end
-    trim_to(K.completed, tonumber(ARGV[base + 6]), 2 * n_completed + 10)
+    trim_to(K.completed, tonumber(ARGV[base + 5]), 2 * n_completed + 10)
   end
   if n_failed > 0 then
     local key = B .. 'metrics:failed:' .. minute
     if redis.call('INCRBY', key, n_failed) == n_failed then redis.call('EXPIRE', key, 86400) end
-    trim_to(K.failed, tonumber(ARGV[base + 7]), 2 * n_failed + 10)
+    trim_to(K.failed, tonumber(ARGV[base + 6]), 2 * n_failed + 10)
   end
 end
 

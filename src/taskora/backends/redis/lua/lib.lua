@@ -6,7 +6,7 @@
 local K = {
   wait = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], active = KEYS[4],
   events = KEYS[5], marker = KEYS[6], completed = KEYS[7], failed = KEYS[8],
-  cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11],
+  cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11], done = KEYS[12],
 }
 
 local function now_ms()
@@ -18,6 +18,24 @@ local EVENTS_MAXLEN = 10000
 
 local function emit(events, ...)
   return redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', ...)
+end
+
+-- A job reached its end. The events stream gets the reference's entry (wire format v6);
+-- the `done` stream, ours and additive, gets one entry per ending with what a waiter needs
+-- (small results inline), so result readers wake once per finished job, not per event.
+local MAX_INLINE_RESULT = 512
+local function finished(id, state, field, value)
+  if field and state ~= 'completed' then
+    emit(K.events, 'event', state, 'jobId', id, field, value)
+  else
+    emit(K.events, 'event', state, 'jobId', id)
+  end
+  if field and (state ~= 'completed' or #value <= MAX_INLINE_RESULT) then
+    redis.call('XADD', K.done, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'jobId', id, 'state', state,
+      field, value)
+  else
+    redis.call('XADD', K.done, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'jobId', id, 'state', state)
+  end
 end
 
 -- Priority > 0 waits in a sorted set scored -priority*1e13 + ts (wire format v6);
@@ -66,7 +84,7 @@ local function fail_malformed(K, B, id, reason, now)
   redis.call('LREM', K.active, 0, id)
   redis.call('HSET', jk, 'state', 'failed', 'finishedOn', now, 'error', 'malformed job: ' .. reason)
   redis.call('ZADD', K.failed, now, id)
-  emit(K.events, 'event', 'failed', 'jobId', id, 'error', 'malformed job: ' .. reason)
+  finished(id, 'failed', 'error', 'malformed job: ' .. reason)
 end
 
 local function expire_job(K, B, id, now)
@@ -75,7 +93,7 @@ local function expire_job(K, B, id, now)
   redis.call('HSET', jk, 'state', 'expired', 'finishedOn', now)
   redis.call('ZADD', K.expired, now, id)
   release_dedup(dedup, id)
-  emit(K.events, 'event', 'expired', 'jobId', id)
+  finished(id, 'expired')
 end
 
 -- Move due delayed/retrying jobs to waiting (or expire them), oldest due first.

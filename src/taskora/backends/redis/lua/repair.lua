@@ -3,7 +3,8 @@
 -- Called by the client after a script failed with WRONGTYPE, before retrying it.
 -- KEYS: the standard per-task keys (lib.lua). ARGV: none.
 -- Returns the keys that were moved.
-local want = { 'list', 'zset', 'zset', 'list', 'stream', 'zset', 'zset', 'zset', 'zset', 'zset', 'set' }
+local want = { 'list', 'zset', 'zset', 'list', 'stream', 'zset', 'zset', 'zset', 'zset', 'zset', 'set',
+  'stream' }
 local now = now_ms()
 local moved = {}
 for i, key in ipairs(KEYS) do

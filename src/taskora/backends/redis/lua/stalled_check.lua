@@ -24,7 +24,7 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
         redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now)
         redis.call('ZADD', K.cancelled, now, id)
         release_dedup(f[2], id)
-        emit(K.events, 'event', 'cancelled', 'jobId', id, 'reason', f[5] or '')
+        finished(id, 'cancelled', 'reason', f[5] or '')
         cancelled[#cancelled + 1] = id
       else
         local n = redis.call('HINCRBY', jk, 'stalledCount', 1)
@@ -34,7 +34,7 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
           redis.call('ZADD', K.failed, now, id)
           release_dedup(f[2], id)
           emit(K.events, 'event', 'stalled', 'jobId', id, 'count', n, 'action', 'failed')
-          emit(K.events, 'event', 'failed', 'jobId', id, 'error', msg)
+          finished(id, 'failed', 'error', msg)
           failed[#failed + 1] = id
         else
           redis.call('HSET', jk, 'state', 'waiting')

@@ -1,0 +1,110 @@
+"""Round trips on the hot paths.
+
+Counted twice: by the client (each ``execute``/``pipeline`` is one round trip) and by a
+private redis-server (``INFO commandstats``: EVALSHA is only ever sent by clients).
+- a dispatch is one round trip (one EVALSHA); concurrent dispatches share one;
+- a worker finishes a job and claims the next in one round trip (one EVALSHA);
+- a result reaches a waiting handle with no per-job command: the stream reader's XREADs
+  each deliver whatever arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import taskora
+from taskora.backends.redis import RedisBackend
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    s = RedisServer()
+    yield s
+    s.close()
+
+
+def _evalsha(server: RedisServer) -> int:
+    with server.client() as r:
+        stats: dict[str, Any] = r.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def _trips(app: taskora.App) -> dict[str, int]:
+    assert isinstance(app.backend, RedisBackend)
+    return app.backend.round_trips()
+
+
+async def test_one_round_trip_per_dispatch(server: RedisServer) -> None:
+    app = taskora.App(server.url, prefix="rt")
+
+    @app.task()
+    async def noop(data: None) -> None:
+        return None
+
+    await noop.dispatch(None)  # connect (scripts, handshake) outside the count
+    trips, calls = _trips(app)["main"], _evalsha(server)
+    for _ in range(50):
+        await noop.dispatch(None)
+    assert _trips(app)["main"] - trips == 50
+    assert _evalsha(server) - calls == 50
+
+    trips, calls = _trips(app)["main"], _evalsha(server)
+    await asyncio.gather(*[noop.dispatch(None) for _ in range(200)])
+    assert _trips(app)["main"] - trips == 1  # coalesced
+    assert _evalsha(server) - calls == 1
+
+    trips = _trips(app)["main"]
+    await asyncio.gather(*noop.dispatch_many([{"data": None}] * 100))
+    assert _trips(app)["main"] - trips == 1
+    await app.close()
+
+
+async def test_one_round_trip_per_claim_and_ack(server: RedisServer) -> None:
+    app = taskora.App(server.url, prefix="rt")
+    done = asyncio.Event()
+    count = 0
+
+    @app.task(concurrency=1)
+    async def noop(data: None) -> None:
+        nonlocal count
+        count += 1
+        if count == 300:
+            done.set()
+
+    await asyncio.gather(*noop.dispatch_many([{"data": None}] * 300))
+    trips, calls = _trips(app)["main"], _evalsha(server)
+    async with app:
+        await asyncio.wait_for(done.wait(), 60)
+        await asyncio.sleep(0.2)
+        used = _trips(app)["main"] - trips
+        scripts = _evalsha(server) - calls
+    # 300 finish+claim calls, plus start-up (data-loss check, stall check, trim) and the
+    # last idle claim: nothing else per job
+    assert 300 <= used <= 310, used
+    assert 300 <= scripts <= 310, scripts
+
+
+async def test_results_are_pushed_without_per_job_commands(server: RedisServer) -> None:
+    prefix = "rt" + uuid.uuid4().hex[:6]
+    worker = taskora.App(server.url, prefix=prefix)
+    producer = taskora.App(server.url, prefix=prefix)
+    for app in (worker, producer):
+        app.task("echo")(lambda data: data)
+    echo = producer.tasks["echo"]
+    async with worker:
+        await echo.dispatch(0).wait_for(20)  # the producer's reader is now watching
+        before = _trips(producer)
+        for i in range(1, 101):
+            assert await echo.dispatch(i).wait_for(20) == i
+        after = _trips(producer)
+    await producer.close()
+    # the producer's main connection carries only the 100 dispatches; results arrive on
+    # the reader's connection, at most one XREAD per result (often fewer)
+    assert after["main"] - before["main"] == 100
+    assert after["waiter"] - before["waiter"] <= 101
