@@ -63,3 +63,51 @@ def test_producer_and_two_workers_run_each_job_once(
     assert max(runs.values()) == 1, f"jobs ran twice: {[k for k, v in runs.items() if v > 1]}"
     pids = Counter(line.split()[1] for line in lines)
     assert len(pids) == 2, f"both workers should take part: {pids}"
+
+
+def test_cancel_reaches_a_job_running_in_another_process(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """The job runs in a worker process; cancelling it from here stops it within a second."""
+    import asyncio
+
+    import taskora
+
+    ledger = tmp_path / "ledger.txt"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.mp.fault_worker", redis_url, prefix, str(ledger), "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    async def scenario() -> float:
+        app = taskora.App(redis_url, prefix=prefix)
+        job = app.task("job")(lambda data: None)
+        handle = job.dispatch({"n": 1, "sleep": 60})
+        await handle
+        deadline = time.monotonic() + 30
+        while await handle.get_state() != "active":
+            assert time.monotonic() < deadline, "the job never started"
+            await asyncio.sleep(0.02)
+        t0 = time.monotonic()
+        await handle.cancel(reason="from afar")
+        try:
+            await handle.wait_for(10)
+        except taskora.JobCancelledError as exc:
+            assert exc.reason == "from afar"
+        else:
+            raise AssertionError("the job should have been cancelled")
+        elapsed = time.monotonic() - t0
+        await app.close()
+        return elapsed
+
+    try:
+        elapsed = asyncio.run(scenario())
+        assert elapsed < 1.0, f"cancellation took {elapsed:.2f}s"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
