@@ -137,8 +137,11 @@ class App:
         """How many jobs of ``task`` are in each state."""
         if task not in self._tasks:
             raise ConfigError(f"unknown task {task!r}")
-        backend = await self._route(self._connected_backend)
-        return await self._route(lambda: backend.counts(task))
+        return await self._route(lambda: self._counts(task))
+
+    async def _counts(self, task: str) -> dict[str, int]:
+        backend = await self._connected_backend()
+        return await backend.counts(task)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -117,7 +117,7 @@ class Task(Generic[In, Out]):
         if self.handler is None:
             raise ConfigError(f"task {self.name!r} has no handler in this process")
         if ctx is None and self._arity >= 2:
-            ctx = Context(str(uuid.uuid4()), self.name, 1, self.app_now(), LocalIO())
+            ctx = Context(str(uuid.uuid4()), self.name, 1, int(time.time() * 1000), LocalIO())
         return self.invoke(data, ctx)
 
     def invoke(self, data: Any, ctx: Context | None) -> Any:
@@ -127,11 +127,6 @@ class Task(Generic[In, Out]):
         if self._arity == 1:
             return self.handler(data)
         return self.handler(data, ctx)
-
-    def app_now(self) -> int:
-        import time
-
-        return int(time.time() * 1000)
 
     # -- dispatch -------------------------------------------------------------------
     def dispatch(
@@ -321,7 +316,3 @@ def _arity(fn: Callable[..., Any]) -> int:
             f"handler {getattr(fn, '__name__', fn)!r} must take (data) or (data, ctx)"
         )
     return min(len(positional), 2)
-
-
-def is_coroutine(value: Any) -> bool:
-    return asyncio.iscoroutine(value)
