@@ -1,4 +1,4 @@
-"""The ``taskora`` command line: ``taskora worker module:app``, ``taskora demo``, ``taskora version``.
+"""The `taskora` command line: `taskora worker module:app`, `taskora demo`, `taskora version`.
 
 Usage errors (a bad import string, a module or attribute that does not exist, an attribute
 that is not a ``taskora.App``, unknown task names) print one line to stderr and exit with

@@ -1,0 +1,1 @@
+"""Modules that the CLI tests load with `taskora worker module:app` in child processes."""
