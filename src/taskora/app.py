@@ -203,6 +203,7 @@ class App:
 
     def run(self, tasks: Iterable[str] | None = None, concurrency: int | None = None) -> None:
         """Run workers until SIGINT/SIGTERM, then shut down gracefully and return."""
+        self._select(tasks)  # unknown task names fail here, before any connection
         _install_uvloop()
         asyncio.run(self._serve(tasks, concurrency))
 
