@@ -590,3 +590,19 @@ def test_sync_dispatch_and_blocking_get() -> None:
     # the portal loop owned the app until now; a worker in a new loop takes it over
     assert asyncio.run(serve()) == 9
     asyncio.run(app.close())
+
+
+async def test_large_results_reach_early_and_late_waiters(make_app: AppFactory) -> None:
+    app = make_app()
+
+    @app.task(concurrency=4)
+    async def big(data: int) -> str:
+        return str(data) * 5000  # far above what travels inline with the completion
+
+    async with app:
+        early = [big.dispatch(i) for i in range(5)]
+        assert [await h.wait_for(20) for h in early] == [str(i) * 5000 for i in range(5)]
+        late = [big.dispatch(i) for i in range(5, 10)]
+        await asyncio.gather(*late)
+        await asyncio.sleep(0.3)  # they finish before anyone waits
+        assert [await h.wait_for(20) for h in late] == [str(i) * 5000 for i in range(5, 10)]

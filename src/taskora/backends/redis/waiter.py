@@ -67,14 +67,22 @@ class ResultWaiter:
     ) -> Terminal | None:
         key = (task, job_id)
         hit = self._recent.get(key)
-        if hit is not None:
+        if hit is not None and (hit.state != "completed" or hit.result is not None):
             return hit
         future: asyncio.Future[Terminal] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append(future)
         self._registered.setdefault(key, time.monotonic())
         try:
+            # The job was created (event_id, on the events stream) strictly after the last
+            # ms the done stream had reached when reading began: its end is still ahead of
+            # the reader. Sequence numbers of two streams do not compare, hence the ms.
             since = self._since.get(task)
-            if since is None or event_id is None or _sid(event_id) < since:
+            if (
+                hit is not None
+                or since is None
+                or event_id is None
+                or _sid(event_id)[0] <= since[0]
+            ):
                 await self._check(task, job_id)
             self._ensure_running()
             if not future.done():
@@ -115,11 +123,14 @@ class ResultWaiter:
             del self._pending[key]
             self._registered.pop(key, None)
 
+    def _remember(self, key: Key, terminal: Terminal) -> None:
+        self._recent[key] = terminal
+        if len(self._recent) > RECENT_MAX:
+            self._recent.popitem(last=False)
+
     def _resolve(self, key: Key, terminal: Terminal) -> None:
         if terminal.state != "missing":
-            self._recent[key] = terminal
-            if len(self._recent) > RECENT_MAX:
-                self._recent.popitem(last=False)
+            self._remember(key, terminal)
         for future in self._pending.get(key, ()):
             if not future.done():
                 future.set_result(terminal)
@@ -263,6 +274,7 @@ class ResultWaiter:
                 job_id, terminal = found
                 key = (task, job_id)
                 if terminal.state == "completed" and terminal.result is None:
+                    self._remember(key, terminal)  # a later waiter fetches the result itself
                     if key in self._pending:
                         fetch.append((key, job_id))
                     continue
