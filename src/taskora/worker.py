@@ -151,7 +151,10 @@ class Worker:
                     continue
                 backoff = 0.05
                 for job in report.claimed:
-                    self._start(job)
+                    if self._stopping:  # claimed while shutdown began: give it straight back
+                        self._outcomes.append(Outcome(job.id, job.token, "release"))
+                    else:
+                        self._start(job)
                 if self._outcomes or self._stopping or len(report.claimed) >= free:
                     continue  # more to send, or every slot filled (more may be waiting)
                 # Fewer jobs than free slots: nothing else is claimable right now.
