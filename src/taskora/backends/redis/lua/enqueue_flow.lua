@@ -8,6 +8,8 @@
 --         debounce: debounceDelayMs (the job is delayed by this; delayMs is ignored)
 --         throttle: max, windowMs
 --         dedup:    states, comma-separated (a job holding the key in one of them rejects)
+-- A replaced debounced job gets a 'debounced' entry in events (wire format v6) and in done
+-- (state 'debounced', reason), which ends its waiters with JobNotFoundError at once.
 -- Keys touched besides KEYS (all share the task's hash tag):
 --   B..'debounce:'..key  latest debounced job id, PX 2 * delay
 --   B..'throttle:'..key  accepted dispatches in the current window, PX window
@@ -21,10 +23,10 @@ if redis.call('EXISTS', jk) == 1 then return { 1, '', '', '' } end
 -- Every queue key this script may write is checked before the first write: a key of the
 -- wrong type fails the call with nothing changed (the client then repairs and re-runs it).
 for key, want in pairs({ [K.wait] = 'list', [K.prioritized] = 'zset', [K.delayed] = 'zset',
-    [K.marker] = 'zset', [K.events] = 'stream' }) do
+    [K.marker] = 'zset', [K.events] = 'stream', [K.done] = 'stream' }) do
   local have = redis.call('TYPE', key).ok
   if have ~= want and have ~= 'none' then
-    error('WRONGTYPE ' .. key .. ' is not a ' .. want)
+    return redis.error_reply('WRONGTYPE ' .. key .. ' is not a ' .. want)
   end
 end
 local now = now_ms()
@@ -73,6 +75,9 @@ if kind == 'debounce' then
       redis.call('ZREM', K.delayed, old)
       redis.call('DEL', ok, ok .. ':logs', ok .. ':lock')
       emit(K.events, 'event', 'debounced', 'jobId', old, 'replacedBy', id)
+      -- its waiters end at once, with a typed error (the result reader reads `done`)
+      redis.call('XADD', K.done, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'jobId', old,
+        'state', 'debounced', 'reason', 'replaced by a later debounced dispatch ' .. id)
       replaced = old
     end
   end
