@@ -361,11 +361,6 @@ async def test_delayed_job_past_its_ttl_expires_when_due(make_app: AppFactory) -
     assert runs == ["fresh"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decisions.md 3: an expired job with no worker running leaves its waiter hanging "
-    "(expiry happens only when a worker claims); needs a waiter-side expiry, see the report",
-)
 async def test_waiter_of_an_expired_job_ends_without_any_worker(make_app: AppFactory) -> None:
     app = make_app()
 
@@ -587,11 +582,6 @@ async def test_singleton_runs_one_job_at_a_time_across_workers(make_app: AppFact
     assert tracker.peak["only"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="singleton gate only checks :active before claiming, then claims up to the "
-    "worker's concurrency in the same call (lib.lua claim, memory _claim); see the report",
-)
 async def test_singleton_holds_with_worker_concurrency_above_one(make_app: AppFactory) -> None:
     app = make_app()
     tracker = Tracker()

@@ -180,3 +180,26 @@ async def test_waiting_on_a_malformed_job_never_hangs(redis_url: str, prefix: st
     finally:
         await r.aclose()
         await app.close()
+
+
+async def test_wrong_typed_active_list_is_repaired_by_the_worker(
+    redis_url: str, prefix: str
+) -> None:
+    app = taskora.App(redis_url, prefix=prefix)
+
+    @app.task()
+    async def echo(data: int) -> int:
+        return data
+
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        handles = [echo.dispatch(i) for i in range(3)]
+        await asyncio.gather(*handles)
+        await r.set(f"taskora:{prefix}:{{echo}}:active", "foreign data")  # after the enqueue
+        async with app:
+            results = await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 30)
+        assert results == [0, 1, 2]
+        assert await r.get(f"taskora:{prefix}:{{echo}}:active") is None
+    finally:
+        await r.aclose()
+        await app.close()

@@ -226,8 +226,10 @@ class MemoryBackend:
         out: list[Claimed] = []
         if want <= 0:
             return out, False
-        if options.singleton and t.active:
-            return out, True
+        if options.singleton:  # at most one active job of the task
+            if t.active:
+                return out, True
+            want = 1
         blocked: list[tuple[str, int]] = []
         pops = 0
         while len(out) < want and pops < want + 100:
@@ -560,19 +562,41 @@ class MemoryBackend:
                 error=job.get("error"),
                 reason=job.get("cancelReason") or None,
             )
-        future: asyncio.Future[Terminal] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Terminal] = loop.create_future()
         key = (task, job_id)
         self._waiters.setdefault(key, []).append(future)
+        expiry = None
+        if job.get("expireAt") is not None and state != "active":
+            # nobody may claim it before its ttl passes: end it then, so the wait ends too
+            delay = max(0.0, (job["expireAt"] - self.now_ms()) / 1000)
+            expiry = loop.call_later(delay, self._expire_due, task, job_id)
         try:
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
             return None
         finally:
+            if expiry is not None:
+                expiry.cancel()
             futures = self._waiters.get(key)
             if futures is not None and future in futures:
                 futures.remove(future)
                 if not futures:
                     del self._waiters[key]
+
+    def _expire_due(self, task: str, job_id: str) -> None:
+        t = self._t(task)
+        job = t.jobs.get(job_id)
+        now = self.now_ms()
+        if job is None or job.get("expireAt") is None or job["expireAt"] > now:
+            return
+        if job["state"] == "waiting":
+            self._remove_waiting(t, job_id)
+        elif job["state"] in ("delayed", "retrying"):
+            t.due.pop(job_id, None)
+        else:
+            return
+        self._expire(task, t, job_id, now)
 
     async def counts(self, task: str) -> dict[str, int]:
         t = self._t(task)

@@ -456,6 +456,13 @@ class RedisBackend:
         plain = await run("LRANGE", keys.key("wait"), -(skip + want), -(skip + 1))
         return list(prioritized) + list(reversed(plain))
 
+    async def expire_due(self, task: str, ids: Sequence[str]) -> list[str]:
+        """End these jobs if their ttl passed before any worker claimed them."""
+        keys = self.keys(task)
+        with self.errors():
+            reply = await SCRIPTS["expire_due"](self.client, keys.standard, [keys.base, *ids])
+        return [_str(r) or "" for r in reply]
+
     async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
         keys = self.keys(task)
         with self.errors():

@@ -41,7 +41,7 @@ SWEEP_CHUNK = 2_000
 READ_BLOCK_MS = 5_000
 IDLE_UNWATCH_S = 30.0
 _TERMINAL_STATES = {"completed", "failed", "cancelled", "expired"}
-_FIELDS = ("state", "result", "error", "cancelReason")
+_FIELDS = ("state", "result", "error", "cancelReason", "expireAt")
 
 Key = tuple[str, str]
 
@@ -178,10 +178,22 @@ class ResultWaiter:
                 self._since[task] = _sid(cursor)
         if new_tasks:
             self._restart_reader()
-        for key, reply in zip(batch, replies[len(new_tasks) :], strict=True):
+        await self._settle(batch, replies[len(new_tasks) :])
+
+    async def _settle(self, keys: list[Key], rows: list[Any]) -> None:
+        """Resolve waiters whose job has ended; end jobs whose ttl passed unclaimed."""
+        now = self._backend.now_ms()
+        due: dict[str, list[str]] = {}
+        for key, reply in zip(keys, rows, strict=True):
             terminal = _from_fields(reply)
             if terminal is not None:
                 self._resolve(key, terminal)
+            elif _expire_at(reply) <= now:
+                due.setdefault(key[0], []).append(key[1])
+        for task, ids in due.items():
+            expired = await self._backend.expire_due(task, ids)
+            for job_id in expired:
+                self._resolve((task, job_id), Terminal("expired"))
 
     async def _sweep_loop(self) -> None:
         while self._pending:
@@ -200,10 +212,7 @@ class ResultWaiter:
         commands = [("HMGET", backend.keys(task).job(job_id), *_FIELDS) for task, job_id in keys]
         with backend.errors():
             replies = await backend.client.pipeline(commands)
-        for key, reply in zip(keys, replies, strict=True):
-            terminal = _from_fields(reply)
-            if terminal is not None:
-                self._resolve(key, terminal)
+        await self._settle(keys, replies)
 
     # -- the stream reader -------------------------------------------------------------------
     async def _read_loop(self) -> None:
@@ -335,11 +344,11 @@ def _from_done(fields: dict[bytes, bytes]) -> tuple[str, Terminal] | None:
 
 
 def _from_fields(reply: Any) -> Terminal | None:
-    """Terminal from HMGET state/result/error/cancelReason, 'missing' if no job, else None."""
+    """Terminal from an HMGET of _FIELDS: 'missing' if there is no job, None if running."""
     if isinstance(reply, Exception):
         return None
     state, result, error, reason = (
-        None if v is None else v.decode("utf-8", "replace") for v in reply
+        None if v is None else v.decode("utf-8", "replace") for v in reply[:4]
     )
     if state is None:
         return Terminal("missing", reason="no such job")
@@ -350,6 +359,16 @@ def _from_fields(reply: Any) -> Terminal | None:
 
 def _str(raw: bytes | None) -> str:
     return raw.decode("utf-8", "replace") if raw is not None else ""
+
+
+def _expire_at(reply: Any) -> float:
+    """The stored expireAt of an HMGET row (infinity when none or unreadable)."""
+    if isinstance(reply, Exception) or reply[4] is None:
+        return float("inf")
+    try:
+        return float(reply[4])
+    except ValueError:
+        return float("inf")
 
 
 def _sid(stream_id: str) -> tuple[int, int]:

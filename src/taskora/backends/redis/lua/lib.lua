@@ -134,9 +134,13 @@ local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
   if want <= 0 then return out, false end
   local active_type = redis.call('TYPE', K.active).ok
   if active_type ~= 'list' and active_type ~= 'none' then
-    error('WRONGTYPE ' .. K.active .. ' is not a list') -- before any pop: nothing is lost
+    -- before any pop, so nothing is lost; the client repairs the key and runs again
+    error({ err = 'WRONGTYPE ' .. K.active .. ' is not a list' })
   end
-  if singleton == '1' and redis.call('LLEN', K.active) > 0 then return out, true end
+  if singleton == '1' then -- at most one active job of the task, across all workers
+    if redis.call('LLEN', K.active) > 0 then return out, true end
+    want = 1
+  end
   local blocked = {}
   local got, pops = 0, 0
   while got < want and pops < want + 100 do

@@ -1,0 +1,29 @@
+-- EXPIRE_DUE: end jobs whose ttl passed while no worker claimed them, so their waiters
+-- never hang (decisions.md 3). Called by a result waiter that saw a past expireAt.
+-- KEYS: the standard per-task keys (lib.lua).
+-- ARGV: B, then job ids.
+-- Returns the ids that were expired now (others were not due, or already moved on).
+local B = ARGV[1]
+local now = now_ms()
+local out = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local jk = B .. id
+  if redis.call('TYPE', jk).ok == 'hash' then
+    local f = redis.call('HMGET', jk, 'state', 'expireAt')
+    local expire_at = tonumber(f[2] or '')
+    if expire_at and expire_at <= now then
+      local removed = 0
+      if f[1] == 'waiting' then
+        removed = redis.call('ZREM', K.prioritized, id) + redis.call('LREM', K.wait, 0, id)
+      elseif f[1] == 'delayed' or f[1] == 'retrying' then
+        removed = redis.call('ZREM', K.delayed, id)
+      end
+      if removed > 0 then
+        expire_job(K, B, id, now)
+        out[#out + 1] = id
+      end
+    end
+  end
+end
+return out
