@@ -687,3 +687,27 @@ async def test_dispatch_many_bad_items_fail_alone(make_app: AppFactory) -> None:
     assert await handles[1] == handles[1].id and await handles[4] == handles[4].id
     counts = await app.counts("noop")
     assert counts["waiting"] == 2 and sum(counts.values()) == 2
+
+
+async def test_concurrency_limit_one_keeps_each_keys_dispatch_order(make_app: AppFactory) -> None:
+    """The seed: concurrency_limit=1 is how to get strict per-key ordering."""
+    app = make_app()
+    started: dict[str, list[int]] = {"a": [], "b": []}
+
+    @app.task(concurrency=4)
+    async def work(data: list[Any]) -> None:
+        key, n = data
+        if key in started:
+            started[key].append(n)
+        await asyncio.sleep(0.01 if n % 2 else 0.03)
+
+    handles = []
+    for n in range(12):
+        handles.append(work.dispatch(["a", n], concurrency_key="a", concurrency_limit=1))
+        handles.append(work.dispatch(["b", n], concurrency_key="b", concurrency_limit=1))
+        handles.append(work.dispatch(["free", n]))
+    await asyncio.gather(*handles)
+    async with app:
+        await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 60)
+    assert started == {"a": list(range(12)), "b": list(range(12))}
+    assert (await app.counts("work"))["waiting"] == 0

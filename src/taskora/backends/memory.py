@@ -59,6 +59,7 @@ class _Task:
     )
     stalled: set[str] = field(default_factory=set)
     conc: dict[str, int] = field(default_factory=dict)
+    parked: dict[str, deque[str]] = field(default_factory=dict)  # per concurrency key, FIFO
     flow_keys: dict[str, tuple[str, int | None]] = field(
         default_factory=dict
     )  # key -> (value, expiry)
@@ -66,6 +67,9 @@ class _Task:
     marker_event: asyncio.Event | None = None
 
     def waiting_count(self) -> int:
+        return len(self.wait) + len(self.prio_score) + sum(map(len, self.parked.values()))
+
+    def queued_count(self) -> int:
         return len(self.wait) + len(self.prio_score)
 
 
@@ -142,11 +146,17 @@ class MemoryBackend:
         return None
 
     def _remove_waiting(self, t: _Task, job_id: str) -> None:
-        if t.prio_score.pop(job_id, None) is None:
-            try:
-                t.wait.remove(job_id)
-            except ValueError:
-                pass
+        if t.prio_score.pop(job_id, None) is not None:
+            return
+        try:
+            t.wait.remove(job_id)
+            return
+        except ValueError:
+            pass
+        key = t.jobs.get(job_id, {}).get("concurrencyKey")
+        parked = t.parked.get(key) if key is not None else None
+        if parked is not None and job_id in parked:
+            parked.remove(job_id)
 
     def _add_delayed(self, t: _Task, job_id: str, due: int) -> None:
         t.due[job_id] = due
@@ -182,6 +192,7 @@ class MemoryBackend:
                 future.set_result(terminal)
 
     def _release_concurrency(self, t: _Task, key: str | None) -> bool:
+        """Free a slot of ``key``; its oldest parked job returns to the front of the queue."""
         if key is None:
             return False
         left = t.conc.get(key, 0) - 1
@@ -189,6 +200,14 @@ class MemoryBackend:
             t.conc.pop(key, None)
         else:
             t.conc[key] = left
+        parked = t.parked.get(key)
+        if parked:
+            job_id = parked.popleft()
+            if not parked:
+                del t.parked[key]
+            job = t.jobs.get(job_id)
+            if job is not None and job["state"] == "waiting":
+                self._requeue_front(t, job_id, job)
         return True
 
     def _release_dedup(self, t: _Task, dedup_key: str | None, job_id: str) -> None:
@@ -230,7 +249,6 @@ class MemoryBackend:
             if t.active:
                 return out, True
             want = 1
-        blocked: list[tuple[str, int]] = []
         pops = 0
         while len(out) < want and pops < want + 100:
             job_id = self._pop_waiting(t)
@@ -245,7 +263,7 @@ class MemoryBackend:
             if expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
             elif key is not None and t.conc.get(key, 0) >= job["concurrencyLimit"]:
-                blocked.append((job_id, job["priority"]))
+                t.parked.setdefault(key, deque()).append(job_id)  # waits for its key's slot
             else:
                 if key is not None:
                     t.conc[key] = t.conc.get(key, 0) + 1
@@ -257,12 +275,10 @@ class MemoryBackend:
                 out.append(
                     Claimed(job_id, job["data"], job["_v"], job["attempt"], job["ts"], token)
                 )
-        for job_id, priority in blocked:
-            self._requeue(t, job_id, priority, now)
-        return out, bool(blocked) and len(out) < want
+        return out, False
 
     def _rearm(self, t: _Task, now: int, gated: bool, released: bool) -> None:
-        if t.waiting_count() > 0:
+        if t.queued_count() > 0:
             self._set_marker(t, now + 1000 if gated and not released else 0)
             return
         self._set_marker(t, self._next_due(t))

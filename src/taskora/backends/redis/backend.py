@@ -406,12 +406,13 @@ class RedisBackend:
                         ("ZCARD", k("failed")),
                         ("ZCARD", k("cancelled")),
                         ("ZCARD", k("expired")),
+                        ("GET", k("parked")),
                     ]
                 )
             )
-        wait, prio, delayed, active, completed, failed, cancelled, expired = replies
+        wait, prio, delayed, active, completed, failed, cancelled, expired, parked = replies
         return {
-            "waiting": wait + prio,
+            "waiting": wait + prio + int(parked or 0),  # parked: waiting for their key's slot
             "delayed": delayed,
             "active": active,
             "completed": completed,

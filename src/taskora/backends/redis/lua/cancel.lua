@@ -6,12 +6,12 @@
 local B, id, reason = ARGV[1], ARGV[2], ARGV[3]
 local jk = B .. id
 if redis.call('TYPE', jk).ok ~= 'hash' then return 'not_cancellable' end
-local f = redis.call('HMGET', jk, 'state', 'dedupKey')
+local f = redis.call('HMGET', jk, 'state', 'dedupKey', 'concurrencyKey')
 local state = f[1]
 local now = now_ms()
 if state == 'waiting' or state == 'delayed' or state == 'retrying' then
   if state == 'waiting' then
-    if redis.call('ZREM', K.prioritized, id) == 0 then redis.call('LREM', K.wait, 0, id) end
+    unqueue_waiting(K, B, id, f[3])
   else
     redis.call('ZREM', K.delayed, id)
   end

@@ -10,16 +10,16 @@ for i = 2, #ARGV do
   local id = ARGV[i]
   local jk = B .. id
   if redis.call('TYPE', jk).ok == 'hash' then
-    local f = redis.call('HMGET', jk, 'state', 'expireAt')
+    local f = redis.call('HMGET', jk, 'state', 'expireAt', 'concurrencyKey')
     local expire_at = tonumber(f[2] or '')
     if expire_at and expire_at <= now then
-      local removed = 0
+      local removed = false
       if f[1] == 'waiting' then
-        removed = redis.call('ZREM', K.prioritized, id) + redis.call('LREM', K.wait, 0, id)
+        removed = unqueue_waiting(K, B, id, f[3])
       elseif f[1] == 'delayed' or f[1] == 'retrying' then
-        removed = redis.call('ZREM', K.delayed, id)
+        removed = redis.call('ZREM', K.delayed, id) == 1
       end
-      if removed > 0 then
+      if removed then
         expire_job(K, B, id, now)
         out[#out + 1] = id
       end

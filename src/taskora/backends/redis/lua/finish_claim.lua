@@ -40,7 +40,7 @@ for i = 0, count - 1 do
     redis.call('DEL', jk .. ':lock')
     redis.call('LREM', K.active, 1, id)
     local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'ts')
-    if release_concurrency(B, f[1]) then released = true end
+    if release_concurrency(K, B, f[1]) then released = true end
     if kind == 'completed' then
       redis.call('HSET', jk, 'state', 'completed', 'finishedOn', now, 'result', payload)
       redis.call('ZADD', K.completed, now, id)

@@ -58,10 +58,36 @@ local function requeue_front(K, id, priority, ts)
   end
 end
 
-local function release_concurrency(B, key)
-  if key then
-    local left = redis.call('DECR', B .. 'conc:' .. key)
-    if left <= 0 then redis.call('DEL', B .. 'conc:' .. key) end
+-- A job whose concurrency key is at its limit waits in that key's own FIFO (B..'parked:'..key),
+-- out of the main queue: it holds up no other key's jobs, and nobody polls for it. When a
+-- slot of the key frees up, the key's oldest parked job goes back to the front of the queue,
+-- so the jobs of one key run in dispatch order (concurrency_limit=1 serializes a key).
+local function park(B, id, key)
+  redis.call('RPUSH', B .. 'parked:' .. key, id)
+  redis.call('INCR', B .. 'parked')
+end
+
+local function release_concurrency(K, B, key)
+  if not key then return false end
+  local left = redis.call('DECR', B .. 'conc:' .. key)
+  if left <= 0 then redis.call('DEL', B .. 'conc:' .. key) end
+  local id = redis.call('LPOP', B .. 'parked:' .. key)
+  if id then
+    redis.call('DECR', B .. 'parked')
+    local f = redis.call('HMGET', B .. id, 'state', 'priority', 'ts')
+    if f[1] == 'waiting' then
+      requeue_front(K, id, tonumber(f[2] or '0') or 0, tonumber(f[3] or '') or 0)
+    end
+  end
+  return true
+end
+
+-- Take a waiting job out of wherever it waits (list, prioritized set, or parked by its key).
+local function unqueue_waiting(K, B, id, conc_key)
+  if redis.call('ZREM', K.prioritized, id) == 1 then return true end
+  if redis.call('LREM', K.wait, 0, id) > 0 then return true end
+  if conc_key and redis.call('LREM', B .. 'parked:' .. conc_key, 0, id) > 0 then
+    redis.call('DECR', B .. 'parked')
     return true
   end
   return false
@@ -141,7 +167,6 @@ local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
     if redis.call('LLEN', K.active) > 0 then return out, true end
     want = 1
   end
-  local blocked = {}
   local got, pops = 0, 0
   while got < want and pops < want + 100 do
     local id
@@ -168,7 +193,7 @@ local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
       elseif expire_at and expire_at <= now then
         expire_job(K, B, id, now)
       elseif f[3] and tonumber(redis.call('GET', B .. 'conc:' .. f[3]) or '0') >= limit then
-        blocked[#blocked + 1] = { id, tonumber(f[9] or '0') or 0 }
+        park(B, id, f[3])
       else
         if f[3] then redis.call('INCR', B .. 'conc:' .. f[3]) end
         got = got + 1
@@ -186,9 +211,7 @@ local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
       end
     end
   end
-  -- jobs blocked by their concurrency key go to the back of their queue
-  for _, b in ipairs(blocked) do requeue(K, b[1], b[2], now) end
-  return out, (#blocked > 0 and got < want)
+  return out, false
 end
 
 -- Leave the wake-up marker saying when a worker should next try to claim:

@@ -18,7 +18,7 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
     elseif redis.call('HGET', jk, 'state') == 'active' then
       redis.call('LREM', K.active, 0, id)
       local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelledAt', 'priority', 'cancelReason', 'ts')
-      release_concurrency(B, f[1])
+      release_concurrency(K, B, f[1])
       released = true
       if f[3] then
         redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now)
