@@ -70,7 +70,7 @@ class Worker:
         self._token_base = uuid.uuid4().hex
         self._active: dict[str, _Running] = {}
         self._outcomes: list[Outcome] = []
-        self._wake = asyncio.Event()
+        self._wake = _Signal()
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
         self._upkeep: list[asyncio.Task[None]] = []
@@ -162,7 +162,8 @@ class Worker:
                     waiter = asyncio.create_task(
                         self.backend.wait_for_work(self.name, IDLE_BLOCK_S)
                     )
-                await self._wait_either(waiter)
+                    waiter.add_done_callback(self._wake.set_from)
+                await self._wake.wait()  # new work, or an outcome to send
                 if waiter.done():
                     _consume(waiter)
                     waiter = None
@@ -171,13 +172,6 @@ class Worker:
                 waiter.cancel()
                 with contextlib.suppress(BaseException):
                     await waiter
-
-    async def _wait_either(self, waiter: asyncio.Task[None]) -> None:
-        wake = asyncio.create_task(self._wake.wait())
-        try:
-            await asyncio.wait((waiter, wake), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
 
     def _start(self, job: Claimed) -> None:
         io = _JobIO(self, job)
@@ -363,6 +357,37 @@ class Worker:
         return ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix=f"taskora-{self.name}"
         )
+
+
+class _Signal:
+    """A cheap wake-up for the worker loop (an asyncio.Event costs a task per wait here)."""
+
+    __slots__ = ("_future", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._future: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def set_from(self, _: object) -> None:
+        self.set()
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        self._future = asyncio.get_running_loop().create_future()
+        try:
+            await self._future
+        finally:
+            self._future = None
 
 
 class _JobIO:
