@@ -98,12 +98,12 @@ async def fields(app: taskora.App, task: str, job_id: str) -> dict[str, str]:
 
 
 async def is_waited_on(app: taskora.App, task: str, job_id: str) -> bool:
-    """True once a waiter for the job is registered (and, on Redis, its stream is read)."""
+    """True once a waiter for the job is registered (and, on Redis, subscribed to results)."""
     backend = app.backend
     if isinstance(backend, taskora.MemoryBackend):
         return (task, job_id) in backend._waiters
     waiter = backend.waiter
-    return (task, job_id) in waiter._pending and task in waiter._cursors
+    return (task, job_id) in waiter._pending and task in waiter._since
 
 
 class Gate:

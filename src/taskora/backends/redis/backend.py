@@ -325,10 +325,10 @@ class RedisBackend:
         if self._subscriber is not None:
             await self._subscriber.unsubscribe(channel)
 
-    def _on_message(self, channel: str, data: str) -> None:
+    def _on_message(self, channel: str, data: bytes) -> None:
         listener = self._cancel_listeners.get(channel)
         if listener is not None:
-            listener(data)
+            listener(data.decode())
 
     async def set_progress(self, task: str, job_id: str, value: str) -> None:
         keys = self.keys(task)

@@ -327,12 +327,11 @@ class RespClient:
 
 
 class _SubscriberProtocol(asyncio.Protocol):
-    def __init__(self, on_message: MessageHandler) -> None:
+    def __init__(self, subscriber: Subscriber) -> None:
         self._reader = hiredis.Reader(replyError=ReplyError)
-        self._on_message = on_message
+        self._subscriber = subscriber
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.get_running_loop().create_future()
-        self.error: ReplyError | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -340,43 +339,57 @@ class _SubscriberProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
-            if isinstance(reply, ReplyError):
-                self.error = reply
+            if isinstance(reply, ReplyError):  # e.g. NOPERM or a failed AUTH: retry later
                 if self.transport is not None:
                     self.transport.close()
-            elif isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-                self._on_message(reply[1].decode(), reply[2].decode())
+            elif isinstance(reply, list) and len(reply) == 3:
+                kind = reply[0]
+                if kind == b"message":
+                    self._subscriber.on_message(reply[1].decode(), reply[2])
+                elif kind == b"subscribe":
+                    self._subscriber._confirmed(reply[1].decode())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
             self.lost.set_result(None)
 
 
-MessageHandler = Any  # Callable[[str, str], None]
-
-
 class Subscriber:
-    """A connection in subscribe mode for the channels it is told about; it reconnects and
-    re-subscribes by itself, so a killed connection only delays messages."""
+    """A connection in subscribe mode for the channels it is told about. It reconnects and
+    re-subscribes by itself; ``on_reconnect`` tells the owner that messages may have been
+    missed while the connection was down."""
 
-    def __init__(self, address: Address, name: str, on_message: MessageHandler) -> None:
+    def __init__(
+        self,
+        address: Address,
+        name: str,
+        on_message: Callable[[str, bytes], None],
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
         self.address = address
         self.name = name
-        self._on_message = on_message
+        self.on_message = on_message
+        self._on_reconnect = on_reconnect
         self._channels: set[str] = set()
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
         self._protocol: _SubscriberProtocol | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._ready: asyncio.Event | None = None
 
     async def subscribe(self, channel: str) -> None:
+        """Subscribe, returning once Redis confirmed it (messages from then on arrive)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(channel, []).append(future)
         self._channels.add(channel)
         if self._runner is None:
-            self._ready = asyncio.Event()
-            self._runner = asyncio.create_task(self._run(), name="taskora-subscriber")
+            self._runner = asyncio.create_task(self._run(), name=f"{self.name}-subscriber")
         elif self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.write(_pack(("SUBSCRIBE", channel)))
-        assert self._ready is not None
-        await asyncio.wait_for(self._ready.wait(), 30)
+        await asyncio.wait_for(future, 30)
+
+    def _confirmed(self, channel: str) -> None:
+        for future in self._waiting.pop(channel, ()):
+            if not future.done():
+                future.set_result(None)
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
@@ -387,14 +400,16 @@ class Subscriber:
         delay = 0.05
         loop = asyncio.get_running_loop()
         a = self.address
+        first = True
         while True:
             try:
                 context = _ssl_context(a.tls_options) if a.tls else None
-                factory = lambda: _SubscriberProtocol(self._on_message)  # noqa: E731
                 if a.path:
-                    coro = loop.create_unix_connection(factory, a.path)
+                    coro = loop.create_unix_connection(lambda: _SubscriberProtocol(self), a.path)
                 else:
-                    coro = loop.create_connection(factory, a.host, a.port, ssl=context)
+                    coro = loop.create_connection(
+                        lambda: _SubscriberProtocol(self), a.host, a.port, ssl=context
+                    )
                 transport, protocol = await asyncio.wait_for(coro, 5)
             except (TimeoutError, OSError):
                 await asyncio.sleep(delay)
@@ -410,8 +425,9 @@ class Subscriber:
                 setup.append(("SUBSCRIBE", *sorted(self._channels)))
             transport.write(b"".join(_pack(cmd) for cmd in setup))
             self._protocol = protocol
-            assert self._ready is not None
-            self._ready.set()
+            if not first and self._on_reconnect is not None:
+                self._on_reconnect()
+            first = False
             delay = 0.05
             try:
                 await protocol.lost
@@ -427,3 +443,7 @@ class Subscriber:
                 await self._runner
             self._runner = None
         self._protocol = None
+        for futures in self._waiting.values():
+            for future in futures:
+                future.cancel()
+        self._waiting.clear()

@@ -1,19 +1,22 @@
-"""The shared result reader: one XREAD connection serves every waiting handle in a process.
+"""The shared result reader: one subscription serves every waiting handle in a process.
 
-Terminal events (``completed``, ``failed``, ``cancelled``, ``expired``, ``debounced``) are
-read from each watched task's event stream and resolve the matching waiters; small results
-travel inside the ``completed`` event, so most results cost no extra round trip.
+Each task has a results channel; every script that ends a job publishes
+``"<id>\\n<state>[\\n<detail>]"`` on it (small results inline). The reader subscribes to the
+channels of the tasks being waited on and resolves the matching waiters: a result costs no
+command at all on the waiting side, and thousands of waiters share one connection.
 
 Correctness without polling each job:
-- When a task's stream is first watched, its last entry id is read in the same pipeline as
-  the job's state, so an end that happened earlier shows in the state and one that happens
-  later shows in the stream.
-- A job this process enqueued carries its creation event id; if the stream was already
-  watched from before that id, the reader is guaranteed to see the job end, and the state
-  check is skipped (a finished job read before the waiter registered sits in ``_recent``).
-- A sweep re-checks, in one pipeline, the state of every waiter older than a few seconds:
-  that catches what no event announces (trimmed jobs, data lost with a Redis restart, an
-  event stream that was trimmed while the reader was away), so nothing waits forever.
+- When a task is first watched, the subscription is confirmed before the job's state is
+  read (one pipeline with the server's ``TIME``): an end before that shows in the state,
+  an end after it arrives as a message.
+- A job this process enqueued carries its creation time (the id of its creation event). If
+  it was created after the subscription began (a later millisecond than ``TIME`` then), its
+  end will be published to us, so the state check is skipped; an end that arrived before
+  the waiter registered sits in ``_recent``.
+- Pub/sub is not durable: after a reconnect, or for what no message announces (a job
+  trimmed, data lost with a Redis restart, a ttl that passed with no worker), a sweep
+  re-checks in one pipeline the state of every waiter older than a few seconds, so nothing
+  waits forever.
 """
 
 from __future__ import annotations
@@ -26,22 +29,20 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError
 from ..base import Terminal
-from .resp import ReplyError, RespClient
+from .resp import ReplyError, Subscriber
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
-
-_IO_ERRORS = (ReplyError, ConnectionError, OSError, asyncio.TimeoutError)
 
 __all__ = ["ResultWaiter"]
 
 RECENT_MAX = 20_000
 SWEEP_EVERY_S = 2.0
 SWEEP_CHUNK = 2_000
-READ_BLOCK_MS = 5_000
 IDLE_UNWATCH_S = 30.0
 _TERMINAL_STATES = {"completed", "failed", "cancelled", "expired"}
 _FIELDS = ("state", "result", "error", "cancelReason", "expireAt")
+_IO_ERRORS = (ReplyError, ConnectionError, OSError, asyncio.TimeoutError)
 
 Key = tuple[str, str]
 
@@ -49,17 +50,17 @@ Key = tuple[str, str]
 class ResultWaiter:
     def __init__(self, backend: RedisBackend) -> None:
         self._backend = backend
-        self._cursors: dict[str, str] = {}
-        self._since: dict[str, tuple[int, int]] = {}
+        self._subscriber: Subscriber | None = None
+        self._channels: dict[str, str] = {}  # channel -> task
+        self._since: dict[str, int] = {}  # task -> server ms when its subscription was live
+        self._last_wait: dict[str, float] = {}
         self._pending: dict[Key, list[asyncio.Future[Terminal]]] = {}
         self._registered: dict[Key, float] = {}
         self._recent: OrderedDict[Key, Terminal] = OrderedDict()
-        self._reader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._reader_conn: RespClient | None = None
-        self._past_reads = 0
         self._checks: list[Key] = []
         self._checks_done: asyncio.Future[None] | None = None
+        self._fetching: set[asyncio.Task[None]] = set()
 
     # -- public -------------------------------------------------------------------------
     async def wait(
@@ -72,21 +73,18 @@ class ResultWaiter:
         future: asyncio.Future[Terminal] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append(future)
         self._registered.setdefault(key, time.monotonic())
+        self._last_wait[task] = time.monotonic()
         try:
-            # The job was created (event_id, on the events stream) strictly after the last
-            # ms the done stream had reached when reading began: its end is still ahead of
-            # the reader. Sequence numbers of two streams do not compare, hence the ms.
             since = self._since.get(task)
-            if (
-                hit is not None
-                or since is None
-                or event_id is None
-                or _sid(event_id)[0] <= since[0]
-            ):
+            if hit is not None or since is None or event_id is None or _ms(event_id) <= since:
                 await self._check(task, job_id)
-            self._ensure_running()
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.create_task(self._sweep_loop(), name="taskora-sweeper")
             if not future.done():
-                await asyncio.wait_for(asyncio.shield(future), timeout)
+                if timeout is None:
+                    await future
+                else:
+                    await asyncio.wait_for(asyncio.shield(future), timeout)
             return future.result()
         except TimeoutError:
             return None
@@ -98,19 +96,28 @@ class ResultWaiter:
         self._recent.pop((task, job_id), None)
 
     async def close(self) -> None:
-        for task in (self._reader, self._sweeper):
+        for task in (self._sweeper, *self._fetching):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        self._reader = self._sweeper = None
+        self._sweeper = None
+        if self._subscriber is not None:
+            await self._subscriber.close()
+            self._subscriber = None
         for futures in self._pending.values():
             for future in futures:
                 if not future.done():
                     future.set_exception(BackendError("the backend was closed while waiting"))
         self._pending.clear()
         self._registered.clear()
-        self._cursors.clear()
+        self._channels.clear()
+        self._since.clear()
+
+    @property
+    def round_trips(self) -> int:
+        """Commands the reader sent on its own connection (none per result)."""
+        return 0
 
     # -- bookkeeping --------------------------------------------------------------------
     def _forget(self, key: Key, future: asyncio.Future[Terminal]) -> None:
@@ -135,50 +142,82 @@ class ResultWaiter:
             if not future.done():
                 future.set_result(terminal)
 
-    def _ensure_running(self) -> None:
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_loop(), name="taskora-result-reader")
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.create_task(self._sweep_loop(), name="taskora-result-sweeper")
+    # -- messages -------------------------------------------------------------------------
+    def _on_message(self, channel: str, data: bytes) -> None:
+        task = self._channels.get(channel)
+        if task is None:
+            return
+        job, _, rest = data.partition(b"\n")
+        state, _, detail = rest.partition(b"\n")
+        key = (task, job.decode())
+        kind = state.decode()
+        if kind == "waiting":  # it starts over (a dead letter retried): forget its old end
+            self._recent.pop(key, None)
+            return
+        text = detail.decode("utf-8", "replace") if b"\n" in rest else None
+        terminal = _terminal(kind, text)
+        if kind == "completed" and text is None:  # a large result: fetch it if anyone waits
+            self._remember(key, terminal)
+            if key in self._pending:
+                fetch = asyncio.ensure_future(self._fetch(key))
+                self._fetching.add(fetch)
+                fetch.add_done_callback(self._fetching.discard)
+            return
+        self._resolve(key, terminal)
 
-    def _restart_reader(self) -> None:
-        if self._reader is not None and not self._reader.done():
-            self._reader.cancel()
-        self._reader = asyncio.create_task(self._read_loop(), name="taskora-result-reader")
+    def _on_reconnect(self) -> None:
+        """Messages may have been lost: trust no job's creation time, and sweep now."""
+        self._since.clear()
+        for key in self._registered:
+            self._registered[key] = 0.0
+
+    async def _fetch(self, key: Key) -> None:
+        backend = self._backend
+        with contextlib.suppress(*_IO_ERRORS):  # the sweep catches what this misses
+            result = await backend.client.execute(
+                "HGET", backend.keys(key[0]).job(key[1]), "result"
+            )
+            if isinstance(result, bytes):
+                self._resolve(key, Terminal("completed", result=result.decode()))
 
     # -- state checks ---------------------------------------------------------------------
     async def _check(self, task: str, job_id: str) -> None:
         """Queue a state check; checks requested together go out as one pipeline."""
+        loop = asyncio.get_running_loop()
         if self._checks_done is None or self._checks_done.done():
-            self._checks_done = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._start_checks)
+            self._checks_done = loop.create_future()
+            loop.call_soon(self._start_checks)
         self._checks.append((task, job_id))
-        done = self._checks_done
-        await done
+        await self._checks_done
 
     def _start_checks(self) -> None:
         batch, self._checks = self._checks, []
         done, self._checks_done = self._checks_done, None
         runner = asyncio.ensure_future(self._run_checks(batch))
-        runner.add_done_callback(lambda r: _settle(done, r))
+        runner.add_done_callback(lambda r: _settle_future(done, r))
 
     async def _run_checks(self, batch: list[Key]) -> None:
         backend = self._backend
-        new_tasks = sorted({task for task, _ in batch if task not in self._cursors})
-        commands: list[tuple[Any, ...]] = [
-            ("XREVRANGE", backend.keys(task).done, "+", "-", "COUNT", 1) for task in new_tasks
-        ]
-        commands += [("HMGET", backend.keys(task).job(job_id), *_FIELDS) for task, job_id in batch]
+        for task in sorted({task for task, _ in batch}):
+            channel = backend.keys(task).results
+            if channel not in self._channels:
+                self._channels[channel] = task
+                if self._subscriber is None:
+                    self._subscriber = Subscriber(
+                        backend.address, "taskora:results", self._on_message, self._on_reconnect
+                    )
+                with backend.errors():
+                    await self._subscriber.subscribe(channel)
+        commands: list[tuple[Any, ...]] = [("TIME",)]
+        commands += [("HMGET", backend.keys(t).job(j), *_FIELDS) for t, j in batch]
         with backend.errors():
             replies = await backend.client.pipeline(commands)
-        for task, last in zip(new_tasks, replies, strict=False):
-            if task not in self._cursors:
-                cursor = "0-0" if isinstance(last, Exception) or not last else last[0][0].decode()
-                self._cursors[task] = cursor
-                self._since[task] = _sid(cursor)
-        if new_tasks:
-            self._restart_reader()
-        await self._settle(batch, replies[len(new_tasks) :])
+        now = replies[0]
+        if not isinstance(now, Exception):
+            server_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+            for task in {task for task, _ in batch}:
+                self._since.setdefault(task, server_ms)
+        await self._settle(batch, replies[1:])
 
     async def _settle(self, keys: list[Key], rows: list[Any]) -> None:
         """Resolve waiters whose job has ended; end jobs whose ttl passed unclaimed."""
@@ -201,11 +240,11 @@ class ResultWaiter:
             cutoff = time.monotonic() - SWEEP_EVERY_S
             due = [key for key, since in self._registered.items() if since <= cutoff]
             for start in range(0, len(due), SWEEP_CHUNK):
-                chunk = due[start : start + SWEEP_CHUNK]
                 try:
-                    await self._sweep(chunk)
+                    await self._sweep(due[start : start + SWEEP_CHUNK])
                 except (BackendError, *_IO_ERRORS):
                     break
+        await self._unwatch_idle()
 
     async def _sweep(self, keys: list[Key]) -> None:
         backend = self._backend
@@ -214,95 +253,18 @@ class ResultWaiter:
             replies = await backend.client.pipeline(commands)
         await self._settle(keys, replies)
 
-    # -- the stream reader -------------------------------------------------------------------
-    async def _read_loop(self) -> None:
-        conn: RespClient = self._backend._new_client("waiter", blocking=True)
-        self._reader_conn = conn
-        backoff = 0.05
-        idle_since = time.monotonic()
-        try:
-            while self._cursors:
-                if self._pending:
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > IDLE_UNWATCH_S:
-                    self._cursors.clear()  # nobody waits: stop reading; a later wait re-checks
-                    self._since.clear()
-                    return
-                tasks = list(self._cursors)
-                streams = [self._backend.keys(t).done for t in tasks]
-                cursors = [self._cursors[t] for t in tasks]
-                try:
-                    reply = await conn.execute(
-                        "XREAD",
-                        "COUNT",
-                        1000,
-                        "BLOCK",
-                        READ_BLOCK_MS,
-                        "STREAMS",
-                        *streams,
-                        *cursors,
-                    )
-                except _IO_ERRORS:
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 1.0)
-                    self._age_all()  # events may have been missed: let the sweep look now
-                    continue
-                backoff = 0.05
-                if reply:
-                    await self._deliver(reply)
-        finally:
-            self._past_reads += conn.round_trips
-            self._reader_conn = None
-            await conn.close()
-
-    @property
-    def round_trips(self) -> int:
-        """XREAD calls made by the stream reader(s) so far."""
-        current = self._reader_conn.round_trips if self._reader_conn is not None else 0
-        return self._past_reads + current
-
-    def _age_all(self) -> None:
-        for key in self._registered:
-            self._registered[key] = 0.0
-
-    async def _deliver(self, reply: Any) -> None:
-        fetch: list[tuple[Key, str]] = []
-        by_stream = {self._backend.keys(t).done: t for t in self._cursors}
-        for stream, entries in _items(reply):
-            task = by_stream.get(stream.decode())
-            if task is None:
-                continue
-            for entry_id, fields in entries:
-                self._cursors[task] = entry_id.decode()
-                if fields.get(b"state") == b"waiting":  # it starts over (a dead letter retried)
-                    self._recent.pop((task, _str(fields.get(b"jobId"))), None)
-                    continue
-                found = _from_done(fields)
-                if found is None:
-                    continue
-                job_id, terminal = found
-                key = (task, job_id)
-                if terminal.state == "completed" and terminal.result is None:
-                    self._remember(key, terminal)  # a later waiter fetches the result itself
-                    if key in self._pending:
-                        fetch.append((key, job_id))
-                    continue
-                self._resolve(key, terminal)
-        if fetch:
-            backend = self._backend
-            commands = [
-                ("HGET", backend.keys(task).job(job_id), "result") for (task, _), job_id in fetch
-            ]
-            try:
-                results = await backend.client.pipeline(commands)
-            except _IO_ERRORS:
-                return  # the sweep will pick these up
-            for (key, _), result in zip(fetch, results, strict=True):
-                if isinstance(result, bytes):
-                    self._resolve(key, Terminal("completed", result=result.decode()))
+    async def _unwatch_idle(self) -> None:
+        """Tasks nobody has waited on for a while: stop receiving their results."""
+        limit = time.monotonic() - IDLE_UNWATCH_S
+        for channel, task in list(self._channels.items()):
+            if self._last_wait.get(task, 0.0) < limit and self._subscriber is not None:
+                del self._channels[channel]
+                self._since.pop(task, None)
+                with contextlib.suppress(*_IO_ERRORS):
+                    await self._subscriber.unsubscribe(channel)
 
 
-def _settle(done: asyncio.Future[None] | None, runner: asyncio.Future[None]) -> None:
+def _settle_future(done: asyncio.Future[None] | None, runner: asyncio.Future[None]) -> None:
     if done is None or done.done():
         return
     if runner.cancelled():
@@ -313,34 +275,16 @@ def _settle(done: asyncio.Future[None] | None, runner: asyncio.Future[None]) -> 
         done.set_result(None)
 
 
-def _items(reply: Any) -> list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]:
-    """XREAD reply -> [(stream, [(entry id, {field: value})])]."""
-    out = []
-    for stream, entries in reply:
-        rows = []
-        for entry_id, flat in entries:
-            rows.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True))))
-        out.append((stream, rows))
-    return out
-
-
-def _from_done(fields: dict[bytes, bytes]) -> tuple[str, Terminal] | None:
-    """An entry of a task's ``done`` stream: jobId, state, and result/error/reason."""
-    job, state = fields.get(b"jobId"), fields.get(b"state")
-    if job is None or state is None:
-        return None
-    text = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
-    kind = text["state"]
-    if kind == "completed":
-        return text["jobId"], Terminal("completed", result=text.get("result"))
-    if kind == "failed":
-        return text["jobId"], Terminal("failed", error=text.get("error") or None)
-    if kind == "cancelled":
-        return text["jobId"], Terminal("cancelled", reason=text.get("reason") or None)
-    if kind == "expired":
-        return text["jobId"], Terminal("expired")
-    detail = text.get("reason") or kind
-    return text["jobId"], Terminal("missing", reason=detail)
+def _terminal(state: str, detail: str | None) -> Terminal:
+    if state == "completed":
+        return Terminal("completed", result=detail)
+    if state == "failed":
+        return Terminal("failed", error=detail or None)
+    if state == "cancelled":
+        return Terminal("cancelled", reason=detail or None)
+    if state == "expired":
+        return Terminal("expired")
+    return Terminal("missing", reason=detail or state)
 
 
 def _from_fields(reply: Any) -> Terminal | None:
@@ -357,10 +301,6 @@ def _from_fields(reply: Any) -> Terminal | None:
     return Terminal(state, result=result, error=error, reason=reason or None)
 
 
-def _str(raw: bytes | None) -> str:
-    return raw.decode("utf-8", "replace") if raw is not None else ""
-
-
 def _expire_at(reply: Any) -> float:
     """The stored expireAt of an HMGET row (infinity when none or unreadable)."""
     if isinstance(reply, Exception) or reply[4] is None:
@@ -371,9 +311,8 @@ def _expire_at(reply: Any) -> float:
         return float("inf")
 
 
-def _sid(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
+def _ms(stream_id: str) -> int:
     try:
-        return int(ms), int(seq or 0)
+        return int(stream_id.partition("-")[0])
     except ValueError:
-        return (0, 0)
+        return 0

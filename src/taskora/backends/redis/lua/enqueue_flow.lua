@@ -23,7 +23,7 @@ if redis.call('EXISTS', jk) == 1 then return { 1, '', '', '' } end
 -- Every queue key this script may write is checked before the first write: a key of the
 -- wrong type fails the call with nothing changed (the client then repairs and re-runs it).
 for key, want in pairs({ [K.wait] = 'list', [K.prioritized] = 'zset', [K.delayed] = 'zset',
-    [K.marker] = 'zset', [K.events] = 'stream', [K.done] = 'stream' }) do
+    [K.marker] = 'zset', [K.events] = 'stream' }) do
   local have = redis.call('TYPE', key).ok
   if have ~= want and have ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. key .. ' is not a ' .. want)
@@ -75,9 +75,8 @@ if kind == 'debounce' then
       redis.call('ZREM', K.delayed, old)
       redis.call('DEL', ok, ok .. ':logs', ok .. ':lock')
       emit(K.events, 'event', 'debounced', 'jobId', old, 'replacedBy', id)
-      -- its waiters end at once, with a typed error (the result reader reads `done`)
-      redis.call('XADD', K.done, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'jobId', old,
-        'state', 'debounced', 'reason', 'replaced by a later debounced dispatch ' .. id)
+      -- its waiters end at once, with a typed error
+      publish_end(old, 'debounced', 'replaced by a later debounced dispatch ' .. id)
       replaced = old
     end
   end

@@ -6,7 +6,7 @@
 local K = {
   wait = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], active = KEYS[4],
   events = KEYS[5], marker = KEYS[6], completed = KEYS[7], failed = KEYS[8],
-  cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11], done = KEYS[12],
+  cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11], results = KEYS[12],
 }
 
 local function now_ms()
@@ -20,10 +20,19 @@ local function emit(events, ...)
   return redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', ...)
 end
 
--- A job reached its end. The events stream gets the reference's entry (wire format v6);
--- the `done` stream, ours and additive, gets one entry per ending with what a waiter needs
--- (small results inline), so result readers wake once per finished job, not per event.
-local MAX_INLINE_RESULT = 512
+-- A job reached its end. The events stream gets the reference's entry (wire format v6); the
+-- task's results channel (ours, additive) gets "<id>\n<state>[\n<detail>]", with results up
+-- to MAX_INLINE_RESULT bytes inline: result waiters are pushed each end once, and need no
+-- command of their own to receive it (a larger result is fetched by the waiter).
+local MAX_INLINE_RESULT = 4096
+local function publish_end(id, state, detail)
+  if detail then
+    redis.call('PUBLISH', K.results, id .. '\n' .. state .. '\n' .. detail)
+  else
+    redis.call('PUBLISH', K.results, id .. '\n' .. state)
+  end
+end
+
 local function finished(id, state, field, value)
   if field and state ~= 'completed' then
     emit(K.events, 'event', state, 'jobId', id, field, value)
@@ -31,10 +40,9 @@ local function finished(id, state, field, value)
     emit(K.events, 'event', state, 'jobId', id)
   end
   if field and (state ~= 'completed' or #value <= MAX_INLINE_RESULT) then
-    redis.call('XADD', K.done, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'jobId', id, 'state', state,
-      field, value)
+    publish_end(id, state, value)
   else
-    redis.call('XADD', K.done, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'jobId', id, 'state', state)
+    publish_end(id, state)
   end
 end
 

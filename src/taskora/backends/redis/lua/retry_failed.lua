@@ -21,7 +21,7 @@ for _, id in ipairs(ids) do
     redis.call('HSET', jk, 'state', 'waiting', 'attempt', 1, 'ts', now)
     requeue(K, id, tonumber(redis.call('HGET', jk, 'priority') or '0') or 0, now)
     emit(K.events, 'event', 'waiting', 'jobId', id)
-    redis.call('XADD', K.done, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'jobId', id, 'state', 'waiting')
+    publish_end(id, 'waiting') -- it starts over: waiters forget its earlier end
     done[#done + 1] = id
   end
 end
