@@ -430,3 +430,51 @@ async def test_thousands_of_waiters_share_few_connections(tmp_path: Path) -> Non
                 mine = [c for c in r.client_list() if c.get("name", "").endswith(f":{os.getpid()}")]
             print(f"\nT7 5000 waiters resolved in {elapsed:.2f}s over {len(mine)} connections")
             assert len(mine) <= 4
+
+
+async def test_results_survive_a_killed_subscription_with_tiny_retention(tmp_path: Path) -> None:
+    """Results published while the waiter's subscription is down are replayed from the
+    done stream, even when retention already deleted the jobs themselves."""
+    with cluster(tmp_path) as (server, workers, prefix):
+        async with producer(server.url, prefix) as (_, job):
+            handles = [job.dispatch({"n": i, "sleep": 0.002}) for i in range(400)]
+            await asyncio.gather(*handles)
+            waits = asyncio.ensure_future(asyncio.gather(*(h.result for h in handles)))
+            await asyncio.sleep(0.3)  # subscribed and checked: every waiter is now pushed to
+            stop = False
+            kills = 0
+
+            def killer() -> None:
+                nonlocal kills
+                with server.client() as r:
+                    while not stop:
+                        for c in r.client_list():
+                            if c.get("name", "").startswith("taskora:results:"):
+                                with contextlib.suppress(redis.RedisError):
+                                    r.client_kill_filter(_id=c["id"])
+                                    kills += 1
+                        time.sleep(0.05)
+
+            killing = asyncio.get_running_loop().run_in_executor(None, killer)
+            proc = subprocess.Popen(  # a worker keeping only 5 completed jobs
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.mp.fault_worker",
+                    server.url,
+                    prefix,
+                    str(workers.ledger),
+                    "20",
+                    "5",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            workers.procs.append(proc)
+            try:
+                results = await asyncio.wait_for(waits, 90)
+            finally:
+                stop = True
+                await killing
+            assert results == list(range(400))
+            assert kills > 0

@@ -238,9 +238,10 @@ async def test_debounce_reports_replaced_id_and_stream_event(
         assert first.event_id and second.event_id
         entries = await store.rdb.xrange(_base(app, "index") + "events")
         events = [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
-        assert {"event": "debounced", "jobId": one, "replacedBy": two} in events
-        assert entries[-1][0].decode() == second.event_id  # the new job's creation event
-        assert events[-1] == {"event": "delayed", "jobId": two}
+        assert events == [{"event": "debounced", "jobId": one, "replacedBy": two}]
+        # the new job's creation time (ms) orders it against result subscriptions
+        created = int(await store.rdb.hget(_base(app, "index") + two, "ts"))
+        assert second.event_id == f"{created}-0"
     assert await backend.counts("index") == {
         "waiting": 0,
         "delayed": 1,
@@ -819,8 +820,8 @@ async def test_flow_dispatch_repairs_a_wrong_typed_queue_key_without_duplicates(
         assert await rdb.zrange(base + "delayed", 0, -1) == [handle.id.encode()]
         moved = [k async for k in rdb.scan_iter(match=base + "delayed:malformed:*")]
         assert len(moved) == 1 and await rdb.get(moved[0]) == b"not a sorted set"
-        entries = await rdb.xrange(base + "events")
-        assert [f[b"jobId"].decode() for _, f in entries] == [handle.id]  # created once
+        assert await rdb.hget(base + handle.id, "state") == b"delayed"  # created once
+        assert await rdb.zcard(base + "delayed") == 1
     finally:
         await app.close()
         await rdb.aclose()

@@ -1,6 +1,6 @@
 """A worker process for fault-injection tests.
 
-Usage: python -m tests.mp.fault_worker <url> <prefix> <ledger> <concurrency>
+Usage: python -m tests.mp.fault_worker <url> <prefix> <ledger> <concurrency> [keep_completed]
 Task "job": data {"n": int, "sleep": float, "die": bool}. The ledger gets one line per
 handler start and end ("start <id> <pid> <t>", "end <id> <pid> <t>"), written with O_APPEND
 and fsync, so a SIGKILLed worker leaves an honest record. ``die`` makes the handler kill its
@@ -28,8 +28,13 @@ def _record(ledger: str, what: str, job_id: str) -> None:
         os.close(fd)
 
 
-def build(url: str, prefix: str, ledger: str) -> taskora.App:
-    app = taskora.App(url, prefix=prefix, defaults=taskora.TaskDefaults(stall=STALL, timeout=None))
+def build(url: str, prefix: str, ledger: str, keep_completed: int = 1000) -> taskora.App:
+    app = taskora.App(
+        url,
+        prefix=prefix,
+        defaults=taskora.TaskDefaults(stall=STALL, timeout=None),
+        retention=taskora.Retention(completed_max=keep_completed),
+    )
 
     @app.task("job")
     async def job(data: dict[str, object], ctx: taskora.Context) -> int:
@@ -45,4 +50,5 @@ def build(url: str, prefix: str, ledger: str) -> taskora.App:
 
 if __name__ == "__main__":
     url, prefix, ledger, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    build(url, prefix, ledger).run(concurrency=concurrency)
+    keep = int(sys.argv[5]) if len(sys.argv) > 5 else 1000
+    build(url, prefix, ledger, keep).run(concurrency=concurrency)

@@ -18,7 +18,7 @@ def root(prefix: str | None) -> str:
 class TaskKeys:
     """Keys of one task. ``standard`` is the KEYS list every per-task script receives."""
 
-    __slots__ = ("base", "cancel_channel", "events", "results", "standard")
+    __slots__ = ("base", "cancel_channel", "done", "events", "standard")
 
     def __init__(self, prefix: str | None, task: str) -> None:
         self.base = f"{root(prefix)}:{{{task}}}:"
@@ -35,11 +35,11 @@ class TaskKeys:
             "cancelled",
             "expired",
             "stalled",
-            "results",
+            "done",
         )
         self.standard: tuple[str, ...] = tuple(b + name for name in names)
         self.events = b + "events"
-        self.results = b + "results"  # pub/sub channel: one message per finished job
+        self.done = b + "done"  # stream, and channel of the same name: one entry per end
         self.cancel_channel = b + "cancel"
 
     def key(self, name: str) -> str:

@@ -356,8 +356,8 @@ class _SubscriberProtocol(asyncio.Protocol):
 
 class Subscriber:
     """A connection in subscribe mode for the channels it is told about. It reconnects and
-    re-subscribes by itself; ``on_reconnect`` tells the owner that messages may have been
-    missed while the connection was down."""
+    re-subscribes by itself; ``on_reconnect`` runs once the channels are subscribed again,
+    to tell the owner that messages may have been missed while the connection was down."""
 
     def __init__(
         self,
@@ -374,6 +374,7 @@ class Subscriber:
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
         self._protocol: _SubscriberProtocol | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._resubscribed = False
 
     async def subscribe(self, channel: str) -> None:
         """Subscribe, returning once Redis confirmed it (messages from then on arrive)."""
@@ -387,6 +388,10 @@ class Subscriber:
         await asyncio.wait_for(future, 30)
 
     def _confirmed(self, channel: str) -> None:
+        if self._resubscribed and self._on_reconnect is not None:
+            # one SUBSCRIBE re-took every channel at once: from here on nothing is missed
+            self._resubscribed = False
+            self._on_reconnect()
         for future in self._waiting.pop(channel, ()):
             if not future.done():
                 future.set_result(None)
@@ -425,8 +430,7 @@ class Subscriber:
                 setup.append(("SUBSCRIBE", *sorted(self._channels)))
             transport.write(b"".join(_pack(cmd) for cmd in setup))
             self._protocol = protocol
-            if not first and self._on_reconnect is not None:
-                self._on_reconnect()
+            self._resubscribed = not first and bool(self._channels)
             first = False
             delay = 0.05
             try:

@@ -1,22 +1,23 @@
 """The shared result reader: one subscription serves every waiting handle in a process.
 
-Each task has a results channel; every script that ends a job publishes
-``"<id>\\n<state>[\\n<detail>]"`` on it (small results inline). The reader subscribes to the
-channels of the tasks being waited on and resolves the matching waiters: a result costs no
-command at all on the waiting side, and thousands of waiters share one connection.
+Every script that ends a job appends it to the task's ``done`` stream and publishes
+``"<entry id>\n<job id>\n<state>[\n<detail>]"`` on the channel of the same name (small
+results inline). The reader subscribes to the channels of the tasks being waited on and
+resolves the matching waiters: a result costs no command at all on the waiting side, and
+thousands of waiters share one connection.
 
 Correctness without polling each job:
 - When a task is first watched, the subscription is confirmed before the job's state is
   read (one pipeline with the server's ``TIME``): an end before that shows in the state,
   an end after it arrives as a message.
-- A job this process enqueued carries its creation time (the id of its creation event). If
-  it was created after the subscription began (a later millisecond than ``TIME`` then), its
-  end will be published to us, so the state check is skipped; an end that arrived before
-  the waiter registered sits in ``_recent``.
-- Pub/sub is not durable: after a reconnect, or for what no message announces (a job
-  trimmed, data lost with a Redis restart, a ttl that passed with no worker), a sweep
-  re-checks in one pipeline the state of every waiter older than a few seconds, so nothing
-  waits forever.
+- A job this process enqueued carries its creation time. If it was created after the
+  subscription began (a later millisecond than ``TIME`` then), its end will reach us, so the
+  state check is skipped; an end that arrived before the waiter registered sits in
+  ``_recent``.
+- Pub/sub is not durable, the stream is: after a reconnect the reader replays the ``done``
+  stream from the last entry it saw. A sweep re-checks, in one pipeline, the state of every
+  waiter older than a few seconds, for what no entry announces (a job trimmed, data lost
+  with a Redis restart, a ttl that passed with no worker), so nothing waits forever.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class ResultWaiter:
         self._subscriber: Subscriber | None = None
         self._channels: dict[str, str] = {}  # channel -> task
         self._since: dict[str, int] = {}  # task -> server ms when its subscription was live
+        self._last_entry: dict[str, str] = {}  # task -> last done-stream entry seen
         self._last_wait: dict[str, float] = {}
         self._pending: dict[Key, list[asyncio.Future[Terminal]]] = {}
         self._registered: dict[Key, float] = {}
@@ -113,6 +115,7 @@ class ResultWaiter:
         self._registered.clear()
         self._channels.clear()
         self._since.clear()
+        self._last_entry.clear()
 
     @property
     def round_trips(self) -> int:
@@ -147,16 +150,20 @@ class ResultWaiter:
         task = self._channels.get(channel)
         if task is None:
             return
-        job, _, rest = data.partition(b"\n")
-        state, _, detail = rest.partition(b"\n")
-        key = (task, job.decode())
-        kind = state.decode()
-        if kind == "waiting":  # it starts over (a dead letter retried): forget its old end
+        entry, _, rest = data.partition(b"\n")
+        job, _, rest = rest.partition(b"\n")
+        state, sep, detail = rest.partition(b"\n")
+        self._last_entry[task] = entry.decode()
+        self._deliver(task, job.decode(), state.decode(), detail if sep else None)
+
+    def _deliver(self, task: str, job_id: str, state: str, detail: bytes | None) -> None:
+        key = (task, job_id)
+        if state == "waiting":  # it starts over (a dead letter retried): forget its old end
             self._recent.pop(key, None)
             return
-        text = detail.decode("utf-8", "replace") if b"\n" in rest else None
-        terminal = _terminal(kind, text)
-        if kind == "completed" and text is None:  # a large result: fetch it if anyone waits
+        text = None if detail is None else detail.decode("utf-8", "replace")
+        terminal = _terminal(state, text)
+        if state == "completed" and text is None:  # a large result: fetch it if anyone waits
             self._remember(key, terminal)
             if key in self._pending:
                 fetch = asyncio.ensure_future(self._fetch(key))
@@ -166,8 +173,34 @@ class ResultWaiter:
         self._resolve(key, terminal)
 
     def _on_reconnect(self) -> None:
-        """Messages may have been lost: trust no job's creation time, and sweep now."""
+        """Messages may have been lost: replay the streams, trust no creation time for now."""
         self._since.clear()
+        replay = asyncio.ensure_future(self._replay())
+        self._fetching.add(replay)
+        replay.add_done_callback(self._fetching.discard)
+
+    async def _replay(self) -> None:
+        backend = self._backend
+        for task, last in list(self._last_entry.items()):
+            while True:
+                try:
+                    entries = await backend.client.execute(
+                        "XRANGE", backend.keys(task).done, f"({last}", "+", "COUNT", 1000
+                    )
+                except _IO_ERRORS:
+                    self._age_all()  # the sweep will look at every waiter now
+                    return
+                for entry_id, flat in entries:
+                    fields = dict(zip(flat[::2], flat[1::2], strict=False))
+                    last = entry_id.decode()
+                    self._last_entry[task] = last
+                    job, state = fields.get(b"jobId"), fields.get(b"state")
+                    if job is not None and state is not None:
+                        self._deliver(task, job.decode(), state.decode(), fields.get(b"detail"))
+                if len(entries) < 1000:
+                    break
+
+    def _age_all(self) -> None:
         for key in self._registered:
             self._registered[key] = 0.0
 
@@ -199,7 +232,7 @@ class ResultWaiter:
     async def _run_checks(self, batch: list[Key]) -> None:
         backend = self._backend
         for task in sorted({task for task, _ in batch}):
-            channel = backend.keys(task).results
+            channel = backend.keys(task).done
             if channel not in self._channels:
                 self._channels[channel] = task
                 if self._subscriber is None:
@@ -217,6 +250,7 @@ class ResultWaiter:
             server_ms = int(now[0]) * 1000 + int(now[1]) // 1000
             for task in {task for task, _ in batch}:
                 self._since.setdefault(task, server_ms)
+                self._last_entry.setdefault(task, f"{server_ms}-0")
         await self._settle(batch, replies[1:])
 
     async def _settle(self, keys: list[Key], rows: list[Any]) -> None:
@@ -260,6 +294,7 @@ class ResultWaiter:
             if self._last_wait.get(task, 0.0) < limit and self._subscriber is not None:
                 del self._channels[channel]
                 self._since.pop(task, None)
+                self._last_entry.pop(task, None)
                 with contextlib.suppress(*_IO_ERRORS):
                     await self._subscriber.unsubscribe(channel)
 

@@ -2,8 +2,11 @@
 -- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, count, then per job: id, data, _v, maxAttempts, priority, delayMs, ttlMs,
 --       concurrencyKey ('' = none), concurrencyLimit.
--- Returns per job the stream id of its creation event, or '' when the id already existed
--- (an enqueue retried after a lost reply must not create the job twice).
+-- Returns per job its creation time as '<ms>-0' (it orders the job against a result
+-- waiter's subscription), or '' when the id already existed (an enqueue retried after a
+-- lost reply must not create the job twice).
+-- No 'waiting'/'delayed' event is written: the job hash records the creation, and the
+-- event would cost a sixth of a waiting job's memory and a stream append per dispatch.
 local B = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()
@@ -39,7 +42,7 @@ for i = 0, count - 1 do
       waiting = true
     end
     redis.call('HSET', jk, unpack(fields))
-    out[#out + 1] = emit(K.events, 'event', state, 'jobId', id)
+    out[#out + 1] = now .. '-0'
   end
 end
 if waiting then

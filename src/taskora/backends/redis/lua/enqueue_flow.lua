@@ -23,7 +23,7 @@ if redis.call('EXISTS', jk) == 1 then return { 1, '', '', '' } end
 -- Every queue key this script may write is checked before the first write: a key of the
 -- wrong type fails the call with nothing changed (the client then repairs and re-runs it).
 for key, want in pairs({ [K.wait] = 'list', [K.prioritized] = 'zset', [K.delayed] = 'zset',
-    [K.marker] = 'zset', [K.events] = 'stream' }) do
+    [K.marker] = 'zset', [K.events] = 'stream', [K.done] = 'stream' }) do
   local have = redis.call('TYPE', key).ok
   if have ~= want and have ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. key .. ' is not a ' .. want)
@@ -59,7 +59,7 @@ local function create_job(extra)
     redis.call('ZADD', K.marker, 0, '0')
   end
   redis.call('HSET', jk, unpack(fields))
-  return emit(K.events, 'event', state, 'jobId', id)
+  return now .. '-0'  -- creation time (no creation event: see enqueue.lua)
 end
 
 if kind == 'debounce' then

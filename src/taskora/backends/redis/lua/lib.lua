@@ -6,7 +6,7 @@
 local K = {
   wait = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], active = KEYS[4],
   events = KEYS[5], marker = KEYS[6], completed = KEYS[7], failed = KEYS[8],
-  cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11], results = KEYS[12],
+  cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11], done = KEYS[12],
 }
 
 local function now_ms()
@@ -20,16 +20,22 @@ local function emit(events, ...)
   return redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', ...)
 end
 
--- A job reached its end. The events stream gets the reference's entry (wire format v6); the
--- task's results channel (ours, additive) gets "<id>\n<state>[\n<detail>]", with results up
--- to MAX_INLINE_RESULT bytes inline: result waiters are pushed each end once, and need no
--- command of their own to receive it (a larger result is fetched by the waiter).
+-- A job reached its end. The events stream gets the reference's entry (wire format v6).
+-- For result waiters (ours, additive) the end is appended to the task's `done` stream and
+-- published on the channel of the same name as "<entry id>\n<job id>\n<state>[\n<detail>]",
+-- results up to MAX_INLINE_RESULT bytes inline: waiters are pushed every end and need no
+-- command to receive it; after a reconnect they catch up from the stream.
 local MAX_INLINE_RESULT = 4096
 local function publish_end(id, state, detail)
+  local sid
   if detail then
-    redis.call('PUBLISH', K.results, id .. '\n' .. state .. '\n' .. detail)
+    sid = redis.call('XADD', K.done, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'jobId', id,
+      'state', state, 'detail', detail)
+    redis.call('PUBLISH', K.done, sid .. '\n' .. id .. '\n' .. state .. '\n' .. detail)
   else
-    redis.call('PUBLISH', K.results, id .. '\n' .. state)
+    sid = redis.call('XADD', K.done, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'jobId', id,
+      'state', state)
+    redis.call('PUBLISH', K.done, sid .. '\n' .. id .. '\n' .. state)
   end
 end
 

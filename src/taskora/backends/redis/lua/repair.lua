@@ -4,7 +4,7 @@
 -- KEYS: the standard per-task keys (lib.lua). ARGV: none.
 -- Returns the keys that were moved.
 local want = { 'list', 'zset', 'zset', 'list', 'stream', 'zset', 'zset', 'zset', 'zset', 'zset', 'set',
-  'none' } -- the last is the results channel: never a key
+  'stream' }
 local now = now_ms()
 local moved = {}
 for i, key in ipairs(KEYS) do
