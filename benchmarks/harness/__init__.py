@@ -1,1 +1,1 @@
-"""Benchmark harness: everything that is not library-specific (server, venvs, processes, stats, report)."""
+"""Benchmark harness: all that is not library-specific (server, venvs, processes, stats, report)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
-_LIVE: set["Proc"] = set()
+_LIVE: set[Proc] = set()
 _LIVE_LOCK = threading.Lock()
 
 
@@ -47,18 +47,26 @@ class Outcome:
 class Proc:
     """A started adapter process whose stdout is parsed for `@@KIND@@ json` lines."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path | None = None) -> None:
+    def __init__(
+        self, cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path | None = None
+    ) -> None:
         self.cmd = cmd
         self.started = time.monotonic()
         self.messages: dict[str, Any] = {}
         self.tail: deque[str] = deque(maxlen=40)
         self._ready = threading.Event()
         self._result = threading.Event()
-        self._log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
+        self._log = open(log_path, "a", buffering=1) if log_path else None
         if self._log:
             self._log.write(f"$ {' '.join(cmd)}\n")
-        self.proc = popen(cmd, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = popen(
+            cmd,
+            env=env,
+            cwd=str(cwd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         with _LIVE_LOCK:
             _LIVE.add(self)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -92,6 +100,7 @@ class Proc:
     def wait(self, timeout: float) -> Outcome:
         """Wait for the process to report and exit; kill it (whole group) on timeout."""
         finished = self._result.wait(timeout)
+        messages = dict(self.messages)  # what it said before being stopped
         if finished:
             try:
                 self.proc.wait(timeout=10)
@@ -100,17 +109,26 @@ class Proc:
         self.stop()
         seconds = time.monotonic() - self.started
         tail = list(self.tail)
-        if "RESULT" in self.messages:
-            return Outcome(True, self.messages["RESULT"], seconds=seconds, log_tail=tail)
-        if "ERROR" in self.messages:
-            return Outcome(False, error=self.messages["ERROR"].get("error", "error"), seconds=seconds,
-                           log_tail=tail)
+        if "RESULT" in messages:
+            return Outcome(True, messages["RESULT"], seconds=seconds, log_tail=tail)
+        if "ERROR" in messages:
+            return Outcome(
+                False, error=messages["ERROR"].get("error", "error"), seconds=seconds, log_tail=tail
+            )
         if not finished:
-            return Outcome(False, error=f"timeout after {timeout:.0f} s (killed)", seconds=seconds,
-                           log_tail=tail)
+            return Outcome(
+                False,
+                error=f"timeout after {timeout:.0f} s (killed)",
+                seconds=seconds,
+                log_tail=tail,
+            )
         last = next((ln for ln in reversed(tail) if ln.strip()), "")
-        return Outcome(False, error=f"exited with {self.proc.returncode} without a result: {last[:300]}",
-                       seconds=seconds, log_tail=tail)
+        return Outcome(
+            False,
+            error=f"exited with {self.proc.returncode} without a result: {last[:300]}",
+            seconds=seconds,
+            log_tail=tail,
+        )
 
     def stop(self, grace: float = 3.0) -> None:
         """SIGTERM the process group, SIGKILL what is left after `grace` seconds."""
@@ -141,7 +159,9 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def run(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float, log_path: Path | None = None) -> Outcome:
+def run(
+    cmd: list[str], env: dict[str, str], cwd: Path, timeout: float, log_path: Path | None = None
+) -> Outcome:
     return Proc(cmd, env, cwd, log_path).wait(timeout)
 
 

@@ -1,4 +1,5 @@
-"""A private redis-server for one benchmark run: free loopback port, persistence off, always stopped.
+"""A private redis-server for one benchmark run: free loopback port, persistence off, always
+stopped.
 
 Also a minimal RESP client (stdlib only) for the orchestrator's own commands: PING, FLUSHALL, INFO.
 """
@@ -85,10 +86,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 class RedisServer:
     """`with RedisServer() as server:` starts redis-server and guarantees it is stopped."""
 
-    def __init__(self, binary: str = "redis-server", host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: str = "redis-server",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        workdir: Path | None = None,
+    ) -> None:
         self.binary = shutil.which(binary) or binary
         self.host = host
         self.port = port or free_port(host)
+        self.workdir = (
+            workdir  # kept (its log) when given; a temporary dir, removed at stop, when not
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
         self._client: RespClient | None = None
@@ -97,16 +107,35 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, timeout: float = 15.0) -> "RedisServer":
-        self._dir = tempfile.mkdtemp(prefix="bench-redis-")
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        if self.workdir is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._dir, self._owned = str(self.workdir), False
+        else:
+            self._dir, self._owned = tempfile.mkdtemp(prefix="bench-redis-"), True
         self.log_path = Path(self._dir) / "redis.log"
         cmd = [
-            self.binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no",
-            "--dir", self._dir, "--logfile", str(self.log_path), "--daemonize", "no",
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir,
+            "--logfile",
+            str(self.log_path),
+            "--daemonize",
+            "no",
         ]
-        # Own process group (a Ctrl-C at the terminal reaches run.py, which stops the server in order),
-        # killed by the kernel if run.py itself dies.
-        self.proc = popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Own process group (a Ctrl-C at the terminal reaches run.py, which stops the server in
+        # order), killed by the kernel if run.py itself dies.
+        self.proc = popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -167,11 +196,11 @@ class RedisServer:
                     pass
                 self.proc.wait(timeout=5)
         self._drop_client()
-        if self._dir:
+        if self._dir and self._owned:
             shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        self._dir = None
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,6 +1,7 @@
 """Bootstrap one virtualenv per library (peers pin conflicting `redis` versions), plus a base venv.
 
-A venv is reused while its stamp (requirements, interpreter, editable project's pyproject) is unchanged.
+A venv is reused while its stamp (requirements, interpreter, the editable project's pyproject) is
+unchanged.
 Failures are returned as text, never raised: the report shows them.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -36,7 +38,10 @@ def venv_dir(name: str) -> Path:
 
 
 def _stamp(requirements: list[str], editable: str | None) -> dict:
-    stamp: dict = {"python": sys.version, "executable": sys.executable, "requirements": requirements}
+    # The base interpreter, not sys.executable: `python run.py` and `.venv/bin/python run.py`
+    # (make bench) build the same venvs.
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    stamp: dict = {"python": sys.version, "interpreter": base, "requirements": requirements}
     if editable:
         pyproject = Path(editable) / "pyproject.toml"
         digest = hashlib.sha256(pyproject.read_bytes()).hexdigest() if pyproject.exists() else None
@@ -49,7 +54,9 @@ def _tail(text: str, lines: int = 3) -> str:
     keep = [
         ln.strip()
         for ln in text.splitlines()
-        if ln.strip() and "is ignored: it is neither a file" not in ln and not ln.startswith("[notice]")
+        if ln.strip()
+        and "is ignored: it is neither a file" not in ln
+        and not ln.startswith("[notice]")
     ]
     errors = [ln for ln in keep if re.match(r"^(\w+(Error|Exception)\b:?|ERROR:)", ln)]
     return " | ".join(errors[-1:] or keep[-lines:])[-600:]
@@ -58,7 +65,9 @@ def _tail(text: str, lines: int = 3) -> str:
 def _installed_versions(python: Path, names: list[str]) -> dict[str, str]:
     out = subprocess.run(
         [str(python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     try:
         rows = json.loads(out.stdout)
@@ -74,8 +83,13 @@ def _req_name(req: str) -> str:
     return req
 
 
-def ensure(name: str, requirements: list[str], editable: str | None = None, log_dir: Path | None = None,
-           force: bool = False) -> Venv:
+def ensure(
+    name: str,
+    requirements: list[str],
+    editable: str | None = None,
+    log_dir: Path | None = None,
+    force: bool = False,
+) -> Venv:
     """Create/refresh `.venv-<name>` with `requirements` (+ `pip install -e editable`)."""
     path = venv_dir(name)
     python = path / "bin" / "python"
@@ -102,9 +116,20 @@ def ensure(name: str, requirements: list[str], editable: str | None = None, log_
         if not python.exists():
             venv.EnvBuilder(with_pip=True, clear=True).create(path)
         stamp_file.unlink(missing_ok=True)
-        cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", *requirements]
+        cmd = [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--upgrade",
+            *requirements,
+        ]
         if editable:
-            if not (Path(editable) / "pyproject.toml").exists() and not (Path(editable) / "setup.py").exists():
+            if (
+                not (Path(editable) / "pyproject.toml").exists()
+                and not (Path(editable) / "setup.py").exists()
+            ):
                 result.error = f"install failed: {editable} has no pyproject.toml/setup.py yet"
                 return result
             cmd += ["-e", editable]
@@ -118,7 +143,7 @@ def ensure(name: str, requirements: list[str], editable: str | None = None, log_
         result.versions = _installed_versions(python, names)
     except subprocess.TimeoutExpired:
         result.error = "install failed: pip timed out after 900 s"
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
+    except Exception as exc:
         result.error = f"install failed: {type(exc).__name__}: {exc}"
     finally:
         if log_dir is not None and log_lines:

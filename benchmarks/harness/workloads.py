@@ -24,14 +24,17 @@ class Workload:
     higher_is_better: bool = True
 
 
-WORKLOADS: dict[str, Workload] = {w.key: w for w in [
-    Workload("enqueue_single", "enqueue single", "jobs/s"),
-    Workload("enqueue_bulk", "enqueue bulk (50)", "jobs/s"),
-    Workload("process_c1", "process c=1", "jobs/s"),
-    Workload("process_c100", "process c=100", "jobs/s"),
-    Workload("round_trip", "round trip (c=10)", "jobs/s"),
-    Workload("memory", "memory per waiting job", "B/job", higher_is_better=False),
-]}
+WORKLOADS: dict[str, Workload] = {
+    w.key: w
+    for w in [
+        Workload("enqueue_single", "enqueue single", "jobs/s"),
+        Workload("enqueue_bulk", "enqueue bulk (50)", "jobs/s"),
+        Workload("process_c1", "process c=1", "jobs/s"),
+        Workload("process_c100", "process c=100", "jobs/s"),
+        Workload("round_trip", "round trip (c=10)", "jobs/s"),
+        Workload("memory", "memory per waiting job", "B/job", higher_is_better=False),
+    ]
+}
 
 
 @dataclass(frozen=True)
@@ -47,21 +50,33 @@ class Sizes:
     cap_s: float = 30.0  # time cap of one timed section; a capped run reports over the jobs it did
     warmup: int = 50  # untimed operations before a producer's timed loop
     rt_warmup: int = 20
-    startup_timeout_s: float = 90.0  # allowance for interpreter start, imports, connecting
+    startup_timeout_s: float = 60.0  # allowance for interpreter start, imports, connecting
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 FULL = Sizes()
-QUICK = Sizes(single=500, bulk=2_000, c1=500, c100=2_000, rt=200, memory=1_000, cap_s=8.0, warmup=10,
-              rt_warmup=5, startup_timeout_s=60.0)
+QUICK = Sizes(
+    single=500,
+    bulk=2_000,
+    c1=500,
+    c100=2_000,
+    rt=200,
+    memory=1_000,
+    cap_s=8.0,
+    warmup=10,
+    rt_warmup=5,
+    startup_timeout_s=60.0,
+)
 
 
 class LibraryRunner:
     """Runs workloads for one library through its adapter inside the library's venv."""
 
-    def __init__(self, name: str, python: Path, server: RedisServer, sizes: Sizes, log_dir: Path) -> None:
+    def __init__(
+        self, name: str, python: Path, server: RedisServer, sizes: Sizes, log_dir: Path
+    ) -> None:
         self.name = name
         self.python = python
         self.server = server
@@ -70,8 +85,15 @@ class LibraryRunner:
         self.env = _clean_env()
 
     def _cmd(self, command: str, *extra: Any) -> list[str]:
-        return [str(self.python), "-m", f"libs.{self.name}", command, "--url", self.server.url,
-                *[str(x) for x in extra]]
+        return [
+            str(self.python),
+            "-m",
+            f"libs.{self.name}",
+            command,
+            "--url",
+            self.server.url,
+            *[str(x) for x in extra],
+        ]
 
     def _run(self, command: str, *extra: Any, timeout: float) -> procs.Outcome:
         return procs.run(self._cmd(command, *extra), self.env, BENCH_DIR, timeout, self.log_path)
@@ -82,7 +104,7 @@ class LibraryRunner:
     # ---------------------------------------------------------------------------------------
 
     def run(self, key: str) -> dict[str, Any]:
-        """One run of one workload on fresh data → a result dict (`status` ok | error | unsupported)."""
+        """One run of one workload on fresh data → a result (status: ok, error, unsupported)."""
         self.server.flush()
         try:
             return getattr(self, f"_{key}")()
@@ -94,14 +116,32 @@ class LibraryRunner:
 
     def _enqueue_single(self) -> dict[str, Any]:
         s = self.sizes
-        out = self._run("enqueue-single", "--n", s.single, "--warmup", s.warmup, "--cap", s.cap_s,
-                        timeout=self._timeout())
+        out = self._run(
+            "enqueue-single",
+            "--n",
+            s.single,
+            "--warmup",
+            s.warmup,
+            "--cap",
+            s.cap_s,
+            timeout=self._timeout(),
+        )
         return _throughput(out, s.single)
 
     def _enqueue_bulk(self) -> dict[str, Any]:
         s = self.sizes
-        out = self._run("enqueue-bulk", "--n", s.bulk, "--batch", s.batch, "--warmup", s.warmup,
-                        "--cap", s.cap_s, timeout=self._timeout())
+        out = self._run(
+            "enqueue-bulk",
+            "--n",
+            s.bulk,
+            "--batch",
+            s.batch,
+            "--warmup",
+            s.warmup,
+            "--cap",
+            s.cap_s,
+            timeout=self._timeout(),
+        )
         return _throughput(out, s.bulk)
 
     def _process_c1(self) -> dict[str, Any]:
@@ -114,8 +154,16 @@ class LibraryRunner:
         fill = self._run("fill", "--n", n, timeout=300)
         if not fill.ok:
             return _error(f"pre-enqueue failed: {fill.error}")
-        out = self._run("worker", "--n", n, "--concurrency", concurrency, "--cap", self.sizes.cap_s,
-                        timeout=self._timeout())
+        out = self._run(
+            "worker",
+            "--n",
+            n,
+            "--concurrency",
+            concurrency,
+            "--cap",
+            self.sizes.cap_s,
+            timeout=self._timeout(),
+        )
         result = _throughput(out, n)
         if out.ok and out.result:
             result["startup_s"] = out.result.get("startup_s")
@@ -128,8 +176,17 @@ class LibraryRunner:
             if not worker.wait_ready(s.startup_timeout_s):
                 out = worker.wait(1)
                 return _error(f"worker did not start: {out.error}")
-            out = self._run("round-trip", "--n", s.rt, "--warmup", s.rt_warmup, "--cap", s.cap_s,
-                            "--results", timeout=self._timeout())
+            out = self._run(
+                "round-trip",
+                "--n",
+                s.rt,
+                "--warmup",
+                s.rt_warmup,
+                "--cap",
+                s.cap_s,
+                "--results",
+                timeout=self._timeout(),
+            )
         finally:
             worker.stop()
         if not out.ok or not out.result:
@@ -138,8 +195,14 @@ class LibraryRunner:
         if not lat:
             return _error("no round trip completed")
         summary = stats.latency_summary(lat)
-        return {"status": "ok", "value": out.result["n"] / out.result["seconds"], "n": out.result["n"],
-                "n_planned": s.rt, "capped": bool(out.result.get("capped")), **summary}
+        return {
+            "status": "ok",
+            "value": out.result["n"] / out.result["seconds"],
+            "n": out.result["n"],
+            "n_planned": s.rt,
+            "capped": bool(out.result.get("capped")),
+            **summary,
+        }
 
     def _memory(self) -> dict[str, Any]:
         n = self.sizes.memory
@@ -149,12 +212,22 @@ class LibraryRunner:
             return _error(f"pre-enqueue failed: {fill.error}")
         after = self.server.used_memory()
         keys = self.server.command("DBSIZE")
-        return {"status": "ok", "value": (after - before) / n, "n": n, "n_planned": n, "capped": False,
-                "used_memory_before": before, "used_memory_after": after, "keys": keys}
+        return {
+            "status": "ok",
+            "value": (after - before) / n,
+            "n": n,
+            "n_planned": n,
+            "capped": False,
+            "used_memory_before": before,
+            "used_memory_after": after,
+            "keys": keys,
+        }
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")
+    }
     env.update(PYTHONPATH=str(BENCH_DIR), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
     return env
 
@@ -171,5 +244,11 @@ def _throughput(out: procs.Outcome, planned: int) -> dict[str, Any]:
         return {"status": "unsupported", "error": res["unsupported"]}
     if not res.get("n"):
         return _error("no job completed within the time cap" if res.get("capped") else "no jobs")
-    return {"status": "ok", "value": res["n"] / res["seconds"], "n": res["n"], "n_planned": planned,
-            "capped": bool(res.get("capped")), "seconds": res["seconds"]}
+    return {
+        "status": "ok",
+        "value": res["n"] / res["seconds"],
+        "n": res["n"],
+        "n_planned": planned,
+        "capped": bool(res.get("capped")),
+        "seconds": res["seconds"],
+    }

@@ -18,6 +18,7 @@ class Library:
     label: str  # shown in the report
     requirements: list[str] = field(default_factory=list)
     editable: str | None = None  # a local project installed with `pip install -e`
+    notes: str = ""  # how the adapter drives it, where that departs from defaults
 
 
 TASKORA_SOURCE = "/work/main"
@@ -25,16 +26,69 @@ TASKORA_SOURCE = "/work/main"
 LIBRARIES: dict[str, Library] = {
     lib.name: lib
     for lib in [
-        Library("taskora", "taskora", editable=TASKORA_SOURCE),
+        Library(
+            "taskora",
+            "taskora",
+            editable=TASKORA_SOURCE,
+            notes="`App(url)`, `@app.task(concurrency=N)`; worker via `async with app:`",
+        ),
         # saq imports typing_extensions without declaring it
-        Library("saq", "SAQ", ["saq[redis]==0.26.4", "typing_extensions"]),
-        Library("arq", "arq", ["arq==0.28.0"]),
-        Library("rq", "RQ", ["rq==2.12.0"]),
-        Library("bullmq", "bullmq (Python)", ["bullmq==3.4.4"]),
-        Library("taskiq", "taskiq + taskiq-redis", ["taskiq==0.13.0", "taskiq-redis==1.2.4"]),
-        Library("celery", "Celery", ["celery[redis]==5.7.0"]),
-        Library("dramatiq", "Dramatiq", ["dramatiq[redis]==2.2.1"]),
-        Library("streaq", "streaq", ["streaq==7.2.0"]),
+        Library(
+            "saq",
+            "SAQ",
+            ["saq[redis]==0.26.4", "typing_extensions"],
+            notes="round trip: `queue.listen()` (pub/sub) subscribed before the enqueue; "
+            "`apply()` would poll every 0.5 s",
+        ),
+        Library(
+            "arq",
+            "arq",
+            ["arq==0.28.0"],
+            notes="worker `poll_delay` and `job.result(poll_delay=)` lowered to 10 ms "
+            "(default 0.5 s)",
+        ),
+        Library(
+            "rq",
+            "RQ",
+            ["rq==2.12.0"],
+            notes="`SimpleWorker` (in-process, one job at a time: RQ has no in-process "
+            "concurrency, so c=100 runs at c=1); bulk = `enqueue_many`",
+        ),
+        Library(
+            "bullmq",
+            "bullmq (Python)",
+            ["bullmq==3.4.4"],
+            notes="bulk = `addBulk`; round trip waits on `QueueEvents` (`completed:<id>`), "
+            "the port has no `waitUntilFinished`",
+        ),
+        Library(
+            "taskiq",
+            "taskiq + taskiq-redis",
+            ["taskiq==0.13.0", "taskiq-redis==1.2.4"],
+            notes="`RedisStreamBroker`; worker = `run_receiver_task(max_async_tasks=N)`; "
+            "`wait_result(check_interval=)` lowered to 10 ms (default 0.2 s)",
+        ),
+        Library(
+            "celery",
+            "Celery",
+            ["celery[redis]==5.7.0"],
+            notes="worker `--pool threads -c N` (one process), without mingle/gossip/heartbeat; "
+            "Redis result backend only for the round trip",
+        ),
+        Library(
+            "dramatiq",
+            "Dramatiq",
+            ["dramatiq[redis]==2.2.1"],
+            notes="`dramatiq.Worker(worker_threads=N)` in one process; `Results` middleware "
+            "only for the round trip",
+        ),
+        Library(
+            "streaq",
+            "streaq",
+            ["streaq==7.2.0"],
+            notes="defaults; bulk = `enqueue_many`; each result wait opens a pub/sub context "
+            "whose exit waits coredis's 0.1 s unsubscribe timeout",
+        ),
     ]
 }
 

@@ -13,7 +13,9 @@ from libs.common import FAST_POLL_S, PAYLOAD, QUEUE_NAME, TASK_NAME
 
 class Producer(common.Producer):
     async def open(self) -> None:
-        self.pool = await create_pool(RedisSettings.from_dsn(self.url), default_queue_name=QUEUE_NAME)
+        self.pool = await create_pool(
+            RedisSettings.from_dsn(self.url), default_queue_name=QUEUE_NAME
+        )
 
     async def close(self) -> None:
         await self.pool.aclose()

@@ -62,7 +62,9 @@ async def process(job: Any, token: str) -> None:
 
 
 async def run_worker(url: str, concurrency: int, results: bool) -> None:
-    worker = Worker(QUEUE_NAME, process, {"connection": url, "concurrency": concurrency, "autorun": False})
+    worker = Worker(
+        QUEUE_NAME, process, {"connection": url, "concurrency": concurrency, "autorun": False}
+    )
     common.DRAIN.start()
     await worker.run()
 

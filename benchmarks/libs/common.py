@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -32,8 +33,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 PAYLOAD: dict[str, str] = {"to": "user@example.com", "subject": "Welcome!"}
 TASK_NAME = "bench-noop"
@@ -111,10 +113,15 @@ class Drain:
         self._done = True
         t_end = time.perf_counter()
         assert self.t0 is not None
-        emit("RESULT", {
-            "n": self.count, "seconds": t_end - self.t0, "capped": capped,
-            "startup_s": (self.t_first - self.t0) if self.t_first is not None else None,
-        })
+        emit(
+            "RESULT",
+            {
+                "n": self.count,
+                "seconds": t_end - self.t0,
+                "capped": capped,
+                "startup_s": (self.t_first - self.t0) if self.t_first is not None else None,
+            },
+        )
         _exit(0)
 
 
@@ -158,7 +165,6 @@ async def _acall(fn: Callable[..., Any], *args: Any) -> Any:
 async def _drive(producer: Producer, command: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one producer command; sync adapters are driven the same way, without awaiting."""
     aio = _is_async(producer)
-    call: Callable[..., Any]
 
     async def call_async(fn: Callable[..., Any], *a: Any) -> Any:
         return await fn(*a)
@@ -178,8 +184,9 @@ async def _drive(producer: Producer, command: str, args: argparse.Namespace) -> 
                 return {"unsupported": producer.no_bulk_reason}
             for _ in range(max(1, args.warmup // args.batch)):
                 await call(producer.enqueue_batch, args.batch)
-            return await _timed_loop(lambda: call(producer.enqueue_batch, args.batch),
-                                     args.n, args.batch, args.cap)
+            return await _timed_loop(
+                lambda: call(producer.enqueue_batch, args.batch), args.n, args.batch, args.cap
+            )
         if command == "fill":
             t0 = time.perf_counter()
             await _fill(producer, args.n, aio)
@@ -198,10 +205,18 @@ async def _drive(producer: Producer, command: str, args: argparse.Namespace) -> 
                 if e > deadline:
                     break
             total = time.perf_counter() - t0
-            return {"n": len(lat), "seconds": total, "capped": len(lat) < args.n, "latencies_ms": lat}
+            return {
+                "n": len(lat),
+                "seconds": total,
+                "capped": len(lat) < args.n,
+                "latencies_ms": lat,
+            }
         raise SystemExit(f"unknown command {command}")
     finally:
-        await _acall(getattr(producer, "close", None))
+        # Untimed, and not under test: a library whose close() hangs (bullmq's QueueEvents) must not
+        # cost the run its result.
+        with contextlib.suppress(Exception, asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(_acall(getattr(producer, "close", None)), 2)
 
 
 async def _timed_loop(step: Callable[[], Any], n: int, per_step: int, cap: float) -> dict[str, Any]:
@@ -265,22 +280,18 @@ def run_async(main: Callable[[], Any]) -> Any:
     return uvloop.run(main())
 
 
-def loop_name() -> str:
-    try:
-        import uvloop  # noqa: F401
-        return "uvloop"
-    except ImportError:  # pragma: no cover
-        return "asyncio"
-
-
 def main(producer_cls: type[Producer], run_worker: Callable[..., Any]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["enqueue-single", "enqueue-bulk", "fill", "round-trip", "worker"])
+    parser.add_argument(
+        "command", choices=["enqueue-single", "enqueue-bulk", "fill", "round-trip", "worker"]
+    )
     parser.add_argument("--url", required=True)
     parser.add_argument("--n", type=int, default=0)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=0)
-    parser.add_argument("--cap", type=float, default=60.0, help="time cap of the timed section, seconds")
+    parser.add_argument(
+        "--cap", type=float, default=60.0, help="time cap of the timed section, seconds"
+    )
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--results", action="store_true", help="the workload reads job results")
     args = parser.parse_args()
@@ -295,7 +306,7 @@ def main(producer_cls: type[Producer], run_worker: Callable[..., Any]) -> None:
         producer = producer_cls(args.url, results=args.results)
         result = run_async(lambda: _drive(producer, args.command, args))
         emit("RESULT", result)
-    except BaseException as exc:  # noqa: BLE001 - every failure is reported to the orchestrator
+    except BaseException as exc:
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             _exit(0)
         traceback.print_exc()

@@ -26,7 +26,8 @@ class Producer(common.Producer):
         self._keepalive: asyncio.Task | None = None
         if self.results:
             self._keepalive = asyncio.create_task(
-                self.queue.listen(["bench-keepalive"], lambda *_: False, timeout=None))
+                self.queue.listen(["bench-keepalive"], lambda *_: False, timeout=None)
+            )
             await asyncio.sleep(0.2)  # untimed: let the multiplexer's PSUBSCRIBE land
 
     async def close(self) -> None:
@@ -42,7 +43,10 @@ class Producer(common.Producer):
     async def round_trip(self) -> None:
         job = Job(function=TASK_NAME, kwargs=dict(PAYLOAD))
         waiter = asyncio.create_task(
-            self.queue.listen([job.key], lambda _key, status: status in TERMINAL_STATUSES, timeout=30))
+            self.queue.listen(
+                [job.key], lambda _key, status: status in TERMINAL_STATUSES, timeout=30
+            )
+        )
         await asyncio.sleep(0)  # the waiter registers its subscription
         await self.queue.enqueue(job)
         await waiter

@@ -1,0 +1,264 @@
+"""Aggregate repetitions (median) and render the markdown report.
+
+Ratios are taskora / peer. For throughput (jobs/s) above 1 means taskora is faster; for memory
+(bytes per waiting job) below 1 means taskora stores less.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import stats
+from .ceiling import FIGURES
+from .workloads import WORKLOADS
+
+SUBJECT = "taskora"
+# Which Python ceiling each throughput workload is read against.
+CEILING_FOR = {
+    "enqueue_single": "python_single",
+    "enqueue_bulk": "python_pipelined",
+    "process_c1": "python_single",
+    "process_c100": "python_pipelined",
+    "round_trip": "python_single",
+}
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median over the successful repetitions; failures are kept as text."""
+    ok = [r for r in runs if r.get("status") == "ok"]
+    failed = [r for r in runs if r.get("status") == "error"]
+    out: dict[str, Any] = {
+        "runs": [{k: v for k, v in r.items() if k != "latencies_ms"} for r in runs]
+    }
+    if ok:
+        out.update(
+            status="ok",
+            value=stats.median([r["value"] for r in ok]),
+            capped=any(r.get("capped") for r in ok),
+            n=min(r.get("n", 0) for r in ok),
+            n_planned=ok[0].get("n_planned"),
+        )
+        for key in ("p50_ms", "p95_ms", "p99_ms"):
+            if key in ok[0]:
+                out[key] = stats.median([r[key] for r in ok])
+        if failed:
+            out["warning"] = f"{len(failed)} of {len(runs)} runs failed: {failed[0].get('error')}"
+    elif any(r.get("status") == "unsupported" for r in runs):
+        out.update(
+            status="unsupported",
+            error=next(r["error"] for r in runs if r.get("status") == "unsupported"),
+        )
+    else:
+        out.update(status="error", error=(failed[0].get("error") if failed else "not run"))
+    return out
+
+
+def compare(libraries: dict[str, Any]) -> dict[str, Any]:
+    """taskora/peer ratios per workload, and taskora vs the fastest (or leanest) peer."""
+    subject = libraries.get(SUBJECT, {}).get("workloads", {})
+    ratios: dict[str, dict[str, float | None]] = {}
+    best: dict[str, Any] = {}
+    for key, wl in WORKLOADS.items():
+        mine = subject.get(key, {})
+        mine_v = mine.get("value") if mine.get("status") == "ok" else None
+        candidates = []
+        for name, lib in libraries.items():
+            if name == SUBJECT:
+                continue
+            res = lib.get("workloads", {}).get(key, {})
+            peer_v = res.get("value") if res.get("status") == "ok" else None
+            ratios.setdefault(name, {})[key] = (mine_v / peer_v) if (mine_v and peer_v) else None
+            if peer_v:
+                candidates.append((peer_v, name))
+        if candidates:
+            value, name = (max if wl.higher_is_better else min)(candidates)
+            best[key] = {
+                "peer": name,
+                "value": value,
+                "ratio": (mine_v / value) if mine_v else None,
+                "subject_status": mine.get("status", "not run"),
+                "subject_error": mine.get("error"),
+            }
+    return {"ratios": ratios, "vs_best": best}
+
+
+# ------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}" if v >= 10 else f"{v:,.2f}"
+
+
+def _ratio(r: float | None) -> str:
+    return "–" if r is None else f"{r:.2f}×"
+
+
+class _Notes:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, text: str) -> str:
+        if text not in self.items:
+            self.items.append(text)
+        return f"[{self.items.index(text) + 1}]"
+
+
+def _cell(lib_label: str, key: str, res: dict[str, Any], notes: _Notes) -> str:
+    status = res.get("status")
+    title = WORKLOADS[key].title
+    if status == "unsupported":
+        return res.get("error", "n/a").split(" (")[0]
+    if status != "ok":
+        error = " ".join(str(res.get("error") or "not run").split())
+        kind = "timeout" if error.startswith("timeout") else "error"
+        return f"✗ {kind} " + notes.add(f"{lib_label}, {title}: {error}")
+    text = _num(res["value"])
+    if key == "round_trip":
+        p50, p95, p99 = res["p50_ms"], res["p95_ms"], res["p99_ms"]
+        text = f"{text}/s · p50 {p50:.2f} / p95 {p95:.2f} / p99 {p99:.2f} ms"
+    if res.get("capped"):
+        text += " †" + notes.add(
+            f"{lib_label}, {title}: time cap reached, measured over "
+            f"{res['n']:,} of {res['n_planned']:,} jobs"
+        )
+    if res.get("warning"):
+        text += " " + notes.add(f"{lib_label}, {title}: {res['warning']}")
+    return text
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(meta: dict[str, Any]) -> list[str]:
+    return [
+        f"# taskora benchmarks — {meta['date']}",
+        "",
+        f"Machine: {meta['cpu_count']} CPUs ({meta.get('cpu_model', '?')}), "
+        f"Python {meta['python']}, Redis {meta['redis_version']} on loopback (persistence off), "
+        f"event loop {meta['event_loop']}. Mode: {meta['mode']}, median of {meta['repeat']} "
+        "repetition(s); each library alone on fresh data; producers and workers in separate "
+        f"processes. Run time {meta.get('duration_s', 0) / 60:.1f} min; 1-minute load average "
+        f"{meta.get('loadavg_start', '?')} at the start, {meta.get('loadavg_end', '?')} at the end "
+        "(other work on the machine skews every figure).",
+        "",
+    ]
+
+
+def _results(libs: dict[str, Any], keys: list[str], notes: _Notes) -> list[str]:
+    header = ["library", "version"] + [f"{WORKLOADS[k].title} ({WORKLOADS[k].unit})" for k in keys]
+    lines = [
+        "## Results",
+        "",
+        _row(header),
+        "|" + "|".join(["---", "---"] + ["---:"] * len(keys)) + "|",
+    ]
+    for name, lib in libs.items():
+        label = lib["label"]
+        if lib.get("error"):
+            error = " ".join(str(lib["error"]).split())
+            kind = "install failed" if error.startswith("install failed") else "error"
+            cells = [f"✗ {kind} {notes.add(f'{label}: {error}')}"] * len(keys)
+        else:
+            not_run = {"status": "error", "error": "not run"}
+            results = [lib["workloads"].get(k, not_run) for k in keys]
+            errors = {" ".join(str(r.get("error")).split()) for r in results}
+            if all(r.get("status") == "error" for r in results) and len(errors) == 1:
+                ref = notes.add(f"{label}, every workload: {errors.pop()}")
+                cells = [f"✗ error {ref}"] * len(keys)
+            else:
+                cells = [_cell(label, k, r, notes) for k, r in zip(keys, results, strict=True)]
+        shown = f"**{label}**" if name == SUBJECT else label
+        lines.append(_row([shown, lib.get("version") or "?", *cells]))
+    return [*lines, ""]
+
+
+def _ratios(libs: dict[str, Any], comp: dict[str, Any], keys: list[str]) -> list[str]:
+    if SUBJECT not in libs or len(libs) < 2:
+        return []
+    lines = [
+        "## taskora / peer",
+        "",
+        "Throughput: above 1 = taskora faster. Round trip: ratio of jobs/s. "
+        "Memory: below 1 = taskora stores less per job.",
+        "",
+        _row(["peer"] + [WORKLOADS[k].title for k in keys]),
+        "|---|" + "|".join(["---:"] * len(keys)) + "|",
+    ]
+    for name, row in comp.get("ratios", {}).items():
+        lines.append(_row([libs[name]["label"]] + [_ratio(row.get(k)) for k in keys]))
+    cells = []
+    for k in keys:
+        best = comp.get("vs_best", {}).get(k)
+        if not best:
+            cells.append("–")
+            continue
+        peer = f"{libs[best['peer']]['label']} ({_num(best['value'])})"
+        if best["ratio"] is None:
+            cells.append(f"taskora {best['subject_status']}; best peer {peer}")
+        else:
+            cells.append(f"{_ratio(best['ratio'])} vs {peer}")
+    lines.append(_row(["**taskora vs fastest peer**", *cells]))
+    return [*lines, ""]
+
+
+def _ceiling(libs: dict[str, Any], ceiling: dict[str, Any], keys: list[str]) -> list[str]:
+    figs = ceiling.get("figures", {})
+    if not figs:
+        return []
+    lines = [
+        "## Ceiling (what the server allows)",
+        "",
+        "A tiny Lua script (one HSET + one ZADD) and plain commands, calls/s:",
+        "",
+        "| driver | calls/s |",
+        "|---|---:|",
+    ]
+    lines += [f"| {desc} | {_num(figs[key])} |" for key, desc in FIGURES.items() if figs.get(key)]
+    lines += [f"| {what} | ✗ {err} |" for what, err in ceiling.get("errors", {}).items()]
+    lines.append("")
+    usable = [k for k in keys if k in CEILING_FOR and figs.get(CEILING_FOR[k])]
+    if not usable:
+        return lines
+    lines += [
+        "Each figure as a fraction of the Python ceiling (one call at a time for enqueue single, "
+        "process c=1 and round trip; 50-deep pipelines for bulk and process c=100):",
+        "",
+        _row(["library"] + [WORKLOADS[k].title for k in usable]),
+        "|---|" + "|".join(["---:"] * len(usable)) + "|",
+    ]
+    for lib in libs.values():
+        row = [lib["label"]]
+        for k in usable:
+            res = lib.get("workloads", {}).get(k, {})
+            ok = res.get("status") == "ok"
+            row.append(f"{100 * res['value'] / figs[CEILING_FOR[k]]:.0f} %" if ok else "–")
+        lines.append(_row(row))
+    return [*lines, ""]
+
+
+def _method(libs: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    lines = [
+        "## How each library is driven",
+        "",
+        'Payload `{"to": "user@example.com", "subject": "Welcome!"}`, no-op handler. '
+        f"Sizes: {meta['sizes_text']}.",
+        "",
+    ]
+    lines += [f"- {lib['label']}: {lib['notes']}" for lib in libs.values() if lib.get("notes")]
+    return [*lines, ""]
+
+
+def render(data: dict[str, Any]) -> str:
+    meta, libs = data["meta"], data["libraries"]
+    keys = [k for k in WORKLOADS if k in meta["workloads"]]
+    notes = _Notes()
+    lines = _header(meta)
+    lines += _results(libs, keys, notes)
+    lines += _ratios(libs, data.get("comparison", {}), keys)
+    lines += _ceiling(libs, data.get("ceiling", {}), keys)
+    lines += _method(libs, meta)
+    if notes.items:
+        lines += ["## Notes", ""] + [f"{i}. {text}" for i, text in enumerate(notes.items, 1)] + [""]
+    return "\n".join(lines)
