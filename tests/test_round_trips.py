@@ -84,10 +84,11 @@ async def test_one_round_trip_per_claim_and_ack(server: RedisServer) -> None:
         await asyncio.sleep(0.2)
         used = _trips(app)["main"] - trips
         scripts = _evalsha(server) - calls
-    # 300 finish+claim calls, plus start-up (data-loss check, stall check, trim) and the
-    # last idle claim: nothing else per job
-    assert 300 <= used <= 310, used
-    assert 300 <= scripts <= 310, scripts
+    # at most one finish+claim call per job (quick jobs share calls: the worker claims a
+    # little work ahead), plus start-up (data-loss check, stall check, trim) and the last
+    # idle claim: nothing else per job
+    assert used <= 310, used
+    assert scripts <= 310, scripts
 
 
 async def test_results_are_pushed_without_per_job_commands(server: RedisServer) -> None:
@@ -106,5 +107,28 @@ async def test_results_are_pushed_without_per_job_commands(server: RedisServer) 
     await producer.close()
     # the producer's main connection carries only the 100 dispatches; results are pushed
     # on the results subscription, which sends nothing per result
-    assert after["main"] - before["main"] == 100
+    # (a job created in the very millisecond the subscription began gets one state check)
+    assert 100 <= after["main"] - before["main"] <= 102
     assert after["waiter"] - before["waiter"] == 0
+
+
+async def test_slow_jobs_cost_exactly_one_round_trip_each(server: RedisServer) -> None:
+    """Jobs that take a while are not claimed ahead: one finish+claim call per job."""
+    app = taskora.App(server.url, prefix="rt")
+    done = asyncio.Event()
+    count = 0
+
+    @app.task(concurrency=1)
+    async def slow(data: None) -> None:
+        nonlocal count
+        await asyncio.sleep(0.01)
+        count += 1
+        if count == 30:
+            done.set()
+
+    await asyncio.gather(*slow.dispatch_many([{"data": None}] * 30))
+    trips = _trips(app)["main"]
+    async with app:
+        await asyncio.wait_for(done.wait(), 60)
+        used = _trips(app)["main"] - trips
+    assert 30 <= used <= 40, used

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +37,9 @@ __all__ = ["Worker"]
 log = logging.getLogger("taskora.worker")
 
 IDLE_BLOCK_S = 2.0
+QUICK_JOB_S = 0.005  # jobs faster than this on average are prefetched ...
+PREFETCH_S = 0.02  # ... up to about this much work ahead of the free slots
+PREFETCH_MAX = 32
 
 
 @dataclass(eq=False, slots=True)
@@ -70,6 +75,8 @@ class Worker:
         self._token_base = uuid.uuid4().hex
         self._active: dict[str, _Running] = {}
         self._outcomes: list[Outcome] = []
+        self._ready: collections.deque[Claimed] = collections.deque()  # claimed, not started
+        self._avg_run_s = float("inf")  # moving average of how long a job takes here
         self._wake = _Signal()
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
@@ -131,17 +138,20 @@ class Worker:
         try:
             while True:
                 self._wake.clear()
-                free = 0 if self._stopping else self.concurrency - len(self._active)
+                if self._stopping:
+                    self._release_ready()
+                free = self._fill_from_ready()
                 if not self._outcomes:
                     if self._stopping and not self._active:
                         return
                     if free <= 0:
                         await self._wake.wait()
                         continue
+                want = free + self._prefetch_room()
                 outcomes, self._outcomes = self._outcomes, []
                 try:
                     report = await self.backend.finish_and_claim(
-                        self.name, outcomes, max(free, 0), self._claim, self._token_base
+                        self.name, outcomes, want, self._claim, self._token_base
                     )
                 except BackendError as exc:
                     self._outcomes[:0] = outcomes
@@ -150,20 +160,17 @@ class Worker:
                     backoff = min(backoff * 2, 2.0)
                     continue
                 backoff = 0.05
-                for job in report.claimed:
-                    if self._stopping:  # claimed while shutdown began: give it straight back
-                        self._outcomes.append(Outcome(job.id, job.token, "release"))
-                    else:
-                        self._start(job)
-                if self._outcomes or self._stopping or len(report.claimed) >= free:
-                    continue  # more to send, or every slot filled (more may be waiting)
-                # Fewer jobs than free slots: nothing else is claimable right now.
+                self._ready.extend(report.claimed)
+                free = self._fill_from_ready()
+                if self._outcomes or self._stopping or len(report.claimed) >= want or free <= 0:
+                    continue  # more to send, or the slots are full (more may be waiting)
+                # Free slots and nothing claimable: block until work arrives or a job ends.
                 if waiter is None:
                     waiter = asyncio.create_task(
                         self.backend.wait_for_work(self.name, IDLE_BLOCK_S)
                     )
                     waiter.add_done_callback(self._wake.set_from)
-                await self._wake.wait()  # new work, or an outcome to send
+                await self._wake.wait()
                 if waiter.done():
                     _consume(waiter)
                     waiter = None
@@ -173,21 +180,58 @@ class Worker:
                 with contextlib.suppress(BaseException):
                     await waiter
 
+    def _fill_from_ready(self) -> int:
+        """Start prefetched jobs in free slots; return the slots still free."""
+        free = 0 if self._stopping else self.concurrency - len(self._active)
+        while free > 0 and self._ready:
+            self._start(self._ready.popleft())
+            free -= 1
+        return free
+
+    def _prefetch_room(self) -> int:
+        """While jobs are quick, claim up to about PREFETCH_S of work ahead of the free
+        slots: those jobs start the moment a slot frees, and one round trip finishes and
+        replaces a batch of them instead of one. Slow jobs are never held back from other
+        workers this way (nothing is prefetched once a job takes QUICK_JOB_S or more)."""
+        if self._stopping or self._avg_run_s >= QUICK_JOB_S:
+            return 0
+        target = min(PREFETCH_MAX, max(1, int(PREFETCH_S / max(self._avg_run_s, 1e-6))))
+        return max(0, target - len(self._ready))
+
+    def _release_ready(self) -> None:
+        """Give prefetched jobs back, to the front of the queue in their order."""
+        while self._ready:
+            job = self._ready.pop()  # the last one first: each goes to the front
+            self._outcomes.append(Outcome(job.id, job.token, "release"))
+        self._wake.set()
+
+    def _check_hold(self, run: _Running) -> None:
+        """A job turned out slow while others wait prefetched behind it: release them, so
+        another worker (or a higher-priority job that arrived since) goes first."""
+        if self._active.get(run.job.id) is run and self._ready:
+            self._avg_run_s = max(self._avg_run_s, 2 * PREFETCH_S)  # no prefetch for now
+            self._release_ready()
+
     def _start(self, job: Claimed) -> None:
         io = _JobIO(self, job)
         ctx = Context(job.id, self.name, job.attempt, job.ts, io)
         run = _Running(job, ctx, io)
         self._active[job.id] = run
-        run.runner = asyncio.get_running_loop().create_task(self._execute(run))
+        loop = asyncio.get_running_loop()
+        run.runner = loop.create_task(self._execute(run))
+        if self._ready:
+            loop.call_later(2 * PREFETCH_S, self._check_hold, run)
 
     def _report(self, run: _Running, outcome: Outcome) -> None:
         if self._active.get(run.job.id) is run:
             del self._active[run.job.id]
             self._outcomes.append(outcome)
+            self._fill_from_ready()  # the next prefetched job starts now, not a round trip later
             self._wake.set()
 
     # -- running one job ----------------------------------------------------------------------
     async def _execute(self, run: _Running) -> None:
+        started = time.perf_counter()
         try:
             outcome = await self._outcome(run)
         except asyncio.CancelledError:
@@ -197,6 +241,9 @@ class Worker:
             outcome = Outcome(run.job.id, run.job.token, "failed", error=f"internal error: {exc!r}")
         with contextlib.suppress(Exception):
             await run.io.flush()
+        took = time.perf_counter() - started
+        avg = self._avg_run_s
+        self._avg_run_s = took if avg == float("inf") else 0.8 * avg + 0.2 * took
         self._report(run, outcome)
 
     async def _outcome(self, run: _Running) -> Outcome:
@@ -292,6 +339,12 @@ class Worker:
 
     # -- cancellation, locks, stalls ----------------------------------------------------------
     def _cancel_requested(self, job_id: str) -> None:
+        for job in self._ready:  # prefetched, never started: cancelled as it is
+            if job.id == job_id:
+                self._ready.remove(job)
+                self._outcomes.append(Outcome(job.id, job.token, "cancelled"))
+                self._wake.set()
+                return
         run = self._active.get(job_id)
         if run is None or run.cancel_requested:
             return
@@ -305,6 +358,7 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             await self._extend(list(self._active.values()))
+            await self._extend_ready()
 
     async def _extend(self, runs: list[_Running]) -> None:
         if not runs:
@@ -322,6 +376,21 @@ class Worker:
                 self._cancel_requested(run.job.id)
             elif reply == 0:
                 log.warning("worker %s: lost the lock of job %s", self.name, run.job.id)
+
+    async def _extend_ready(self) -> None:
+        ready = list(self._ready)
+        if not ready:
+            return
+        held = [(job.id, job.token) for job in ready]
+        try:
+            replies = await self.backend.extend_locks(
+                self.name, held, self.options.stall.lock_ttl_ms
+            )
+        except BackendError:
+            return
+        for job, reply in zip(ready, replies, strict=True):
+            if reply == -1:
+                self._cancel_requested(job.id)
 
     def heartbeat(self, job_id: str) -> None:
         run = self._active.get(job_id)
