@@ -200,6 +200,8 @@ class Worker:
 
     def _release_ready(self) -> None:
         """Give prefetched jobs back, to the front of the queue in their order."""
+        if not self._ready:
+            return
         while self._ready:
             job = self._ready.pop()  # the last one first: each goes to the front
             self._outcomes.append(Outcome(job.id, job.token, "release"))
