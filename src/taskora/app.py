@@ -247,7 +247,9 @@ class App:
 
     def _get_enqueuer(self) -> Enqueuer:
         if self._enqueuer is None:
-            self._enqueuer = Enqueuer(self._connected_backend)
+            self._enqueuer = Enqueuer(
+                self._connected_backend, lambda: self.backend if self._connected else None
+            )
         return self._enqueuer
 
     def _failed_future(self, exc: BaseException) -> concurrent.futures.Future[EnqueueResult]:

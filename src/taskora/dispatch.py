@@ -1,15 +1,19 @@
-"""Coalescing of concurrent dispatches into one backend round trip.
+"""Coalescing of dispatches into backend round trips.
 
-``dispatch()`` must return at once, so the enqueue itself happens in the background. Every
-plain job submitted while a previous batch is on the wire joins the next batch, which the
-backend sends as one round trip: a sequential ``await dispatch()`` costs exactly one round
-trip, and a burst of a thousand costs a handful. Batches go out one at a time, so jobs from
-one process reach the backend in dispatch order.
+``dispatch()`` must return at once, so the enqueue happens in the background: the job joins
+a batch that is flushed on the next turn of the event loop. Everything dispatched in the same
+turn shares one round trip (a burst of a thousand costs one call), and a lone dispatch is
+written to the connection straight from the flush callback, without creating a task, when
+the backend is connected (``Backend.enqueue_now``). Jobs from one process reach the backend in
+dispatch order: batches are written in order to one connection. A batch whose fast send
+failed (a lost connection, a flushed script cache) is sent again by the ordinary, retrying
+path; enqueue is idempotent by job id, so nothing is created twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,74 +27,80 @@ _Item = tuple[str, NewJob, asyncio.Future[EnqueueResult]]
 class Enqueuer:
     """Per-loop batcher in front of ``Backend.enqueue``."""
 
-    def __init__(self, backend: Callable[[], Awaitable[Backend]]) -> None:
-        self._backend = backend
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[Backend]],
+        connected: Callable[[], Backend | None],
+    ) -> None:
+        self._connect = connect
+        self._connected = connected
         self._pending: list[_Item] = []
-        self._running = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._scheduled = False
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     def submit(self, task: str, job: NewJob, flow: Flow | None) -> asyncio.Future[EnqueueResult]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[EnqueueResult] = loop.create_future()
         if flow is not None:
-            self._spawn(self._send_flow(task, job, flow, future))
+            self._track(asyncio.ensure_future(self._send_flow(task, job, flow, future)))
             return future
         self._pending.append((task, job, future))
-        if not self._running:
-            self._running = True
-            self._spawn(self._drain())
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
         return future
 
-    def _spawn(self, coro: Any) -> None:
-        runner = asyncio.ensure_future(coro)
-        self._tasks.add(runner)
-        runner.add_done_callback(self._tasks.discard)
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._tasks.add(future)
+        future.add_done_callback(self._tasks.discard)
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                await self._send(batch)
-        finally:
-            self._running = False
-
-    async def _send(self, batch: list[_Item]) -> None:
-        try:
-            backend = await self._backend()
-            by_task: dict[str, list[_Item]] = {}
-            for item in batch:
-                by_task.setdefault(item[0], []).append(item)
-            groups = list(by_task.items())
-            replies: list[Any]
-            if len(groups) == 1:  # the common case: no extra task, no extra loop iteration
-                task, items = groups[0]
-                try:
-                    replies = [await backend.enqueue(task, [item[1] for item in items])]
-                except Exception as exc:
-                    replies = [exc]
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        backend = self._connected()
+        by_task: dict[str, list[_Item]] = {}
+        for item in batch:
+            by_task.setdefault(item[0], []).append(item)
+        for task, items in by_task.items():
+            sent = None if backend is None else backend.enqueue_now(task, [i[1] for i in items])
+            if sent is None:
+                self._track(asyncio.ensure_future(self._send(task, items)))
             else:
-                replies = await asyncio.gather(
-                    *(backend.enqueue(task, [item[1] for item in items]) for task, items in groups),
-                    return_exceptions=True,
-                )
-        except BaseException as exc:  # connect failed, or this task was cancelled
-            _fail(batch, exc)
+                self._track(sent)
+                sent.add_done_callback(functools.partial(self._settle, task, items))
+
+    def _settle(
+        self, task: str, items: list[_Item], sent: asyncio.Future[list[EnqueueResult]]
+    ) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            self._track(asyncio.ensure_future(self._send(task, items)))  # the retrying path
+            return
+        for (_, _, future), result in zip(items, sent.result(), strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _send(self, task: str, items: list[_Item]) -> None:
+        try:
+            backend = await self._connect()
+            results = await backend.enqueue(task, [item[1] for item in items])
+        except BaseException as exc:  # connect failed, Redis refused, or we were cancelled
+            for _, _, future in items:
+                if not future.done():
+                    future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for (_, items), reply in zip(groups, replies, strict=True):
-            if isinstance(reply, BaseException):
-                _fail(items, reply)
-                continue
-            for item, result in zip(items, reply, strict=True):
-                if not item[2].done():
-                    item[2].set_result(result)
+        for (_, _, future), result in zip(items, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def _send_flow(
         self, task: str, job: NewJob, flow: Flow, future: asyncio.Future[EnqueueResult]
     ) -> None:
         try:
-            backend = await self._backend()
+            backend = await self._connect()
             result = await backend.enqueue_flow(task, job, flow)
         except BaseException as exc:
             if not future.done():
@@ -103,11 +113,7 @@ class Enqueuer:
 
     async def drain(self) -> None:
         """Wait until every submitted job has been sent (used by ``App.close``)."""
+        if self._scheduled:
+            self._flush()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-def _fail(items: list[_Item], exc: BaseException) -> None:
-    for _, _, future in items:
-        if not future.done():
-            future.set_exception(exc)

@@ -8,6 +8,7 @@ Payloads cross the boundary already serialized (``str``): backends never see use
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -167,6 +168,13 @@ class Backend(Protocol):
     # -- producer -----------------------------------------------------------------
     async def enqueue(self, task: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         """Create jobs in one round trip. An id that already exists is left untouched."""
+
+    def enqueue_now(
+        self, task: str, jobs: Sequence[NewJob]
+    ) -> asyncio.Future[list[EnqueueResult]] | None:
+        """The dispatch fast path: start a small plain enqueue right now, without a task
+        switch, and return its future; None when ``enqueue`` must be used instead (not
+        connected yet, or too large). A failed future is retried through ``enqueue``."""
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         """Create a job under debounce, throttle or dedup, decided atomically."""

@@ -297,6 +297,9 @@ class MemoryBackend:
 
     # -- producer -----------------------------------------------------------------------
     async def enqueue(self, task: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        return self._enqueue(task, jobs)
+
+    def _enqueue(self, task: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         t = self._t(task)
         now = self.now_ms()
         results = []
@@ -317,6 +320,13 @@ class MemoryBackend:
         elif min_due is not None:
             self._set_marker(t, min_due, lower_only=True)
         return results
+
+    def enqueue_now(
+        self, task: str, jobs: Sequence[NewJob]
+    ) -> asyncio.Future[list[EnqueueResult]] | None:
+        future: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
+        future.set_result(self._enqueue(task, jobs))
+        return future
 
     def _create(self, t: _Task, new: NewJob, now: int, extra: dict[str, Any] | None = None) -> None:
         job: Job = {

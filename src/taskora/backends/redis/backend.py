@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any
@@ -189,10 +190,24 @@ class RedisBackend:
                 replies = await self._pipelined(script.name, keys.standard, arg_lists)
         results: list[EnqueueResult] = []
         for reply in replies:
-            for event_id in reply:
-                text = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
-                results.append(EnqueueResult(True, event_id=text or None))
+            results += enqueue_results(reply)
         return results
+
+    def enqueue_now(
+        self, task: str, jobs: Sequence[NewJob]
+    ) -> asyncio.Future[list[EnqueueResult]] | None:
+        if self._client is None or len(jobs) > ENQUEUE_CHUNK:
+            return None
+        keys = self.keys(task)
+        args = _enqueue_args(keys.base, jobs)
+        raw = self._client.send_now(
+            "EVALSHA", SCRIPTS["enqueue"].sha, len(keys.standard), *keys.standard, *args
+        )
+        if raw is None:
+            return None
+        out: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
+        raw.add_done_callback(functools.partial(_convert, out))
+        return out
 
     async def _pipelined(
         self, name: str, keys: tuple[str, ...], arg_lists: list[list[Any]]
@@ -511,6 +526,22 @@ def _address_of(client: Any) -> Address:
         password=kw.get("password"),
         tls="ssl" in str(client.connection_pool.connection_class).lower(),
     )
+
+
+def _convert(out: asyncio.Future[list[EnqueueResult]], raw: asyncio.Future[Any]) -> None:
+    if out.done():
+        return
+    if raw.cancelled():
+        out.cancel()
+    elif raw.exception() is not None:
+        out.set_exception(raw.exception())  # type: ignore[arg-type]
+    else:
+        out.set_result(enqueue_results(raw.result()))
+
+
+def enqueue_results(reply: list[Any]) -> list[EnqueueResult]:
+    """The enqueue script's reply: per job its creation time, or '' if it already existed."""
+    return [EnqueueResult(True, event_id=_str(created) or None) for created in reply]
 
 
 def _enqueue_args(base: str, jobs: Sequence[NewJob]) -> list[Any]:

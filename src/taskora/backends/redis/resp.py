@@ -202,6 +202,15 @@ class RespClient:
                 pass
         return await self._retrying(packed)
 
+    def send_now(self, *args: Arg) -> asyncio.Future[Any] | None:
+        """Write the command at once and return the future of its reply, or None when not
+        connected (then use ``execute``). No retry: the caller falls back on an error."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return None
+        self.round_trips += 1
+        return protocol.send(_pack(args))
+
     async def _retrying(self, packed: bytes) -> Any:
         delay = 0.05
         for attempt in range(self.retries + 1):
