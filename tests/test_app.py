@@ -138,3 +138,15 @@ def test_public_api_is_complete_and_sorted() -> None:
         obj = getattr(taskora, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, taskora.TaskoraError), name
+
+
+def test_job_ids_are_uuid4() -> None:
+    import uuid as _uuid
+
+    from taskora.task import new_id
+
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for job_id in ids:
+        parsed = _uuid.UUID(job_id)
+        assert parsed.version == 4 and parsed.variant == _uuid.RFC_4122 and str(parsed) == job_id

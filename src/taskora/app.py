@@ -277,6 +277,8 @@ class App:
         return asyncio.run_coroutine_threadsafe(factory(), home).result(timeout)
 
     def _home_for(self, loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+        if loop is not None and loop is self._home:  # the common case: already at home
+            return loop
         with self._guard:
             home = self._home
             if home is not None and (home.is_closed() or not home.is_running()):

@@ -69,16 +69,20 @@ class ResultHandle(Generic[Out]):
 
     # -- enqueue ----------------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, str]:
-        return self._app._route(self._ensure_enqueued).__await__()
+        future = self._future
+        if isinstance(future, asyncio.Future) and future.done():
+            return self._settle(future.result())  # raises the enqueue error, if any
+        return (yield from self._app._route(self._ensure_enqueued).__await__())
 
     async def _ensure_enqueued(self) -> str:
         future = self._future
         if future is None:
             return self.id
         if isinstance(future, concurrent.futures.Future):
-            outcome = await asyncio.wrap_future(future)
-        else:
-            outcome = await future
+            return self._settle(await asyncio.wrap_future(future))
+        return self._settle(await future)
+
+    def _settle(self, outcome: EnqueueResult) -> str:
         self.enqueued = outcome.enqueued
         self.existing_id = outcome.existing_id
         self._event_id = outcome.event_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -232,7 +233,7 @@ class Task(Generic[In, Out]):
             )
         options = self.options
         job = NewJob(
-            id=str(uuid.uuid4()),
+            id=new_id(),
             data=encoded,
             max_attempts=options.retry.attempts if options.retry else 1,
             priority=priority,
@@ -247,7 +248,15 @@ class Task(Generic[In, Out]):
         return f"Task({self.name!r})"
 
 
+def new_id() -> str:
+    """A random (version 4) UUID string, made without building a uuid.UUID object."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 def _flow(debounce: Any, throttle: Any, deduplicate: Any) -> Flow | None:
+    if debounce is None and throttle is None and deduplicate is None:
+        return None
     given = [
         name
         for name, value in (

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per dispatch, on the hot path
 class NewJob:
     """A job to create. Times are relative (ms); the backend's clock fixes absolute times."""
 
