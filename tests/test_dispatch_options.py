@@ -145,7 +145,9 @@ async def _claim_when_ready(backend: Any, task: str, timeout: float) -> tuple[li
         if report.claimed:
             return [c.id for c in report.claimed], blocks
         blocks += 1
-        await backend.wait_for_work(task, 15.0)
+        claimed = await backend.wait_for_work(task, 15.0, 1, options, "w")
+        if claimed:  # claimed the moment it fell due
+            return [c.id for c in claimed], blocks
     return [], blocks
 
 

@@ -80,6 +80,8 @@ class Worker:
         self._wake = _Signal()
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Task[tuple[Claimed, ...]] | None = None
+        self._backoff = 0.05
         self._upkeep: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
         if not task.is_async:
@@ -133,52 +135,79 @@ class Worker:
 
     # -- the claim/finish loop ---------------------------------------------------------------
     async def _loop(self) -> None:
-        waiter: asyncio.Task[None] | None = None
-        backoff = 0.05
         try:
-            while True:
-                self._wake.clear()
-                if self._stopping:
-                    self._release_ready()
-                free = self._fill_from_ready()
-                if not self._outcomes:
-                    if self._stopping and not self._active:
-                        return
-                    if free <= 0:
-                        await self._wake.wait()
-                        continue
-                want = free + self._prefetch_room()
-                outcomes, self._outcomes = self._outcomes, []
-                try:
-                    report = await self.backend.finish_and_claim(
-                        self.name, outcomes, want, self._claim, self._token_base
-                    )
-                except BackendError as exc:
-                    self._outcomes[:0] = outcomes
-                    log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                backoff = 0.05
-                self._ready.extend(report.claimed)
-                free = self._fill_from_ready()
-                if self._outcomes or self._stopping or len(report.claimed) >= want or free <= 0:
-                    continue  # more to send, or the slots are full (more may be waiting)
-                # Free slots and nothing claimable: block until work arrives or a job ends.
-                if waiter is None:
-                    waiter = asyncio.create_task(
-                        self.backend.wait_for_work(self.name, IDLE_BLOCK_S)
-                    )
-                    waiter.add_done_callback(self._wake.set_from)
-                await self._wake.wait()
-                if waiter.done():
-                    _consume(waiter)
-                    waiter = None
+            while await self._pass():
+                pass
         finally:
-            if waiter is not None:
-                waiter.cancel()
-                with contextlib.suppress(BaseException):
-                    await waiter
+            await self._drop_waiter()
+
+    async def _pass(self) -> bool:
+        """One turn: send outcomes and claim for the free slots; False when stopped."""
+        self._wake.clear()
+        if self._stopping:
+            self._release_ready()
+        free = self._fill_from_ready()
+        if not self._outcomes:
+            if self._stopping and not self._active:
+                # a wait in flight may have claimed jobs just now: give those back first
+                return await self._drop_waiter() > 0
+            if free <= 0:
+                await self._wake.wait()
+                return True
+        want = free + self._prefetch_room()
+        outcomes, self._outcomes = self._outcomes, []
+        try:
+            report = await self.backend.finish_and_claim(
+                self.name, outcomes, want, self._claim, self._token_base
+            )
+        except BackendError as exc:
+            self._outcomes[:0] = outcomes
+            log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, 2.0)
+            return True
+        self._backoff = 0.05
+        self._ready.extend(report.claimed)
+        free = self._fill_from_ready()
+        if self._outcomes or self._stopping or len(report.claimed) >= want or free <= 0:
+            return True  # more to send, or the slots are full (more may be waiting)
+        await self._idle(want)
+        return True
+
+    async def _idle(self, want: int) -> None:
+        """Free slots and nothing claimable: block until work arrives (it is claimed on
+        arrival, by the wait itself) or a running job ends."""
+        while True:
+            if self._waiter is None:
+                self._waiter = asyncio.create_task(
+                    self.backend.wait_for_work(
+                        self.name, IDLE_BLOCK_S, want, self._claim, self._token_base
+                    )
+                )
+                self._waiter.add_done_callback(self._wake.set_from)
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._waiter.done():
+                return  # an outcome to send
+            claimed = _consume(self._waiter)
+            self._waiter = None
+            self._ready.extend(claimed)
+            free = self._fill_from_ready()
+            if self._outcomes or self._stopping or free <= 0 or len(claimed) >= want:
+                return
+            want = free + self._prefetch_room()  # the queue is empty: block again at once
+
+    async def _drop_waiter(self) -> int:
+        """Stop a wait in flight; jobs it claimed go to the buffer. Returns how many."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is None:
+            return 0
+        waiter.cancel()
+        with contextlib.suppress(BaseException):
+            await waiter
+        claimed = _consume(waiter)
+        self._ready.extend(claimed)
+        return len(claimed)
 
     def _fill_from_ready(self) -> int:
         """Start prefetched jobs in free slots; return the slots still free."""
@@ -534,8 +563,12 @@ def _message(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
-def _consume(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        exc = task.exception()
+def _consume(task: asyncio.Task[tuple[Claimed, ...]]) -> tuple[Claimed, ...]:
+    if task.cancelled():
+        return ()
+    exc = task.exception()
+    if exc is not None:
         if not isinstance(exc, BackendError):
             log.warning("wait for work failed: %r", exc)
+        return ()
+    return task.result()

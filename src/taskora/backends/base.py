@@ -190,8 +190,11 @@ class Backend(Protocol):
     ) -> FinishReport:
         """Record outcomes, then claim up to ``claim`` waiting jobs, in one atomic step."""
 
-    async def wait_for_work(self, task: str, timeout_s: float) -> None:
-        """Block until work may be claimable (an enqueue or a due delayed job) or timeout."""
+    async def wait_for_work(
+        self, task: str, timeout_s: float, claim: int, options: ClaimOptions, token_base: str
+    ) -> tuple[Claimed, ...]:
+        """Block until work may be claimable (an enqueue, a due delayed job) or ``timeout_s``,
+        then claim up to ``claim`` jobs at once; returns them (possibly none)."""
 
     async def extend_locks(
         self, task: str, held: Sequence[tuple[str, str]], lock_ttl_ms: int

@@ -417,7 +417,14 @@ class MemoryBackend:
         self._rearm(t, now, gated, released)
         return FinishReport(tuple(refused), tuple(claimed))
 
-    async def wait_for_work(self, task: str, timeout_s: float) -> None:
+    async def wait_for_work(
+        self, task: str, timeout_s: float, claim: int, options: ClaimOptions, token_base: str
+    ) -> tuple[Claimed, ...]:
+        await self._wait_marker(task, timeout_s)
+        report = await self.finish_and_claim(task, (), claim, options, token_base)
+        return report.claimed
+
+    async def _wait_marker(self, task: str, timeout_s: float) -> None:
         t = self._t(task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s

@@ -67,6 +67,7 @@ class RedisBackend:
         self._cancel_listeners: dict[str, CancelListener] = {}
         self._offset_ms = 0.0
         self._token_seq = 0
+        self._next_due: dict[str, int] = {}  # task -> due ms of its next delayed job (0: none)
         self.waiter = ResultWaiter(self)
 
     def configure(self, *, prefix: str | None) -> None:
@@ -237,6 +238,23 @@ class RedisBackend:
         token_base: str,
     ) -> FinishReport:
         keys = self.keys(task)
+        args = self._finish_args(keys, outcomes, claim, options, token_base)
+        with self.errors():
+            refused, flat, next_due = await SCRIPTS["finish_claim"](
+                self.client, keys.standard, args
+            )
+        self._next_due[task] = int(next_due)
+        return FinishReport(tuple(r.decode() for r in refused), _claimed(flat))
+
+    def _finish_args(
+        self,
+        keys: TaskKeys,
+        outcomes: Sequence[Outcome],
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        after_wait: bool = False,
+    ) -> list[Any]:
         args: list[Any] = [keys.base, len(outcomes)]
         for o in outcomes:
             payload = o.result if o.kind == "completed" else (o.error or "")
@@ -251,38 +269,66 @@ class RedisBackend:
             "1" if options.singleton else "0",
             options.keep_completed,
             options.keep_failed,
+            "1" if after_wait else "0",
         )
-        with self.errors():
-            refused, flat = await SCRIPTS["finish_claim"](self.client, keys.standard, args)
-        claimed = tuple(
-            Claimed(
-                id=flat[i].decode(),
-                data=flat[i + 1],
-                version=_int(flat[i + 2], 1),
-                attempt=_int(flat[i + 3], 1),
-                ts=_int(flat[i + 4], 0),
-                token=flat[i + 5].decode(),
-            )
-            for i in range(0, len(flat), 6)
-        )
-        return FinishReport(tuple(r.decode() for r in refused), claimed)
+        return args
 
-    async def wait_for_work(self, task: str, timeout_s: float) -> None:
+    async def wait_for_work(
+        self, task: str, timeout_s: float, claim: int, options: ClaimOptions, token_base: str
+    ) -> tuple[Claimed, ...]:
+        """BZPOPMIN the task's marker with a claim queued right behind it on the same
+        connection: Redis runs the claim the moment work arrives, with no round trip back to
+        this process first (both replies come back together). When nothing was claimable
+        and a delayed job is due sooner than the timeout, block again until it is due."""
         conn = self._blocking.get(task)
         if conn is None:
             conn = self._blocking[task] = self._new_client(f"block:{task}", blocking=True)
-        marker = self.keys(task).key("marker")
+        keys = self.keys(task)
+        deadline = time.monotonic() + timeout_s
+        wait_s = self._until_due(task, timeout_s)
         try:
             with self.errors():
-                popped = await conn.execute("BZPOPMIN", marker, timeout_s)
-                if popped is None:
-                    return
-                wait_ms = float(popped[2]) - self.now_ms()
-                if wait_ms > 0:  # the next delayed job is due later: block until then or new work
-                    await conn.execute("BZPOPMIN", marker, round(min(wait_ms / 1000, timeout_s), 3))
+                while True:
+                    popped, claimed, next_due = await self._pop_and_claim(
+                        conn, keys, wait_s, claim, options, token_base
+                    )
+                    self._next_due[task] = next_due
+                    remaining = deadline - time.monotonic()
+                    if claimed or popped is None or remaining <= 0.001:
+                        return claimed
+                    wait_s = self._until_due(task, remaining)
         except asyncio.CancelledError:
             conn.disconnect()  # a blocked command cannot be taken back: drop the connection
             raise
+
+    def _until_due(self, task: str, limit_s: float) -> float:
+        """How long to block: until the next delayed job is due, at most ``limit_s``."""
+        due = self._next_due.get(task, 0)
+        wait_s = limit_s if not due else min(limit_s, (due - self.now_ms()) / 1000)
+        return round(max(wait_s, 0.001), 3)
+
+    async def _pop_and_claim(
+        self,
+        conn: RespClient,
+        keys: TaskKeys,
+        timeout_s: float,
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+    ) -> tuple[Any, tuple[Claimed, ...], int]:
+        args = self._finish_args(keys, (), claim, options, token_base, after_wait=True)
+        script = SCRIPTS["finish_claim"]
+        popped, reply = await conn.pipeline(
+            [
+                ("BZPOPMIN", keys.key("marker"), timeout_s),
+                ("EVALSHA", script.sha, len(keys.standard), *keys.standard, *args),
+            ]
+        )
+        if isinstance(popped, Exception):
+            raise popped
+        if isinstance(reply, Exception):  # NOSCRIPT, WRONGTYPE...: the careful path
+            reply = await script(self.client, keys.standard, args)
+        return popped, _claimed(reply[1]), int(reply[2])
 
     async def extend_locks(
         self, task: str, held: Sequence[tuple[str, str]], lock_ttl_ms: int
@@ -525,6 +571,21 @@ def _address_of(client: Any) -> Address:
         username=kw.get("username"),
         password=kw.get("password"),
         tls="ssl" in str(client.connection_pool.connection_class).lower(),
+    )
+
+
+def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:
+    """The claim part of finish_claim's reply: id, data, _v, attempt, ts, token per job."""
+    return tuple(
+        Claimed(
+            id=flat[i].decode(),
+            data=flat[i + 1],
+            version=_int(flat[i + 2], 1),
+            attempt=_int(flat[i + 3], 1),
+            ts=_int(flat[i + 4], 0),
+            token=flat[i + 5].decode(),
+        )
+        for i in range(0, len(flat), 6)
     )
 
 

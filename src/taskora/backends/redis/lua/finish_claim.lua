@@ -3,10 +3,12 @@
 -- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, count, then per outcome: id, token, kind, payload, retryDelayMs;
 --       then want, lockTtlMs, tokenBase, tokenSeq, singleton ('1'/'0'),
---       completedMax, failedMax (retention by count, trimmed here as jobs finish).
+--       completedMax, failedMax (retention by count, trimmed here as jobs finish),
+--       afterWait ('1' when queued behind the caller's own BZPOPMIN of the marker).
 -- kind: completed (payload = result JSON) | failed | retry (payload = error message)
 --       | cancelled | release (back to waiting, e.g. at shutdown).
--- Returns { refused ids, claimed jobs flat (id, data, _v, attempt, ts, token) }.
+-- Returns { refused ids, claimed jobs flat (id, data, _v, attempt, ts, token), next due ms
+-- of a delayed job when nothing is waiting (0 = none) }.
 -- An outcome is refused when the job's lock is not the caller's token: the job was
 -- recovered from this worker (stall) and belongs to someone else now.
 local B = ARGV[1]
@@ -92,5 +94,5 @@ end
 promote(K, B, now)
 local claimed, gated = claim(K, B, now, tonumber(ARGV[base]), tonumber(ARGV[base + 1]),
   ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4])
-rearm(K, now, gated, released)
-return { refused, claimed }
+local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1')
+return { refused, claimed, next_due }

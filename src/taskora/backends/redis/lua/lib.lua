@@ -230,20 +230,24 @@ end
 
 -- Leave the wake-up marker saying when a worker should next try to claim:
 -- 0 = now, a timestamp = the next delayed job's due time, absent = nothing to do.
-local function rearm(K, now, gated, released)
+-- A claim made right after a worker popped the marker (after_wait) never sets a future
+-- marker: that worker blocks until the due time itself (it gets it back from us), and
+-- re-adding the marker would wake it again at once. Returns the next due time (0 = none).
+local function rearm(K, now, gated, released, after_wait)
   local waiting = redis.call('ZCARD', K.prioritized) + redis.call('LLEN', K.wait)
   if waiting > 0 then
-    if gated and not released then
-      redis.call('ZADD', K.marker, now + 1000, '0')
-    else
+    if not (gated and not released) then
       redis.call('ZADD', K.marker, 0, '0')
+    elseif not after_wait then
+      redis.call('ZADD', K.marker, now + 1000, '0')
     end
-    return
+    return 0
   end
   local nxt = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
   if nxt[2] then
-    redis.call('ZADD', K.marker, nxt[2], '0')
-  else
-    redis.call('DEL', K.marker)
+    if not after_wait then redis.call('ZADD', K.marker, nxt[2], '0') end
+    return tonumber(nxt[2])
   end
+  if not after_wait then redis.call('DEL', K.marker) end
+  return 0
 end

@@ -52,5 +52,5 @@ local active = redis.call('LRANGE', K.active, 0, -1)
 for i = 1, #active, 1000 do
   redis.call('SADD', K.stalled, unpack(active, i, math.min(i + 999, #active)))
 end
-if released then rearm(K, now, false, true) end
+if released then rearm(K, now, false, true, false) end
 return { recovered, failed, cancelled }
