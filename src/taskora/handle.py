@@ -109,11 +109,15 @@ class ResultHandle(Generic[Out]):
     async def _wait(self, timeout: float | None) -> Out:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._ensure_enqueued()
-        except builtins.TimeoutError:
-            raise self._timeout_error(timeout) from None
+        future = self._future
+        if isinstance(future, asyncio.Future) and future.done():
+            self._settle(future.result())  # enqueued already (the usual case): no timer
+        else:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._ensure_enqueued()
+            except builtins.TimeoutError:
+                raise self._timeout_error(timeout) from None
         remaining = None if deadline is None else max(0.0, deadline - loop.time())
         backend = await self._app._connected_backend()
         terminal = await backend.wait_terminal(

@@ -144,6 +144,10 @@ class Worker:
     async def _pass(self) -> bool:
         """One turn: send outcomes and claim for the free slots; False when stopped."""
         self._wake.clear()
+        waiter = self._waiter
+        if waiter is not None and waiter.done():  # it claimed work while we were busy
+            self._waiter = None
+            self._ready.extend(_consume(waiter))
         if self._stopping:
             self._release_ready()
         free = self._fill_from_ready()
@@ -185,10 +189,11 @@ class Worker:
                     )
                 )
                 self._waiter.add_done_callback(self._wake.set_from)
-            await self._wake.wait()
-            self._wake.clear()
             if not self._waiter.done():
-                return  # an outcome to send
+                await self._wake.wait()
+                self._wake.clear()
+                if not self._waiter.done():
+                    return  # an outcome to send
             claimed = _consume(self._waiter)
             self._waiter = None
             self._ready.extend(claimed)
