@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 import taskora
 from tests.redis_server import RedisServer
+from tests.stored import Store
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +91,16 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def store(backend_url: str) -> AsyncIterator[Store]:
+    """A view of what the parametrized backend stored (its own client on Redis)."""
+    if not backend_url.startswith("redis"):
+        yield Store(None)
+        return
+    client = aioredis.Redis.from_url(backend_url)
+    try:
+        yield Store(client)
+    finally:
+        await client.aclose()

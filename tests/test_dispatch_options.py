@@ -11,7 +11,6 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,64 +19,9 @@ import redis.asyncio as aioredis
 import taskora
 from taskora.backends.base import ClaimOptions, NewJob
 from tests.conftest import AppFactory, wait_until
+from tests.stored import Store, _base, _connected, fields
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _base(app: taskora.App, task: str) -> str:
-    root = "taskora" if not app.prefix else f"taskora:{app.prefix}"
-    return f"{root}:{{{task}}}:"
-
-
-async def _connected(app: taskora.App) -> Any:
-    return await app._connected_backend()
-
-
-async def fields(app: taskora.App, task: str, job_id: str) -> dict[str, str]:
-    backend = await _connected(app)
-    result: dict[str, str] = await backend.job_fields(task, job_id)
-    return result
-
-
-class Store:
-    """Looks at what a backend stored: through its own redis-py client on Redis (so the
-    checks do not depend on taskora's client), through the backend's tables in memory."""
-
-    def __init__(self, rdb: aioredis.Redis | None) -> None:
-        self.rdb = rdb
-
-    async def conc_counters(self, app: taskora.App, task: str) -> dict[str, int]:
-        """Per-key active counters the backend keeps for concurrency keys."""
-        if self.rdb is None:
-            backend = await _connected(app)
-            return dict(backend._t(task).conc)
-        prefix = _base(app, task) + "conc:"
-        out = {}
-        async for key in self.rdb.scan_iter(match=prefix + "*"):
-            out[key.decode()[len(prefix) :]] = int(await self.rdb.get(key))
-        return out
-
-    async def assert_nothing_written(self, app: taskora.App, task: str) -> None:
-        backend = await _connected(app)
-        assert sum((await backend.counts(task)).values()) == 0
-        if self.rdb is None:
-            assert not backend._t(task).jobs
-        else:
-            root = f"taskora:{app.prefix}:"
-            keys = [k.decode() async for k in self.rdb.scan_iter(match=root + "*")]
-            assert keys == [root + "meta"]
-
-
-@pytest.fixture
-async def store(backend_url: str) -> AsyncIterator[Store]:
-    if not backend_url.startswith("redis"):
-        yield Store(None)
-        return
-    client = aioredis.Redis.from_url(backend_url)
-    try:
-        yield Store(client)
-    finally:
-        await client.aclose()
 
 
 async def clock_passes(app: taskora.App, ms: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,83 +18,9 @@ import redis.asyncio as aioredis
 import taskora
 from taskora.backends.base import ClaimOptions, Flow, NewJob
 from tests.conftest import AppFactory, wait_until
+from tests.stored import Store, _base, _connected, fields
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _base(app: taskora.App, task: str) -> str:
-    root = "taskora" if not app.prefix else f"taskora:{app.prefix}"
-    return f"{root}:{{{task}}}:"
-
-
-async def _connected(app: taskora.App) -> Any:
-    return await app._connected_backend()
-
-
-class Store:
-    """Looks at what a backend stored: through its own redis-py client on Redis (so the
-    checks do not depend on taskora's client), through the backend's tables in memory."""
-
-    def __init__(self, rdb: aioredis.Redis | None) -> None:
-        self.rdb = rdb
-
-    async def flow_value(self, app: taskora.App, task: str, name: str) -> str | None:
-        """The value under the task's flow key ``name`` (e.g. ``"dedup:k"``), or None."""
-        full = _base(app, task) + name
-        if self.rdb is None:
-            backend = await _connected(app)
-            held = backend._t(task).flow_keys.get(full)
-            if held is None or (held[1] is not None and backend.now_ms() > held[1]):
-                return None
-            return str(held[0])
-        raw = await self.rdb.get(full)
-        return None if raw is None else raw.decode()
-
-    async def flow_pttl(self, app: taskora.App, task: str, name: str) -> int:
-        full = _base(app, task) + name
-        if self.rdb is None:
-            backend = await _connected(app)
-            held = backend._t(task).flow_keys.get(full)
-            if held is None:
-                return -2
-            return -1 if held[1] is None else int(held[1] - backend.now_ms())
-        return int(await self.rdb.pttl(full))
-
-    async def set_flow_value(self, app: taskora.App, task: str, name: str, value: str) -> None:
-        full = _base(app, task) + name
-        if self.rdb is None:
-            (await _connected(app))._t(task).flow_keys[full] = (value, None)
-        else:
-            await self.rdb.set(full, value)
-
-    async def assert_nothing_written(self, app: taskora.App, task: str) -> None:
-        backend = await _connected(app)
-        assert sum((await backend.counts(task)).values()) == 0
-        if self.rdb is None:
-            t = backend._t(task)
-            assert not t.jobs and not t.flow_keys
-        else:
-            root = f"taskora:{app.prefix}:"
-            keys = [k.decode() async for k in self.rdb.scan_iter(match=root + "*")]
-            assert keys == [root + "meta"]
-
-
-@pytest.fixture
-async def store(backend_url: str) -> AsyncIterator[Store]:
-    if not backend_url.startswith("redis"):
-        yield Store(None)
-        return
-    client = aioredis.Redis.from_url(backend_url)
-    try:
-        yield Store(client)
-    finally:
-        await client.aclose()
-
-
-async def fields(app: taskora.App, task: str, job_id: str) -> dict[str, str]:
-    backend = await _connected(app)
-    result: dict[str, str] = await backend.job_fields(task, job_id)
-    return result
 
 
 async def is_waited_on(app: taskora.App, task: str, job_id: str) -> bool:

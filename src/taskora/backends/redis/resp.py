@@ -20,7 +20,7 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -212,17 +212,7 @@ class RespClient:
         return protocol.send(_pack(args))
 
     async def _retrying(self, packed: bytes) -> Any:
-        delay = 0.05
-        for attempt in range(self.retries + 1):
-            try:
-                protocol = await self._connected()
-                return await protocol.send(packed)
-            except (TimeoutError, ConnectionError, OSError):
-                if attempt == self.retries or self._closed:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        raise AssertionError("unreachable")
+        return await self._with_retries(lambda protocol: protocol.send(packed))
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Send several commands at once; replies (or ReplyError instances) in order."""
@@ -230,12 +220,19 @@ class RespClient:
             return []
         self.round_trips += 1
         packed = [_pack(tuple(cmd)) for cmd in commands]
+
+        def send(protocol: _Protocol) -> Awaitable[list[Any]]:
+            futures = [protocol.send(p) for p in packed]
+            return asyncio.gather(*futures, return_exceptions=True)
+
+        return list(await self._with_retries(send))
+
+    async def _with_retries(self, send: Callable[[_Protocol], Awaitable[Any]]) -> Any:
+        """Connect if needed and send; on a lost connection retry with backoff."""
         delay = 0.05
         for attempt in range(self.retries + 1):
             try:
-                protocol = await self._connected()
-                futures = [protocol.send(p) for p in packed]
-                return list(await asyncio.gather(*futures, return_exceptions=True))
+                return await send(await self._connected())
             except (TimeoutError, ConnectionError, OSError):
                 if attempt == self.retries or self._closed:
                     raise

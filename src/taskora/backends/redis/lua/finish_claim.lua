@@ -70,7 +70,7 @@ for i = 0, count - 1 do
       finished(id, 'cancelled', 'reason', f[3] or '')
     else -- release
       redis.call('HSET', jk, 'state', 'waiting')
-      requeue_front(K, id, tonumber(f[4] or '0') or 0, tonumber(f[5] or '') or now)
+      requeue(K, id, tonumber(f[4] or '0') or 0, tonumber(f[5] or '') or now, true)
       released = true
       emit(K.events, 'event', 'waiting', 'jobId', id)
     end

@@ -52,23 +52,17 @@ local function finished(id, state, field, value)
   end
 end
 
--- Priority > 0 waits in a sorted set scored -priority*1e13 + ts (wire format v6);
--- priority 0 waits in a FIFO list (LPUSH in, RPOP out).
-local function requeue(K, id, priority, ts)
+-- Priority > 0 waits in a sorted set scored -priority*1e13 + ts (wire format v6); priority 0
+-- waits in a FIFO list (LPUSH in, RPOP out). `front` puts a job that was claimed once before
+-- (recovered from a dead worker, given back at shutdown, unparked) ahead of its band, with
+-- its original ts: it is older than anything still waiting.
+local function requeue(K, id, priority, ts, front)
   if priority > 0 then
     redis.call('ZADD', K.prioritized, -priority * 1e13 + ts, id)
+  elseif front then
+    redis.call('RPUSH', K.wait, id)
   else
     redis.call('LPUSH', K.wait, id)
-  end
-end
-
--- A job that was already claimed once (recovered from a dead worker, or given back at
--- shutdown) goes to the front of its band: it is older than anything still waiting.
-local function requeue_front(K, id, priority, ts)
-  if priority > 0 then
-    redis.call('ZADD', K.prioritized, -priority * 1e13 + ts, id)
-  else
-    redis.call('RPUSH', K.wait, id)
   end
 end
 
@@ -90,7 +84,7 @@ local function release_concurrency(K, B, key)
     redis.call('DECR', B .. 'parked')
     local f = redis.call('HMGET', B .. id, 'state', 'priority', 'ts')
     if f[1] == 'waiting' then
-      requeue_front(K, id, tonumber(f[2] or '0') or 0, tonumber(f[3] or '') or 0)
+      requeue(K, id, tonumber(f[2] or '0') or 0, tonumber(f[3] or '') or 0, true)
     end
   end
   return true

@@ -38,7 +38,7 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
           failed[#failed + 1] = id
         else
           redis.call('HSET', jk, 'state', 'waiting')
-          requeue_front(K, id, tonumber(f[4] or '0') or 0, tonumber(f[6] or '') or now)
+          requeue(K, id, tonumber(f[4] or '0') or 0, tonumber(f[6] or '') or now, true)
           emit(K.events, 'event', 'stalled', 'jobId', id, 'count', n, 'action', 'recovered')
           recovered[#recovered + 1] = id
         end
