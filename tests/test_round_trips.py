@@ -132,3 +132,25 @@ async def test_slow_jobs_cost_exactly_one_round_trip_each(server: RedisServer) -
         await asyncio.wait_for(done.wait(), 60)
         used = _trips(app)["main"] - trips
     assert 30 <= used <= 40, used
+
+
+async def test_an_idle_worker_finishes_and_waits_again_in_one_write(server: RedisServer) -> None:
+    """Serving one job at a time: the claim rides on the wake-up, and the finish goes out
+    together with the next blocking wait: one write per job, all on the blocking connection."""
+    prefix = "rt" + uuid.uuid4().hex[:6]
+    worker = taskora.App(server.url, prefix=prefix)
+    producer = taskora.App(server.url, prefix=prefix)
+    for app in (worker, producer):
+        app.task("echo", concurrency=10)(lambda data: data)
+    echo = producer.tasks["echo"]
+    async with worker:
+        for i in range(20):  # warm up: the worker learns its jobs are quick
+            await echo.dispatch(i).wait_for(20)
+        before = _trips(worker)
+        for i in range(100):
+            assert await echo.dispatch(i).wait_for(20) == i
+        after = _trips(worker)
+    await producer.close()
+    used = {role: after[role] - before.get(role, 0) for role in after}
+    assert used["main"] <= 3, used
+    assert 100 <= used["block:echo"] <= 103, used

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import serializer
-from .backends.base import Backend, Claimed, ClaimOptions, Outcome
+from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
 from .context import Context
 from .errors import BackendError, RetryError, SerializationError, TimeoutError
 from .retry import retry_delay_ms
@@ -81,6 +81,7 @@ class Worker:
         self._stopping = False
         self._main: asyncio.Task[None] | None = None
         self._waiter: asyncio.Task[tuple[Claimed, ...]] | None = None
+        self._idle_expected = False  # the last claim found the queue empty
         self._backoff = 0.05
         self._upkeep: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -161,9 +162,7 @@ class Worker:
         want = free + self._prefetch_room()
         outcomes, self._outcomes = self._outcomes, []
         try:
-            report = await self.backend.finish_and_claim(
-                self.name, outcomes, want, self._claim, self._token_base
-            )
+            report = await self._finish(outcomes, want)
         except BackendError as exc:
             self._outcomes[:0] = outcomes
             log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
@@ -171,12 +170,34 @@ class Worker:
             self._backoff = min(self._backoff * 2, 2.0)
             return True
         self._backoff = 0.05
+        self._idle_expected = len(report.claimed) < want
         self._ready.extend(report.claimed)
         free = self._fill_from_ready()
         if self._outcomes or self._stopping or len(report.claimed) >= want or free <= 0:
             return True  # more to send, or the slots are full (more may be waiting)
         await self._idle(want)
         return True
+
+    async def _finish(self, outcomes: list[Outcome], want: int) -> FinishReport:
+        """Send outcomes and claim. A worker with quick jobs that found the queue empty
+        last time sends its next blocking wait along with the finish, in one write."""
+        if (
+            outcomes
+            and self._idle_expected
+            and self._waiter is None
+            and not self._stopping
+            and self._prefetch_room() > 0
+        ):
+            sent = self.backend.finish_then_wait(
+                self.name, outcomes, want, self._claim, self._token_base, IDLE_BLOCK_S
+            )
+            if sent is not None:
+                finished, self._waiter = sent
+                self._waiter.add_done_callback(self._wake.set_from)
+                return await finished
+        return await self.backend.finish_and_claim(
+            self.name, outcomes, want, self._claim, self._token_base
+        )
 
     async def _idle(self, want: int) -> None:
         """Free slots and nothing claimable: block until work arrives (it is claimed on
@@ -196,10 +217,18 @@ class Worker:
                     return  # an outcome to send
             claimed = _consume(self._waiter)
             self._waiter = None
+            self._idle_expected = len(claimed) < want
             self._ready.extend(claimed)
             free = self._fill_from_ready()
             if self._outcomes or self._stopping or free <= 0 or len(claimed) >= want:
                 return
+            if claimed and self._prefetch_room() > 0:
+                # Quick jobs just started: their outcomes come in a moment, and that finish
+                # re-arms the wait in the same write. Re-arm alone only if they linger.
+                with contextlib.suppress(builtins.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 2 * PREFETCH_S)
+                if self._outcomes:
+                    return
             want = free + self._prefetch_room()  # the queue is empty: block again at once
 
     async def _drop_waiter(self) -> int:

@@ -9,7 +9,7 @@ Payloads cross the boundary already serialized (``str``): backends never see use
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -195,6 +195,18 @@ class Backend(Protocol):
     ) -> tuple[Claimed, ...]:
         """Block until work may be claimable (an enqueue, a due delayed job) or ``timeout_s``,
         then claim up to ``claim`` jobs at once; returns them (possibly none)."""
+
+    def finish_then_wait(
+        self,
+        task: str,
+        outcomes: Sequence[Outcome],
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        timeout_s: float,
+    ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
+        """Optional fast path for a worker about to go idle: ``finish_and_claim`` and the
+        next ``wait_for_work`` sent together. None: use the two calls."""
 
     async def extend_locks(
         self, task: str, held: Sequence[tuple[str, str]], lock_ttl_ms: int

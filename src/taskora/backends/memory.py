@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -449,6 +449,17 @@ class MemoryBackend:
         except TimeoutError:
             return False
         return t.marker is not None
+
+    def finish_then_wait(
+        self,
+        task: str,
+        outcomes: Sequence[Outcome],
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        timeout_s: float,
+    ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
+        return None  # in-process: nothing to save
 
     async def extend_locks(
         self, task: str, held: Sequence[tuple[str, str]], lock_ttl_ms: int

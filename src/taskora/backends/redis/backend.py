@@ -280,6 +280,68 @@ class RedisBackend:
         connection: Redis runs the claim the moment work arrives, with no round trip back to
         this process first (both replies come back together). When nothing was claimable
         and a delayed job is due sooner than the timeout, block again until it is due."""
+        return await self._wait(task, timeout_s, claim, options, token_base, None)
+
+    def finish_then_wait(
+        self,
+        task: str,
+        outcomes: Sequence[Outcome],
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        timeout_s: float,
+    ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
+        """Send a finish and the next blocking wait (with its claim) in one write on the
+        blocking connection; Redis answers the finish at once and the wait when work comes.
+        None when that connection is not ready (use the separate calls)."""
+        conn = self._blocking.get(task)
+        if conn is None or self._client is None:
+            return None
+        keys = self.keys(task)
+        sha = SCRIPTS["finish_claim"].sha
+        finish_args = self._finish_args(keys, outcomes, claim, options, token_base)
+        wait_s = self._until_due(task, timeout_s)
+        wait_args = self._finish_args(keys, (), claim, options, token_base, after_wait=True)
+        futures = conn.send_many_now(
+            [
+                ("EVALSHA", sha, len(keys.standard), *keys.standard, *finish_args),
+                ("BZPOPMIN", keys.key("marker"), wait_s),
+                ("EVALSHA", sha, len(keys.standard), *keys.standard, *wait_args),
+            ]
+        )
+        if futures is None:
+            return None
+        for future in futures[1:]:  # the wait may be cancelled before it reads them
+            future.add_done_callback(_retrieved)
+        first = (futures[1], futures[2], wait_args)
+        waiter = asyncio.ensure_future(
+            self._wait(task, timeout_s, claim, options, token_base, first)
+        )
+        return self._finished(task, keys, futures[0], finish_args), waiter
+
+    async def _finished(
+        self, task: str, keys: TaskKeys, future: asyncio.Future[Any], args: list[Any]
+    ) -> FinishReport:
+        try:
+            reply = await future
+        except (ReplyError, ConnectionError):
+            # NOSCRIPT (nothing ran), a key to repair, or a lost connection (it may have run:
+            # a second run refuses what was already applied): the careful path
+            with self.errors():
+                reply = await SCRIPTS["finish_claim"](self.client, keys.standard, args)
+        refused, flat, next_due = reply
+        self._next_due[task] = int(next_due)
+        return FinishReport(tuple(r.decode() for r in refused), _claimed(flat))
+
+    async def _wait(
+        self,
+        task: str,
+        timeout_s: float,
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        first: tuple[asyncio.Future[Any], asyncio.Future[Any], list[Any]] | None,
+    ) -> tuple[Claimed, ...]:
         conn = self._blocking.get(task)
         if conn is None:
             conn = self._blocking[task] = self._new_client(f"block:{task}", blocking=True)
@@ -289,9 +351,13 @@ class RedisBackend:
         try:
             with self.errors():
                 while True:
-                    popped, claimed, next_due = await self._pop_and_claim(
-                        conn, keys, wait_s, claim, options, token_base
-                    )
+                    if first is not None:
+                        popped, claimed, next_due = await self._claimed_on_wake(keys, *first)
+                        first = None
+                    else:
+                        popped, claimed, next_due = await self._pop_and_claim(
+                            conn, keys, wait_s, claim, options, token_base
+                        )
                     self._next_due[task] = next_due
                     remaining = deadline - time.monotonic()
                     if claimed or popped is None or remaining <= 0.001:
@@ -324,10 +390,20 @@ class RedisBackend:
                 ("EVALSHA", script.sha, len(keys.standard), *keys.standard, *args),
             ]
         )
-        if isinstance(popped, Exception):
-            raise popped
-        if isinstance(reply, Exception):  # NOSCRIPT, WRONGTYPE...: the careful path
-            reply = await script(self.client, keys.standard, args)
+        return await self._claimed_on_wake(keys, _done(popped), _done(reply), args)
+
+    async def _claimed_on_wake(
+        self,
+        keys: TaskKeys,
+        popped_future: asyncio.Future[Any],
+        reply_future: asyncio.Future[Any],
+        args: list[Any],
+    ) -> tuple[Any, tuple[Claimed, ...], int]:
+        popped = await popped_future
+        try:
+            reply = await reply_future
+        except ReplyError:  # NOSCRIPT, WRONGTYPE...: the careful path
+            reply = await SCRIPTS["finish_claim"](self.client, keys.standard, args)
         return popped, _claimed(reply[1]), int(reply[2])
 
     async def extend_locks(
@@ -572,6 +648,21 @@ def _address_of(client: Any) -> Address:
         password=kw.get("password"),
         tls="ssl" in str(client.connection_pool.connection_class).lower(),
     )
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _done(value: Any) -> asyncio.Future[Any]:
+    """A finished future holding a pipeline reply (an exception reply is raised on await)."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+    return future
 
 
 def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:

@@ -145,6 +145,18 @@ class _Protocol(asyncio.Protocol):
             if not future.done():
                 future.set_exception(ConnectionError(str(error)))
 
+    def send_many(self, packed: list[bytes]) -> list[asyncio.Future[Any]]:
+        """Queue several commands and write them with one syscall."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in packed]
+        if self._lost is not None or self._transport is None:
+            for future in futures:
+                future.set_exception(ConnectionError(str(self._lost or "not connected")))
+            return futures
+        self._pending.extend(futures)
+        self._transport.write(b"".join(packed))
+        return futures
+
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._lost is not None or self._transport is None:
@@ -210,6 +222,15 @@ class RespClient:
             return None
         self.round_trips += 1
         return protocol.send(_pack(args))
+
+    def send_many_now(self, commands: Sequence[Sequence[Arg]]) -> list[asyncio.Future[Any]] | None:
+        """Write several commands in one go; their reply futures, or None when not
+        connected. No retry: the caller falls back on an error."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return None
+        self.round_trips += 1
+        return protocol.send_many([_pack(tuple(cmd)) for cmd in commands])
 
     async def _retrying(self, packed: bytes) -> Any:
         return await self._with_retries(lambda protocol: protocol.send(packed))
