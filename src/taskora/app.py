@@ -242,6 +242,16 @@ class App:
             return self._get_enqueuer().submit(task, job, flow)
         return asyncio.run_coroutine_threadsafe(self._submit_async(task, job, flow), home)
 
+    def _submitter(self) -> Callable[[str, NewJob, Flow | None], Any]:
+        """``_submit`` for a run of dispatches from one context (resolves the loop once)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._submit
+        if self._home_for(loop) is loop:
+            return self._get_enqueuer().submit
+        return self._submit
+
     async def _submit_async(self, task: str, job: NewJob, flow: Flow | None) -> EnqueueResult:
         return await self._get_enqueuer().submit(task, job, flow)
 

@@ -8,26 +8,28 @@ JSON and the TypeScript reader refuses them).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .errors import SerializationError
 
 __all__ = ["dumps", "loads"]
 
-_encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+_encode = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
 
 
-def dumps(value: Any, what: str = "data") -> str:
-    """Serialize ``value``; raise SerializationError naming ``what`` if it is not plain JSON."""
+def dumps(value: Any, what: str | Callable[[], str] = "data") -> str:
+    """Serialize ``value``; raise SerializationError naming ``what`` (a string, or a
+    callable that makes one only when needed) if it is not plain JSON."""
     try:
-        return _encoder.encode(value)
-    except ValueError as exc:  # NaN / infinity, circular references
-        raise SerializationError(f"{what} is not JSON-serializable: {exc}") from None
-    except TypeError as exc:
-        raise SerializationError(f"{what} is not JSON-serializable: {exc}") from None
+        return _encode(value)
+    except (ValueError, TypeError) as exc:  # NaN / infinity, circular references, objects
+        name = what if isinstance(what, str) else what()
+        raise SerializationError(f"{name} is not JSON-serializable: {exc}") from None
     except RecursionError:
-        raise SerializationError(f"{what} is nested too deeply to serialize") from None
+        name = what if isinstance(what, str) else what()
+        raise SerializationError(f"{name} is nested too deeply to serialize") from None
 
 
 def loads(raw: str | bytes, what: str = "data") -> Any:

@@ -169,16 +169,26 @@ class Task(Generic[In, Out]):
         Each item is ``{"data": ..., "options": {...}}``. An item with bad data or options
         fails only its own handle (``await handle`` raises); the others are enqueued.
         """
+        app, name = self.app, self.name
+        submit = app._submitter()
         handles: list[ResultHandle[Out]] = []
         for index, item in enumerate(items):
             try:
                 if not isinstance(item, Mapping):
                     raise ConfigError(f"dispatch_many item {index} must be a dict")
-                options = dict(item.get("options") or {})
-                data: Any = item.get("data")
-                handles.append(self.dispatch(data, **options))
+                options = item.get("options")
+                throw = False
+                if options:
+                    options = dict(options)
+                    throw = bool(options.pop("throw_on_reject", False))
+                    job, flow = self._build(item.get("data"), **options)
+                else:
+                    job, flow = self._build(item.get("data"))
             except (ConfigError, SerializationError, TypeError) as exc:
                 handles.append(self._failed_handle(exc))
+                continue
+            reject = _rejecter(job.id, flow) if throw and flow is not None else None
+            handles.append(ResultHandle(app, name, job.id, submit(name, job, flow), reject))
         return handles
 
     def handle(self, job_id: str) -> ResultHandle[Out]:
@@ -194,14 +204,14 @@ class Task(Generic[In, Out]):
     def _build(
         self,
         data: Any,
-        delay: Duration | None,
-        priority: int | None,
-        ttl: Duration | None,
-        concurrency_key: str | None,
-        concurrency_limit: int | None,
-        debounce: Any,
-        throttle: Any,
-        deduplicate: Any,
+        delay: Duration | None = None,
+        priority: int | None = None,
+        ttl: Duration | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
+        debounce: Any = None,
+        throttle: Any = None,
+        deduplicate: Any = None,
     ) -> tuple[NewJob, Flow | None]:
         name = self.name
         delay_ms = 0 if delay is None else to_ms(delay, "delay")
@@ -225,17 +235,17 @@ class Task(Generic[In, Out]):
         elif concurrency_limit is not None:
             raise ConfigError("concurrency_limit needs a concurrency_key")
         flow = _flow(debounce, throttle, deduplicate)
-        encoded = serializer.dumps(data, f"data for task {name!r}")
+        encoded = serializer.dumps(data, lambda: f"data for task {name!r}")
         limit_bytes = self.app.max_payload_bytes
         if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:
             raise SerializationError(
                 f"data for task {name!r} is larger than max_payload_bytes ({limit_bytes})"
             )
-        options = self.options
+        retry = self.options.retry
         job = NewJob(
             id=new_id(),
             data=encoded,
-            max_attempts=options.retry.attempts if options.retry else 1,
+            max_attempts=retry.attempts if retry else 1,
             priority=priority,
             delay_ms=delay_ms,
             ttl_ms=ttl_ms,

@@ -56,7 +56,7 @@ class Flow:
     states: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per job on the dispatch path
 class EnqueueResult:
     """What happened to one dispatch.
 

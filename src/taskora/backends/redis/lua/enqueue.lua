@@ -10,6 +10,7 @@
 local B = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()
+local created = now .. '-0'
 local out = {}
 local waiting, min_due = false, nil
 for i = 0, count - 1 do
@@ -17,21 +18,11 @@ for i = 0, count - 1 do
   local id = ARGV[o]
   local jk = B .. id
   if redis.call('EXISTS', jk) == 1 then
-    out[#out + 1] = ''
+    out[i + 1] = ''
   else
     local priority = tonumber(ARGV[o + 4])
     local delay = tonumber(ARGV[o + 5])
     local ttl = tonumber(ARGV[o + 6])
-    local state = 'waiting'
-    if delay > 0 then state = 'delayed' end
-    local fields = { 'ts', now, '_v', ARGV[o + 2], 'attempt', 1, 'maxAttempts', ARGV[o + 3],
-      'state', state, 'priority', priority, 'data', ARGV[o + 1] }
-    if delay > 0 then fields[#fields + 1] = 'delay'; fields[#fields + 1] = delay end
-    if ttl > 0 then fields[#fields + 1] = 'expireAt'; fields[#fields + 1] = now + ttl end
-    if ARGV[o + 7] ~= '' then
-      fields[#fields + 1] = 'concurrencyKey'; fields[#fields + 1] = ARGV[o + 7]
-      fields[#fields + 1] = 'concurrencyLimit'; fields[#fields + 1] = ARGV[o + 8]
-    end
     -- queue first: if a queue key has the wrong type this fails before anything is written
     if delay > 0 then
       local due = now + delay
@@ -41,8 +32,21 @@ for i = 0, count - 1 do
       requeue(K, id, priority, now)
       waiting = true
     end
-    redis.call('HSET', jk, unpack(fields))
-    out[#out + 1] = now .. '-0'
+    if delay == 0 and ttl == 0 and ARGV[o + 7] == '' then -- the common case, without a table
+      redis.call('HSET', jk, 'ts', now, '_v', ARGV[o + 2], 'attempt', 1,
+        'maxAttempts', ARGV[o + 3], 'state', 'waiting', 'priority', priority, 'data', ARGV[o + 1])
+    else
+      local fields = { 'ts', now, '_v', ARGV[o + 2], 'attempt', 1, 'maxAttempts', ARGV[o + 3],
+        'state', delay > 0 and 'delayed' or 'waiting', 'priority', priority, 'data', ARGV[o + 1] }
+      if delay > 0 then fields[#fields + 1] = 'delay'; fields[#fields + 1] = delay end
+      if ttl > 0 then fields[#fields + 1] = 'expireAt'; fields[#fields + 1] = now + ttl end
+      if ARGV[o + 7] ~= '' then
+        fields[#fields + 1] = 'concurrencyKey'; fields[#fields + 1] = ARGV[o + 7]
+        fields[#fields + 1] = 'concurrencyLimit'; fields[#fields + 1] = ARGV[o + 8]
+      end
+      redis.call('HSET', jk, unpack(fields))
+    end
+    out[i + 1] = created
   end
 end
 if waiting then
