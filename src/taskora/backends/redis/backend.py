@@ -299,7 +299,9 @@ class RedisBackend:
             return None
         keys = self.keys(task)
         sha = SCRIPTS["finish_claim"].sha
-        finish_args = self._finish_args(keys, outcomes, claim, options, token_base)
+        # The finish claims nothing: if work is waiting it leaves the marker at 0, so the
+        # wait right behind it returns at once and claims it.
+        finish_args = self._finish_args(keys, outcomes, 0, options, token_base)
         wait_s = self._until_due(task, timeout_s)
         wait_args = self._finish_args(keys, (), claim, options, token_base, after_wait=True)
         futures = conn.send_many_now(
