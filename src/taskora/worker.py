@@ -27,9 +27,9 @@ from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
 from .context import Context
 from .errors import BackendError, RetryError, SerializationError, TimeoutError
 from .retry import retry_delay_ms
+from .runtime import Runtime
 
 if TYPE_CHECKING:
-    from .app import App
     from .task import Task
 
 __all__ = ["Worker"]
@@ -57,7 +57,7 @@ class Worker:
     """Claims, runs and finishes jobs of one task."""
 
     def __init__(
-        self, app: App, task: Task[Any, Any], backend: Backend, concurrency: int | None = None
+        self, app: Runtime, task: Task[Any, Any], backend: Backend, concurrency: int | None = None
     ):
         options = task.options
         self.app = app
