@@ -11,8 +11,8 @@ import sys
 
 import taskora
 
-# The public API (the spec's api.md, in the repository as docs/design.md#layers). Adding or
-# removing a name is a deliberate change to this list.
+# The public API, as README.md presents it. Adding or removing a name is a deliberate change
+# to this list.
 PUBLIC = [
     "App",
     "BackendError",
