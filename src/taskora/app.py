@@ -285,6 +285,21 @@ class App:
             self.prefix or "(none)",
         )
 
+    def _retarget(self, url: str | None, prefix: str | None) -> None:
+        """Point an App that has not connected yet elsewhere (the CLI's --url/--prefix)."""
+        if url is None and prefix is None:
+            return
+        if self._started or self._connected:
+            raise ConfigError("cannot change the backend of an App that is connected")
+        if prefix is not None:
+            self.prefix = check_name(prefix, "prefix", allow_colon=False)
+        if url is not None:
+            self.backend = backend_from_url(url, prefix=self.prefix)
+        else:
+            configure = getattr(self.backend, "configure", None)
+            if configure is not None:
+                configure(prefix=prefix)
+
     # -- plumbing used by Task and ResultHandle ----------------------------------------------
     async def _connected_backend(self) -> Backend:
         if self._connected:

@@ -392,14 +392,19 @@ class Worker:
         message = _message(exc)
         delay = retry_delay_ms(self.options.retry, job.attempt, exc)
         will_retry = delay is not None
-        if not isinstance(exc, RetryError):
+        if will_retry:
             log.warning(
-                "task %r job %s failed (attempt %d%s): %s",
+                "task %r job %s attempt %d %s: %s; retrying in %d ms",
                 self.name,
                 job.id,
                 job.attempt,
-                ", will retry" if will_retry else "",
+                "asked to retry" if isinstance(exc, RetryError) else "failed",
                 message,
+                delay,
+            )
+        else:
+            log.error(
+                "task %r job %s failed (attempt %d): %s", self.name, job.id, job.attempt, message
             )
         if will_retry:
             return Outcome(job.id, job.token, "retry", error=message, retry_delay_ms=delay or 0)
