@@ -23,6 +23,7 @@ from typing import Any, TypeVar, overload
 from .backends import backend_from_url
 from .backends.base import Backend, EnqueueResult, Flow, NewJob
 from .dispatch import Enqueuer
+from .durations import Duration, optional_ms, to_ms
 from .errors import ConfigError, TaskoraError
 from .inspector import DeadLetters
 from .task import Task
@@ -36,6 +37,7 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+DEFAULT_SHUTDOWN_TIMEOUT = 30
 
 
 class App:
@@ -54,7 +56,9 @@ class App:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         defaults: TaskDefaults | None = None,
         retention: Retention | None = None,
+        shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
+        self.shutdown_timeout_ms = to_ms(shutdown_timeout, "shutdown_timeout")
         if prefix is not None:
             check_name(prefix, "prefix", allow_colon=False)
         if (
@@ -174,16 +178,32 @@ class App:
             chosen.append(self._tasks[name])
         return chosen
 
-    async def close(self, timeout: float | None = None) -> None:
-        """Stop claiming, let active jobs finish (up to ``timeout`` s), release connections."""
+    async def close(self, timeout: Duration | None = None) -> None:
+        """Stop claiming, let active jobs finish (up to ``timeout``: seconds, a timedelta or
+        "5s"; None waits for them), give the rest back to the queue, release connections."""
+        timeout_ms = optional_ms(timeout, "close(timeout)")  # bad values raise before any stop
+        await self._close(timeout_ms)
+
+    async def _close(self, timeout_ms: int | None) -> None:
         if self._home is not None and asyncio.get_running_loop() is not self._home:
             if self._home.is_running():
-                await self._route(lambda: self.close(timeout))
+                await self._route(lambda: self._close(timeout_ms))
                 return
         workers, self._workers = self._workers, []
         self._started = False
         if workers:
-            await asyncio.gather(*(w.stop(timeout) for w in workers), return_exceptions=True)
+            seconds = None if timeout_ms is None else timeout_ms / 1000
+            outcomes = await asyncio.gather(
+                *(w.stop(seconds) for w in workers), return_exceptions=True
+            )
+            for worker, outcome in zip(workers, outcomes, strict=True):
+                if isinstance(outcome, BaseException):  # visible, but the others still close
+                    log.error(
+                        "worker %s did not stop cleanly: %r",
+                        worker.name,
+                        outcome,
+                        exc_info=outcome,
+                    )
         if self._enqueuer is not None:
             await self._enqueuer.drain()
         if self._connected:
@@ -201,24 +221,84 @@ class App:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def run(self, tasks: Iterable[str] | None = None, concurrency: int | None = None) -> None:
-        """Run workers until SIGINT/SIGTERM, then shut down gracefully and return."""
-        self._select(tasks)  # unknown task names fail here, before any connection
-        _install_uvloop()
-        asyncio.run(self._serve(tasks, concurrency))
+    def run(
+        self,
+        tasks: Iterable[str] | None = None,
+        concurrency: int | None = None,
+        shutdown_timeout: Duration | None = None,
+    ) -> None:
+        """Run workers until SIGINT/SIGTERM, then stop and return.
 
-    async def _serve(self, tasks: Iterable[str] | None, concurrency: int | None) -> None:
+        The first signal stops claiming and gives running jobs ``shutdown_timeout`` (default:
+        the App's, 30 s) to finish; a second signal, or the deadline, gives the unfinished
+        ones back to the front of their queue at once. Either way this returns.
+        """
+        self._select(tasks)  # unknown task names fail here, before any connection
+        grace_ms = (
+            self.shutdown_timeout_ms
+            if shutdown_timeout is None
+            else to_ms(shutdown_timeout, "shutdown_timeout")
+        )
+        _install_uvloop()
+        asyncio.run(self._serve(tasks, concurrency, grace_ms))
+
+    async def _serve(
+        self, tasks: Iterable[str] | None, concurrency: int | None, grace_ms: int
+    ) -> None:
+        signals = 0
         stop = asyncio.Event()
+        workers: list[Any] = []
+
+        def on_signal(sig: signal.Signals) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                log.info(
+                    "%s: stopping; running jobs get %s s to finish (send it again to stop now)",
+                    sig.name,
+                    f"{grace_ms / 1000:g}",
+                )
+                stop.set()
+            elif signals == 2:
+                log.warning("%s again: stopping now; running jobs go back to the queue", sig.name)
+                for worker in workers:
+                    worker.hurry()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        await self.start(tasks, concurrency)
-        log.info("taskora worker started: %s", ", ".join(w.name for w in self._workers))
+                loop.add_signal_handler(sig, on_signal, sig)
         try:
+            await self.start(tasks, concurrency)
+            workers.extend(self._workers)
+            self._log_banner(workers)
             await stop.wait()
         finally:
-            await self.close()
+            await self._close(grace_ms)
+            log.info("taskora worker stopped")
+
+    def _log_banner(self, workers: list[Any]) -> None:
+        log.info(
+            "taskora worker started: %s on %s, prefix %s",
+            ", ".join(f"{w.name} (concurrency {w.concurrency})" for w in workers) or "no tasks",
+            getattr(self.backend, "url", type(self.backend).__name__),  # never has a password
+            self.prefix or "(none)",
+        )
+
+    def _retarget(self, url: str | None, prefix: str | None) -> None:
+        """Point an App that has not connected yet elsewhere (the CLI's --url/--prefix)."""
+        if url is None and prefix is None:
+            return
+        if self._started or self._connected:
+            raise ConfigError("cannot change the backend of an App that is connected")
+        if prefix is not None:
+            self.prefix = check_name(prefix, "prefix", allow_colon=False)
+        if url is not None:
+            self.backend = backend_from_url(url, prefix=self.prefix)
+        else:
+            configure = getattr(self.backend, "configure", None)
+            if configure is not None:
+                configure(prefix=prefix)
 
     # -- plumbing used by Task and ResultHandle ----------------------------------------------
     async def _connected_backend(self) -> Backend:

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .durations import Duration
 
 __all__ = [
     "BackendError",
@@ -67,16 +70,19 @@ class SerializationError(TaskoraError):
 class RetryError(TaskoraError):
     """Raise from a handler to retry the job (``raise ctx.retry(delay=..., reason=...)``).
 
-    ``delay_ms`` overrides the task's backoff when set. Retry filters are bypassed, but the
-    job is only retried while attempts remain.
+    ``delay`` (seconds, a timedelta or "5s"; kept as ``delay_ms``) overrides the task's
+    backoff when set. Retry filters are bypassed, but the job is only retried while
+    attempts remain.
     """
 
     def __init__(
-        self, reason: str = "Job scheduled for retry", delay_ms: int | None = None
+        self, reason: str = "Job scheduled for retry", delay: Duration | None = None
     ) -> None:
+        from .durations import optional_ms  # durations imports this module
+
         super().__init__(reason)
         self.reason = reason
-        self.delay_ms = delay_ms
+        self.delay_ms = optional_ms(delay, "RetryError(delay)")
 
 
 class TimeoutError(TaskoraError, builtins.TimeoutError):
