@@ -22,7 +22,6 @@ from .errors import (
     JobExpiredError,
     JobFailedError,
     JobNotFoundError,
-    RetryError,
     SerializationError,
     TaskoraError,
     ThrottledError,
@@ -32,6 +31,7 @@ from .errors import (
 )
 from .handle import ResultHandle
 from .inspector import DeadLetters, JobInfo
+from .retry import RetryError
 from .task import Task
 from .types import (
     Debounce,

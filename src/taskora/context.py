@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from . import serializer
 from .durations import Duration, optional_ms
-from .errors import RetryError
+from .retry import RetryError
 from .types import finite_number
 
 __all__ = ["Context", "JobIO", "Logger"]

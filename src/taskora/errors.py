@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .durations import Duration
+from typing import Any
 
 __all__ = [
     "BackendError",
@@ -37,7 +34,6 @@ __all__ = [
     "JobExpiredError",
     "JobFailedError",
     "JobNotFoundError",
-    "RetryError",
     "SerializationError",
     "TaskoraError",
     "ThrottledError",
@@ -65,24 +61,6 @@ class ValidationError(TaskoraError):
 
 class SerializationError(TaskoraError):
     """A value cannot be stored: not JSON-serializable, NaN/infinity, or over the size limit."""
-
-
-class RetryError(TaskoraError):
-    """Raise from a handler to retry the job (``raise ctx.retry(delay=..., reason=...)``).
-
-    ``delay`` (seconds, a timedelta or "5s"; kept as ``delay_ms``) overrides the task's
-    backoff when set. Retry filters are bypassed, but the job is only retried while
-    attempts remain.
-    """
-
-    def __init__(
-        self, reason: str = "Job scheduled for retry", delay: Duration | None = None
-    ) -> None:
-        from .durations import optional_ms  # durations imports this module
-
-        super().__init__(reason)
-        self.reason = reason
-        self.delay_ms = optional_ms(delay, "RetryError(delay)")
 
 
 class TimeoutError(TaskoraError, builtins.TimeoutError):

@@ -25,8 +25,8 @@ from . import serializer
 from ._threads import DaemonPool
 from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
 from .context import Context
-from .errors import BackendError, RetryError, SerializationError, TimeoutError
-from .retry import retry_delay_ms
+from .errors import BackendError, SerializationError, TimeoutError
+from .retry import RetryError, retry_delay_ms
 from .runtime import Runtime
 
 if TYPE_CHECKING:
