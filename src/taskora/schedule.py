@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import serializer
 from .durations import Duration, to_ms
-from .errors import ConfigError
+from .errors import ConfigError, SerializationError
 
 __all__ = ["Schedule", "ScheduleInfo", "ScheduleSpec", "fire_job_id", "plan_fires"]
 
@@ -102,7 +102,10 @@ class ScheduleSpec:
         check_on_missed(on_missed, where)
         if not isinstance(overlap, bool):
             raise ConfigError(f"{where}: overlap must be True or False, got {overlap!r}")
-        serializer.dumps(data, lambda: f"data for {where}")  # JSON only: fail now, not at fire
+        try:  # JSON only: fail now, not at a fire time
+            serializer.dumps(data, lambda: f"data for {where}")
+        except SerializationError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(task, data, every_ms, cron, timezone, on_missed, overlap)
 
     def to_json(self) -> str:
