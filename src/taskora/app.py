@@ -26,6 +26,8 @@ from .dispatch import Enqueuer
 from .durations import Duration, optional_ms, to_ms
 from .errors import ConfigError, TaskoraError
 from .inspector import DeadLetters
+from .schedule import ScheduleSpec, coerce_schedule
+from .scheduler import ScheduleManager, Scheduler
 from .task import Task
 from .types import Retention, TaskDefaults, check_name
 
@@ -57,6 +59,7 @@ class App:
         defaults: TaskDefaults | None = None,
         retention: Retention | None = None,
         shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
+        scheduler: dict[str, Any] | bool | None = None,
     ) -> None:
         self.shutdown_timeout_ms = to_ms(shutdown_timeout, "shutdown_timeout")
         if prefix is not None:
@@ -93,6 +96,9 @@ class App:
         self._workers: list[Any] = []
         self._started = False
         self._guard = threading.Lock()
+        self._schedule_options = _scheduler_options(scheduler)
+        self._declared: dict[str, ScheduleSpec] = {}
+        self._scheduler: Scheduler | None = None
 
     # -- tasks ------------------------------------------------------------------------
     @overload
@@ -124,9 +130,69 @@ class App:
         )
         if task_name in self._tasks:
             raise ConfigError(f"task {task_name!r} is already registered")
+        schedule = options.pop("schedule", None)
+        inline = None if schedule is None else coerce_schedule(schedule, task_name)
         task: Task[Any, Any] = Task(self, task_name, fn, **options)
+        if inline is not None:  # validated before the task is registered: nothing half done
+            spec = ScheduleSpec.build(
+                task_name,
+                task_name,
+                data=inline.data,
+                every=inline.every,
+                cron=inline.cron,
+                timezone=inline.timezone,
+                on_missed=inline.on_missed,
+                overlap=inline.overlap,
+            )
+            if task_name in self._declared:
+                raise ConfigError(f"schedule {task_name!r} is already declared")
+            self._declared[task_name] = spec
         self._tasks[task_name] = task
         return task
+
+    # -- schedules ------------------------------------------------------------------------
+    def schedule(
+        self,
+        name: str,
+        *,
+        task: Task[Any, Any] | str,
+        data: Any = None,
+        every: Any = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+        on_missed: str = "skip",
+        overlap: bool = False,
+    ) -> None:
+        """Declare a schedule; stored when the app starts (keeping the history of one stored
+        before). Bad input raises ValueError (ConfigError) here, with nothing written."""
+        check_name(name, "schedule name")
+        task_name = task.name if isinstance(task, Task) else task
+        if not isinstance(task_name, str) or task_name not in self._tasks:
+            raise ConfigError(f"schedule {name!r}: unknown task {task_name!r}")
+        if name in self._declared:
+            raise ConfigError(f"schedule {name!r} is already declared")
+        self._declared[name] = ScheduleSpec.build(
+            name,
+            task_name,
+            data=data,
+            every=every,
+            cron=cron,
+            timezone=timezone,
+            on_missed=on_missed,
+            overlap=overlap,
+        )
+
+    @property
+    def schedules(self) -> ScheduleManager:
+        """Stored schedules: ``list()``, ``pause``, ``resume``, ``update``, ``remove``,
+        ``trigger``."""
+        return ScheduleManager(self)
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """This process's scheduler while the app runs one (it has schedules, or
+        ``scheduler=`` asked for one)."""
+        return self._scheduler
 
     @property
     def tasks(self) -> dict[str, Task[Any, Any]]:
@@ -164,6 +230,12 @@ class App:
         try:
             for worker in self._workers:
                 await worker.start()
+            options = self._schedule_options
+            if options is not None and (self._declared or options["explicit"]):
+                self._scheduler = Scheduler(
+                    self, self._declared, options["poll_ms"], options["lock_ttl_ms"]
+                )
+                await self._scheduler.start()
         except BaseException:
             await self.close(timeout=0)
             raise
@@ -191,6 +263,9 @@ class App:
                 return
         workers, self._workers = self._workers, []
         self._started = False
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()
         if workers:
             seconds = None if timeout_ms is None else timeout_ms / 1000
             outcomes = await asyncio.gather(
@@ -434,6 +509,24 @@ class _Portal:
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _scheduler_options(value: dict[str, Any] | bool | None) -> dict[str, Any] | None:
+    """``scheduler=dict(poll_interval=1, lock_ttl=30)`` (seconds or durations); False: this
+    process never runs the scheduler; None: run it when the app declares schedules."""
+    if value is False:
+        return None
+    given: dict[str, Any] = {} if value is None or value is True else dict(value)
+    if not isinstance(value, dict | bool | type(None)):
+        raise ConfigError("scheduler must be a dict (poll_interval=, lock_ttl=) or a bool")
+    unknown = set(given) - {"poll_interval", "lock_ttl"}
+    if unknown:
+        raise ConfigError(f"scheduler: unknown options {sorted(unknown)}")
+    poll = to_ms(given.get("poll_interval", 1), "scheduler poll_interval", allow_zero=False)
+    ttl = to_ms(given.get("lock_ttl", 30), "scheduler lock_ttl", allow_zero=False)
+    if ttl <= poll:
+        raise ConfigError("scheduler lock_ttl must be longer than poll_interval")
+    return {"poll_ms": poll, "lock_ttl_ms": ttl, "explicit": value is not None}
 
 
 def _install_uvloop() -> None:

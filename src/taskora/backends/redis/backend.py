@@ -27,6 +27,7 @@ from ..base import (
     JobSnapshot,
     NewJob,
     Outcome,
+    ScheduleExpect,
     StallReport,
     Terminal,
 )
@@ -613,6 +614,31 @@ class RedisBackend:
         with self.errors():
             reply = await SCRIPTS["expire_due"](self.client, keys.standard, [keys.base, *ids])
         return [_str(r) or "" for r in reply]
+
+    # -- schedules (redis/schedules.py) -------------------------------------------------------
+    async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
+        from .schedules import schedule_lock
+
+        return await schedule_lock(self, token, ttl_ms, release)
+
+    async def schedule_due(
+        self, token: str, limit: int
+    ) -> tuple[int, list[tuple[str, int, str]]] | None:
+        from .schedules import schedule_due
+
+        return await schedule_due(self, token, limit)
+
+    async def schedule_read(self, name: str | None) -> list[tuple[str, str, int | None]]:
+        from .schedules import schedule_read
+
+        return await schedule_read(self, name)
+
+    async def schedule_write(
+        self, name: str, expect: ScheduleExpect, record: str | None, next_ms: int | None
+    ) -> bool:
+        from .schedules import schedule_write
+
+        return await schedule_write(self, name, expect, record, next_ms)
 
     async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
         keys = self.keys(task)
