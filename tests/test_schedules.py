@@ -191,6 +191,19 @@ async def _count(app: taskora.App, task: str, at_least: int) -> bool:
     return len(await _scheduled_jobs(app, task)) >= at_least
 
 
+async def test_declared_schedules_are_known_once_start_returns(make_app: AppFactory) -> None:
+    app = make_app(scheduler=FAST)
+
+    @app.task("job", schedule=taskora.Schedule(every="1h"))
+    async def job(data: Any) -> Any:
+        return data
+
+    app.schedule("nightly", task=job, cron="0 3 * * *")
+    await app.start(tasks=[])
+    assert sorted(info.name for info in await app.schedules.list()) == ["job", "nightly"]
+    await app.schedules.pause("nightly")  # no tick has to run first
+
+
 async def test_pause_resume_update_remove_trigger(make_app: AppFactory) -> None:
     app = make_app(scheduler=FAST)
 

@@ -63,7 +63,10 @@ class Scheduler:
         self._warned: set[str] = set()
 
     async def start(self) -> None:
+        """Store the declared schedules, then tick in the background: once ``start()``
+        returns (``async with app:``), ``app.schedules`` knows every declared schedule."""
         self._stop = asyncio.Event()
+        await self._register(await self.app._connected_backend())
         self._task = asyncio.create_task(self._run(), name="taskora-scheduler")
 
     async def stop(self) -> None:
