@@ -132,6 +132,7 @@ async def test_worker_validates_every_job_and_fails_without_retry(make_app: AppF
         assert "input failed validation" in info.value.error and "to:" in info.value.error
         assert ran == []
         assert (await handle.get_state()) == taskora.JobState.FAILED
+        assert (await fields(worker_app, "strict", handle.id))["attempt"] == "1"  # no retry
 
 
 async def test_validation_retried_when_the_policy_names_it(make_app: AppFactory) -> None:
