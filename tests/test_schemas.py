@@ -244,3 +244,20 @@ async def test_direct_call_is_unvalidated_handler_call() -> None:
         return data.to
 
     assert await send(Email(to="z")) == "z"
+
+
+async def test_schedule_data_is_checked_against_the_input_schema(make_app: AppFactory) -> None:
+    app = make_app()
+
+    @app.task("send")
+    async def send(data: Email) -> None: ...
+
+    with pytest.raises(taskora.ValidationError, match="schedule data"):
+        app.schedule("bad", task=send, data={"subject": "no recipient"}, every="1h")
+    with pytest.raises(taskora.ValidationError, match="schedule data"):
+
+        @app.task("inline", schedule=taskora.Schedule(every="1h", data={"to": 5}))
+        async def inline(data: Email) -> None: ...
+
+    assert "inline" not in app.tasks
+    app.schedule("good", task=send, data={"to": "ops@example.com"}, every="1h")

@@ -234,6 +234,7 @@ class App:
         inline = None if schedule is None else coerce_schedule(schedule, task_name)
         task: Task[Any, Any] = Task(self, task_name, fn, **options)
         if inline is not None:  # validated before the task is registered: nothing half done
+            _check_schedule_data(task, inline.data)
             spec = ScheduleSpec.build(
                 task_name,
                 task_name,
@@ -271,6 +272,7 @@ class App:
             raise ConfigError(f"schedule {name!r}: unknown task {task_name!r}")
         if name in self._declared:
             raise ConfigError(f"schedule {name!r} is already declared")
+        _check_schedule_data(self._tasks[task_name], data)
         self._declared[name] = ScheduleSpec.build(
             name,
             task_name,
@@ -609,6 +611,12 @@ class _Portal:
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _check_schedule_data(task: Task[Any, Any], data: Any) -> None:
+    """A schedule's data must fit the task's input schema: checked once, at declaration."""
+    if task.input is not None:
+        task.input.to_json(data, "schedule data")
 
 
 def _check_contract(contract: object) -> None:
