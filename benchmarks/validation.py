@@ -32,7 +32,8 @@ class Sent(pydantic.BaseModel):
 
 
 def build(url: str) -> tuple[taskora.App, dict[str, taskora.Task[Any, Any]]]:
-    app = taskora.App(url, prefix="bench" + uuid.uuid4().hex[:8])
+    keep = taskora.Retention(completed_max=1_000_000)  # results are read after the run
+    app = taskora.App(url, prefix="bench" + uuid.uuid4().hex[:8], retention=keep)
 
     @app.task("plain")
     async def plain(data: dict, ctx: taskora.Context) -> dict:  # type: ignore[type-arg]
