@@ -17,15 +17,18 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, TypeVar, overload
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Protocol, TypeVar, overload
 
 from .backends import backend_from_url
 from .backends.base import Backend, EnqueueResult, Flow, NewJob
+from .context import Context
+from .contracts import TaskContract, check_handler_against
 from .dispatch import Enqueuer
 from .durations import Duration, optional_ms, to_ms
 from .errors import ConfigError, TaskoraError
 from .inspector import DeadLetters
+from .middleware import Middleware, check_middleware
 from .schedule import ScheduleSpec, coerce_schedule
 from .scheduler import ScheduleManager, Scheduler
 from .task import Task
@@ -36,7 +39,28 @@ __all__ = ["App"]
 log = logging.getLogger("taskora")
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class TaskDecorator(Protocol):
+    """``@app.task(...)``: infers ``Task[In, Out]`` from the handler for type checkers."""
+
+    @overload
+    def __call__(self, fn: Callable[[In, Context], Coroutine[Any, Any, Out]]) -> Task[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[In], Coroutine[Any, Any, Out]]) -> Task[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[In, Context], Out]) -> Task[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[In], Out]) -> Task[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[..., Any]) -> Task[Any, Any]: ...
+
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 DEFAULT_SHUTDOWN_TIMEOUT = 30
@@ -99,26 +123,102 @@ class App:
         self._schedule_options = _scheduler_options(scheduler)
         self._declared: dict[str, ScheduleSpec] = {}
         self._scheduler: Scheduler | None = None
+        self._middleware: tuple[Middleware, ...] = ()
 
     # -- tasks ------------------------------------------------------------------------
     @overload
-    def task(self, name: F) -> Task[Any, Any]: ...
+    def task(self, name: Callable[[In, Context], Coroutine[Any, Any, Out]]) -> Task[In, Out]: ...
 
     @overload
-    def task(self, name: str | None = None, **options: Any) -> Callable[[F], Task[Any, Any]]: ...
+    def task(self, name: Callable[[In], Coroutine[Any, Any, Out]]) -> Task[In, Out]: ...
+
+    @overload
+    def task(self, name: Callable[[In, Context], Out]) -> Task[In, Out]: ...
+
+    @overload
+    def task(self, name: Callable[[In], Out]) -> Task[In, Out]: ...
+
+    @overload
+    def task(self, name: str | None = None, **options: Any) -> TaskDecorator: ...
 
     def task(self, name: Any = None, **options: Any) -> Any:
         """Register a handler: ``@app.task("send-email", retry=..., timeout="30s")``.
 
         The name defaults to the function's name. Invalid options raise ConfigError now.
+        The handler's annotated data parameter and return type are its schemas unless
+        ``input=``/``output=`` say otherwise (docs/design.md#schemas-and-middleware).
         """
         if callable(name) and not isinstance(name, str):
             return self._register(None, name, options)
 
-        def decorator(fn: F) -> Task[Any, Any]:
+        def decorator(fn: Callable[..., Any]) -> Task[Any, Any]:
             return self._register(name, fn, options)
 
         return decorator
+
+    # -- middleware and contracts -----------------------------------------------------------
+    def use(self, middleware: Middleware) -> None:
+        """Add app middleware (``async def mw(ctx, call_next)``): it wraps every task's
+        handler, outside the task's own ``middleware=[...]``, in the order added."""
+        if self._started:
+            raise ConfigError("app.use() must be called before the app starts its workers")
+        self._middleware = (*self._middleware, *check_middleware([middleware], "app.use"))
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        return self._middleware
+
+    def register(self, contract: TaskContract[In, Out]) -> Task[In, Out]:
+        """A dispatch-only task for ``contract`` (no handler here, so no worker for it).
+
+        Registering again, or a name that already has a task, returns that task.
+        """
+        _check_contract(contract)
+        existing = self._tasks.get(contract.name)
+        if existing is not None:
+            return existing
+        task: Task[In, Out] = Task(
+            self,
+            contract.name,
+            None,
+            input=contract.input,
+            output=contract.output,
+            **contract.options,
+        )
+        self._tasks[contract.name] = task
+        return task
+
+    def implement(
+        self,
+        contract: TaskContract[In, Out],
+        handler: Callable[..., Awaitable[Out]] | Callable[..., Out],
+        **options: Any,
+    ) -> Task[In, Out]:
+        """Run ``contract`` here with ``handler``. Options: these, else the contract's, else
+        the app defaults. A task registered from the contract earlier is upgraded in place
+        (tasks and handles already made keep working); implementing twice raises."""
+        _check_contract(contract)
+        if not callable(handler):
+            raise ConfigError(f"task {contract.name!r}: handler must be callable, got {handler!r}")
+        existing = self._tasks.get(contract.name)
+        if existing is not None and existing.handler is not None:
+            raise ConfigError(f"task {contract.name!r} is already implemented in this app")
+        where = f"task {contract.name!r}"
+        for key in ("input", "output", "schedule"):
+            if key in options:
+                raise ConfigError(f"{where}: {key} comes from the contract, not implement()")
+        check_handler_against(contract, handler, where)
+        merged = {**contract.options, **options}
+        if contract.input is not None:  # else the handler's annotation, as for app.task
+            merged["input"] = contract.input
+        if contract.output is not None:
+            merged["output"] = contract.output
+        task: Task[In, Out] = Task(self, contract.name, handler, **merged)
+        if existing is not None:  # register() came first: the same object gets the handler
+            existing.__dict__.update(task.__dict__)
+            return existing
+        self._tasks[contract.name] = task
+        return task
 
     def _register(
         self, name: str | None, fn: Callable[..., Any], options: dict[str, Any]
@@ -134,6 +234,7 @@ class App:
         inline = None if schedule is None else coerce_schedule(schedule, task_name)
         task: Task[Any, Any] = Task(self, task_name, fn, **options)
         if inline is not None:  # validated before the task is registered: nothing half done
+            _check_schedule_data(task, inline.data)
             spec = ScheduleSpec.build(
                 task_name,
                 task_name,
@@ -171,6 +272,7 @@ class App:
             raise ConfigError(f"schedule {name!r}: unknown task {task_name!r}")
         if name in self._declared:
             raise ConfigError(f"schedule {name!r} is already declared")
+        _check_schedule_data(self._tasks[task_name], data)
         self._declared[name] = ScheduleSpec.build(
             name,
             task_name,
@@ -509,6 +611,17 @@ class _Portal:
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _check_schedule_data(task: Task[Any, Any], data: Any) -> None:
+    """A schedule's data must fit the task's input schema: checked once, at declaration."""
+    if task.input is not None:
+        task.input.to_json(data, "schedule data")
+
+
+def _check_contract(contract: object) -> None:
+    if not isinstance(contract, TaskContract):
+        raise ConfigError(f"expected a contract from taskora.define_task(), got {contract!r}")
 
 
 def _scheduler_options(value: dict[str, Any] | bool | None) -> dict[str, Any] | None:

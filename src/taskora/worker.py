@@ -25,7 +25,8 @@ from . import serializer
 from ._threads import DaemonPool
 from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
 from .context import Context
-from .errors import BackendError, SerializationError, TimeoutError
+from .errors import BackendError, SerializationError, TimeoutError, ValidationError
+from .middleware import run_chain
 from .retry import RetryError, retry_delay_ms
 from .runtime import Runtime
 
@@ -85,6 +86,7 @@ class Worker:
         self._idle_expected = False  # the last claim found the queue empty
         self._backoff = 0.05
         self._upkeep: list[asyncio.Task[None]] = []
+        self._chain = (*app.middleware, *task.middleware)  # app -> task -> handler
         self._executor: DaemonPool | None = None
         if not task.is_async:
             self._executor = self._new_executor()
@@ -333,6 +335,13 @@ class Worker:
             data = serializer.loads(job.data, "job data")
         except SerializationError as exc:
             return Outcome(job.id, job.token, "failed", error=f"malformed job: {exc}")
+        schemas = self.task
+        if schemas.input is not None:  # every job, whoever dispatched it
+            try:
+                data = schemas.input.validate(data, "input")
+            except ValidationError as exc:
+                run.handler_done = True
+                return self._failure(job, exc)
         try:
             result = await self._call(run, data)
         except asyncio.CancelledError:
@@ -352,14 +361,18 @@ class Worker:
         if run.cancel_requested:
             return await self._cancelled(run, data)
         try:
+            if schemas.output is not None:
+                result = schemas.output.to_json(result, "output")
             encoded = serializer.dumps(result, f"result of task {self.name!r}")
-        except SerializationError as exc:
+        except (SerializationError, ValidationError) as exc:
             return self._failure(job, exc)
         return Outcome(job.id, job.token, "completed", result=encoded)
 
     async def _call(self, run: _Running, data: Any) -> Any:
         timeout_ms = self.options.timeout_ms
         seconds = timeout_ms / 1000 if timeout_ms else None
+        if self._chain:
+            return await self._call_through_middleware(run, data, seconds, timeout_ms)
         if self.task.is_async:
             scope = asyncio.timeout(seconds)
             try:
@@ -384,6 +397,35 @@ class Worker:
             run.ctx._mark_cancelled()
             self._executor.shutdown(wait=False)
             self._executor = self._new_executor()
+            raise TimeoutError(
+                f"Job {run.job.id} timed out after {timeout_ms} ms", run.job.id, timeout_ms
+            ) from None
+
+    async def _call_through_middleware(
+        self, run: _Running, data: Any, seconds: float | None, timeout_ms: int
+    ) -> Any:
+        """The middleware chain and the handler, all inside the job's timeout."""
+        loop = asyncio.get_running_loop()
+
+        async def handler(value: Any) -> Any:
+            if self.task.is_async:
+                return await self.task.invoke(value, run.ctx)
+            assert self._executor is not None
+            return await asyncio.shield(
+                loop.run_in_executor(self._executor, self.task.invoke, value, run.ctx)
+            )
+
+        scope = asyncio.timeout(seconds)
+        try:
+            async with scope:
+                return await run_chain(self._chain, run.ctx, data, handler)
+        except builtins.TimeoutError:
+            if not scope.expired():
+                raise
+            if not self.task.is_async and self._executor is not None:
+                run.ctx._mark_cancelled()  # a thread cannot be stopped: see _call
+                self._executor.shutdown(wait=False)
+                self._executor = self._new_executor()
             raise TimeoutError(
                 f"Job {run.job.id} timed out after {timeout_ms} ms", run.job.id, timeout_ms
             ) from None
