@@ -104,6 +104,7 @@ async def test_soak_memory_returns_to_baseline(
     soak = app.tasks["soak"]
     r = aioredis.Redis.from_url(soak_server.url)
     tally: collections.Counter[str] = collections.Counter()
+    samples: dict[str, str] = {}
     peak = 0
     sampling = True
 
@@ -127,6 +128,7 @@ async def test_soak_memory_returns_to_baseline(
             kind = kind_of(n)
             if isinstance(result, BaseException):
                 tally[f"{kind}:{type(result).__name__}"] += 1
+                samples.setdefault(f"{kind}:{type(result).__name__}", str(result)[:200])
             else:
                 assert result == n
                 tally[f"{kind}:completed"] += 1
@@ -174,6 +176,7 @@ async def test_soak_memory_returns_to_baseline(
 
         print(f"\nsoak: {TOTAL} jobs in {elapsed:.1f} s = {TOTAL / elapsed:,.0f} jobs/s")
         print(f"outcomes: {dict(sorted(tally.items()))}")
+        print(f"an error of each kind: {samples}")
         mib = 1024 * 1024
         print(
             f"redis used_memory MiB: before {baseline / mib:.2f}, peak {peak / mib:.2f}, "
