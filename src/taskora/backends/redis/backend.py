@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any
@@ -37,6 +38,8 @@ from .scripts import SCRIPTS
 from .waiter import ResultWaiter
 
 __all__ = ["WIRE_VERSION", "RedisBackend"]
+
+log = logging.getLogger("taskora.redis")
 
 WIRE_VERSION = 6
 MIN_COMPAT = 6
@@ -106,14 +109,22 @@ class RedisBackend:
             return
         client = self._new_client("main")
         try:
-            start = time.time()
+            # The Redis clock, read against our monotonic clock: a host clock that is off, or
+            # jumps later, never shifts a due time we compute (decisions.md 2).
+            start = time.monotonic()
             seconds, micros = await client.execute("TIME")
-            end = time.time()
+            end = time.monotonic()
             self._offset_ms = int(seconds) * 1000 + int(micros) / 1000 - (start + end) * 500
-            loaded = await client.pipeline([("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values()])
+            policy, *loaded = await client.pipeline(
+                [
+                    ("CONFIG", "GET", "maxmemory-policy"),
+                    *(("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values()),
+                ]
+            )
             for reply in loaded:
                 if isinstance(reply, Exception):
                     raise reply
+            self._check_eviction(policy)
             stored = await SCRIPTS["handshake"](
                 client,
                 [root(self.prefix) + ":meta"],
@@ -158,7 +169,28 @@ class RedisBackend:
         return out
 
     def now_ms(self) -> int:
-        return int(time.time() * 1000 + self._offset_ms)
+        """The Redis server's clock, estimated locally (offset measured at connect)."""
+        return int(time.monotonic() * 1000 + self._offset_ms)
+
+    def _check_eviction(self, reply: Any) -> None:
+        """Warn when Redis may evict keys: an evicted job hash, lock or queue is a job lost
+        or run twice without any error. Servers that refuse CONFIG (ACL, managed Redis)
+        are not checked."""
+        if isinstance(reply, Exception):
+            log.info(
+                "Redis at %s: cannot read maxmemory-policy (%s); make sure it is noeviction",
+                self.url,
+                reply.code if isinstance(reply, ReplyError) else type(reply).__name__,
+            )
+            return
+        policy = _str(reply[1]) if isinstance(reply, list) and len(reply) > 1 else None
+        if policy is not None and policy != "noeviction":
+            log.warning(
+                "Redis at %s has maxmemory-policy %s: under memory pressure it will evict "
+                "taskora's keys and silently lose jobs; set maxmemory-policy noeviction",
+                self.url,
+                policy,
+            )
 
     async def verify(self) -> str | None:
         """The meta hash is written at first connect and never deleted by taskora: if it is
@@ -187,6 +219,13 @@ class RedisBackend:
             raise self._error(exc) from None
 
     def _error(self, exc: BaseException) -> BackendError:
+        if isinstance(exc, ReplyError) and exc.code == "OOM":
+            # A script over maxmemory is refused at its first write, so nothing was written.
+            return BackendError(
+                f"Redis at {self.url} is out of memory (used memory over maxmemory): the "
+                "write was refused and nothing was written; free memory (drain queues, "
+                "shorter retention) or raise maxmemory"
+            )
         detail = str(exc) or type(exc).__name__
         return BackendError(f"Redis at {self.url}: {detail}")
 

@@ -12,7 +12,10 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
   redis.call('SREM', K.stalled, id)
   local jk = B .. id
   if redis.call('EXISTS', jk .. ':lock') == 0 then
-    if redis.call('TYPE', jk).ok ~= 'hash' then
+    local kind = redis.call('TYPE', jk).ok
+    if kind == 'none' and not redis.call('LPOS', K.active, id) then
+      -- it finished after the last check and retention already removed it: nothing to do
+    elseif kind ~= 'hash' then
       fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
       failed[#failed + 1] = id
     elseif redis.call('HGET', jk, 'state') == 'active' then
