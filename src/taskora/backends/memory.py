@@ -53,6 +53,7 @@ class _Task:
     due: dict[str, int] = field(default_factory=dict)
     active: dict[str, None] = field(default_factory=dict)
     reserved: dict[str, float] = field(default_factory=dict)  # claimed ahead: id -> rank score
+    reserved_seq: int = 0
     locks: dict[str, tuple[str, int]] = field(default_factory=dict)
     finished: dict[str, OrderedDict[str, int]] = field(
         default_factory=lambda: {
@@ -323,7 +324,10 @@ class MemoryBackend:
         token = f"{token_base}:{self._token_seq}"
         t.locks[job_id] = (token, now + options.lock_ttl_ms)
         if ahead:
-            t.reserved[job_id] = score if score is not None else job["ts"]
+            if score is None:  # a plain job's rank: a claim sequence number (lib.lua)
+                t.reserved_seq += 1
+                score = t.reserved_seq
+            t.reserved[job_id] = score
         else:
             key = job.get("concurrencyKey")
             if key is not None:

@@ -9,7 +9,8 @@ local K = {
   cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11], done = KEYS[12],
 }
 -- Jobs a worker claimed ahead of its free slots (additive to wire format v6): a zset of ids
--- scored by claim rank (a prioritized job's own score, a plain job's ts). They stay `waiting`
+-- scored by claim rank (a prioritized job's own score, below 0; a plain job's claim sequence
+-- number from B..'reserved:seq', above 0: claim order, and the order they go back in). They stay `waiting`
 -- in their hash, hold a lock (B..id..':lock') like an active job, and become active only
 -- when their worker starts them (the 'start' outcome of FINISH_AND_CLAIM).
 K.reserved = string.sub(KEYS[1], 1, -5) .. 'reserved'
@@ -239,7 +240,8 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
         redis.call('SET', jk .. ':lock', token, 'PX', lock_ttl)
         local ahead = got > want
         if ahead then
-          redis.call('ZADD', K.reserved, score or tonumber(f[8] or '0') or 0, id)
+          -- a plain job's rank is a claim sequence number (jobs dispatched together share a ts)
+          redis.call('ZADD', K.reserved, score or redis.call('INCR', K.reserved .. ':seq'), id)
         else
           if f[3] then redis.call('INCR', B .. 'conc:' .. f[3]) end
           redis.call('LPUSH', K.active, id)

@@ -1,0 +1,293 @@
+"""Claim-ahead is invisible (issue 8, section 1): a worker with quick jobs claims some ahead
+of its free slots, but those jobs read as waiting until their handler starts, hold no
+concurrency slot, go back without a stall count when the worker dies, cancel at once, and
+yield to a higher-priority job that arrives while they are held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import taskora
+from taskora.worker import Worker
+from tests.conftest import AppFactory, wait_until
+from tests.mp.quick_worker import STALL
+from tests.redis_server import RedisServer
+
+
+def _worker(app: taskora.App) -> Worker:
+    (worker,) = app._workers
+    assert isinstance(worker, Worker)
+    return worker
+
+
+async def _held_ahead(app: taskora.App, at_least: int) -> list[str]:
+    """Wait until the worker holds ``at_least`` jobs claimed ahead; return their ids."""
+    worker = _worker(app)
+    await wait_until(lambda: len(worker._ready) >= at_least, timeout=30, interval=0.0005)
+    return [job.id for job in worker._ready]
+
+
+async def test_claimed_ahead_jobs_read_as_waiting(make_app: AppFactory) -> None:
+    """2,000 no-op jobs drain at concurrency 1: never more than one job reads active, and
+    the jobs at the head of the waiting list (the ones a worker holds ahead) show no start."""
+    app = make_app(retention=taskora.Retention(completed_max=10_000))
+    ahead_seen = 0
+
+    @app.task("noop", concurrency=1)
+    async def noop(data: int) -> int:
+        return data
+
+    await asyncio.gather(*noop.dispatch_many([{"data": i} for i in range(2000)]))
+    backend = app.backend
+    async with app:
+        worker = _worker(app)
+        samples, max_active = 0, 0
+        while True:
+            counts = await app.counts("noop")
+            head = await backend.list_jobs("noop", "waiting", 0, 40)
+            ahead_seen = max(ahead_seen, len(worker._ready))
+            samples += 1
+            max_active = max(max_active, counts["active"])
+            for job_id, fields in head:  # (read after the ids: it may have moved on since)
+                if fields["state"] == "waiting":
+                    assert "processedOn" not in fields, (job_id, fields)
+            assert counts["active"] <= 1, counts
+            assert sum(counts.values()) == 2000, counts
+            if counts["completed"] == 2000:
+                break
+            await asyncio.sleep(0)
+    assert samples >= 10
+    assert ahead_seen > 1, "the worker should have claimed jobs ahead"
+    assert max_active <= 1
+
+
+async def test_strict_mode_holds_only_the_running_job(make_app: AppFactory) -> None:
+    """prefetch=0: the worker never claims ahead."""
+    app = make_app(prefetch=0)
+
+    @app.task("noop", concurrency=1)
+    async def noop(data: int) -> int:
+        return data
+
+    handles = noop.dispatch_many([{"data": i} for i in range(300)])
+    await asyncio.gather(*handles)
+    async with app:
+        worker = _worker(app)
+        most = 0
+        while (await app.counts("noop"))["completed"] < 300:
+            most = max(most, len(worker._ready))
+            await asyncio.sleep(0)
+    assert most == 0
+
+
+async def test_prefetch_must_be_a_count() -> None:
+    with pytest.raises(taskora.ConfigError):
+        taskora.App("memory://", prefetch=-1)
+
+
+async def test_cancelling_a_claimed_ahead_job_cancels_it_at_once(make_app: AppFactory) -> None:
+    app = make_app()
+    ran: list[str] = []
+    hooked: list[str] = []
+
+    def on_cancel(data: int, ctx: taskora.Context) -> None:
+        hooked.append(ctx.id)
+
+    @app.task("short", concurrency=1, on_cancel=on_cancel)
+    async def short(data: int, ctx: taskora.Context) -> int:
+        ran.append(ctx.id)
+        await asyncio.sleep(0.001)
+        return data
+
+    handles = short.dispatch_many([{"data": i} for i in range(400)])
+    await asyncio.gather(*handles)
+    by_id = {h.id: h for h in handles}
+    async with app:
+        held = await _held_ahead(app, 8)
+        victim = by_id[held[-1]]
+        answer = await victim._cancel("not needed")
+        assert answer == "cancelled"
+        assert await victim.get_state() == taskora.JobState.CANCELLED
+        worker = _worker(app)
+        await wait_until(lambda: victim.id not in [job.id for job in worker._ready], timeout=10)
+        await wait_until(lambda: len(ran) >= 399, timeout=60)
+        counts = await app.counts("short")
+    with pytest.raises(taskora.JobCancelledError):
+        await victim.wait_for(5)
+    assert victim.id not in ran
+    assert hooked == []
+    assert counts["cancelled"] == 1
+
+
+async def test_a_higher_priority_job_overtakes_claimed_ahead_ones(make_app: AppFactory) -> None:
+    app = make_app()
+    order: list[str] = []
+
+    @app.task("short", concurrency=1)
+    async def short(data: int, ctx: taskora.Context) -> int:
+        order.append(ctx.id)
+        await asyncio.sleep(0.001)
+        return data
+
+    await asyncio.gather(*short.dispatch_many([{"data": i} for i in range(400)]))
+    async with app:
+        held = set(await _held_ahead(app, 8))
+        started_before = len(order)
+        urgent = short.dispatch(-1, priority=10)
+        await urgent
+        assert await urgent.wait_for(30) == -1
+    at = order.index(urgent.id)
+    overtook = [job_id for job_id in order[started_before:at] if job_id in held]
+    # at most the jobs the worker started before it heard of the urgent one
+    assert len(overtook) <= 3, (len(overtook), len(held))
+
+
+# -- worker processes (Redis) -----------------------------------------------------------------
+
+
+class _Procs:
+    def __init__(self, url: str, prefix: str, ledger: Path) -> None:
+        self.url, self.prefix, self.ledger = url, prefix, ledger
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "tests.mp.quick_worker", self.url, self.prefix]
+        proc = subprocess.Popen(
+            [*args, str(self.ledger), str(concurrency)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def starts(self) -> list[tuple[str, int, int]]:
+        """(job id, pid, n) per handler start, in the order they were written."""
+        if not self.ledger.exists():
+            return []
+        out = []
+        for line in self.ledger.read_text().splitlines():
+            _, job_id, pid, n = line.split()
+            out.append((job_id, int(pid), int(n)))
+        return out
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def _cluster(tmp_path: Path) -> Iterator[tuple[RedisServer, _Procs, str]]:
+    server = RedisServer()
+    prefix = "q" + uuid.uuid4().hex[:10]
+    procs = _Procs(server.url, prefix, tmp_path / "ledger.txt")
+    try:
+        yield server, procs, prefix
+    finally:
+        procs.stop_all()
+        server.close()
+
+
+def _producer(url: str, prefix: str) -> tuple[taskora.App, taskora.Task[Any, int]]:
+    app = taskora.App(url, prefix=prefix, defaults=taskora.TaskDefaults(stall=STALL))
+
+    @app.task("quick")
+    async def quick(data: dict[str, int]) -> int:  # runs only in the worker processes
+        raise AssertionError("the producer never runs jobs")
+
+    return app, quick
+
+
+async def _started_workers(server: RedisServer, prefix: str, count: int) -> None:
+    """Wait until ``count`` worker processes listen for cancellations (they start claiming
+    right after)."""
+
+    channel = f"taskora:{prefix}:{{quick}}:cancel"
+
+    def ready() -> bool:
+        with server.client() as r:
+            ((_, subscribers),) = r.pubsub_numsub(channel)
+        return int(subscribers) >= count
+
+    await wait_until(ready, timeout=30, interval=0.02)
+
+
+async def test_a_killed_worker_gives_back_never_started_jobs_without_a_stall(
+    tmp_path: Path,
+) -> None:
+    """kill -9 a concurrency-1 worker mid-stream of quick jobs: the jobs it held ahead go
+    back to the front, in order, with no stall count; every job completes once."""
+    with _cluster(tmp_path) as (server, procs, prefix):
+        app, quick = _producer(server.url, prefix)
+        try:
+            handles = quick.dispatch_many([{"data": {"n": i}} for i in range(3000)])
+            await asyncio.gather(*handles)
+            victim = procs.spawn(1)
+            await wait_until(lambda: len(procs.starts()) >= 300, timeout=60, interval=0.001)
+            victim.kill()
+            victim.wait()
+            killed_pid = victim.pid
+            await asyncio.sleep(STALL.lock_ttl_ms / 1000 + 0.5)  # its locks expire meanwhile
+            procs.spawn(1)
+            results = await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 120)
+            assert results == list(range(3000))
+        finally:
+            await app.close()
+        starts = procs.starts()
+        ran_in_victim = {job_id for job_id, pid, _ in starts if pid == killed_pid}
+        with server.client() as r:
+            base = f"taskora:{prefix}:{{quick}}:"
+            stalled = {h.id for h in handles if r.hget(base + h.id, "stalledCount") is not None}
+            completed: dict[str, int] = {}
+            for _, fields in r.xrange(base + "events"):
+                if fields[b"event"] == b"completed":
+                    key = fields[b"jobId"].decode()
+                    completed[key] = completed.get(key, 0) + 1
+    assert stalled <= ran_in_victim, "a job that never started got a stall count"
+    assert len(stalled) <= 1, f"{len(stalled)} jobs stalled; at most the running one may"
+    assert set(completed) == {h.id for h in handles}
+    assert all(n == 1 for n in completed.values()), "a job completed twice"
+    # the survivor takes the jobs in dispatch order: those given back went to the front
+    survivor = [n for job_id, pid, n in starts if pid != killed_pid and job_id not in stalled]
+    assert survivor == sorted(survivor)
+
+
+async def test_two_workers_share_a_concurrency_key(tmp_path: Path) -> None:
+    """Jobs of one key (limit 2) with two concurrency-1 worker processes: both run them
+    (a worker holding jobs ahead would take both slots of the key)."""
+    with _cluster(tmp_path) as (server, procs, prefix):
+        app, quick = _producer(server.url, prefix)
+        try:
+            a, b = procs.spawn(1), procs.spawn(1)
+            await _started_workers(server, prefix, 2)
+            handles = quick.dispatch_many(
+                [
+                    {"data": {"n": i}, "options": {"concurrency_key": "k", "concurrency_limit": 2}}
+                    for i in range(400)
+                ]
+            )
+            await asyncio.gather(*handles)
+            await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 120)
+        finally:
+            await app.close()
+        by_pid = {a.pid: 0, b.pid: 0}
+        for _, pid, _ in procs.starts():
+            by_pid[pid] += 1
+    assert min(by_pid.values()) >= 40, by_pid
