@@ -7,7 +7,7 @@ import builtins
 import concurrent.futures
 import json
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import serializer
 from .backends.base import EnqueueResult, Terminal
@@ -18,10 +18,8 @@ from .errors import (
     JobNotFoundError,
     TimeoutError,
 )
+from .runtime import Runtime
 from .types import JobState, LogEntry
-
-if TYPE_CHECKING:
-    from .app import App
 
 __all__ = ["ResultHandle"]
 
@@ -52,7 +50,7 @@ class ResultHandle(Generic[Out]):
 
     def __init__(
         self,
-        app: App,
+        app: Runtime,
         task: str,
         job_id: str,
         future: EnqueueFuture | None = None,

@@ -41,9 +41,9 @@ from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
 from .context import Context
 from .errors import BackendError, RetryError, SerializationError, TimeoutError
 from .retry import retry_delay_ms
+from .runtime import Runtime
 
 if TYPE_CHECKING:
-    from .app import App
     from .task import Task
 
 __all__ = ["Worker"]
@@ -53,7 +53,6 @@ log = logging.getLogger("taskora.worker")
 IDLE_BLOCK_S = 2.0
 QUICK_JOB_S = 0.005  # jobs faster than this on average are prefetched ...
 PREFETCH_S = 0.02  # ... up to about this much work ahead of the free slots
-PREFETCH_MAX = 32
 
 
 @dataclass(eq=False, slots=True)
@@ -73,7 +72,7 @@ class Worker:
 
     def __init__(
         self,
-        app: App,
+        app: Runtime,
         task: Task[Any, Any],
         backend: Backend,
         concurrency: int | None = None,
@@ -88,7 +87,7 @@ class Worker:
         self.backend = backend
         self.options = options
         self.concurrency = concurrency or options.concurrency
-        depth = getattr(app, "prefetch", PREFETCH_MAX) if prefetch is None else prefetch
+        depth = app.prefetch if prefetch is None else prefetch
         self.prefetch = 0 if options.singleton else max(0, int(depth))
         self._claim = ClaimOptions(
             lock_ttl_ms=options.stall.lock_ttl_ms,

@@ -1,4 +1,5 @@
-"""RedisBackend: jobs in Redis (or Valkey), laid out in the reference's wire format v6.
+"""RedisBackend: jobs in Redis (or Valkey), laid out in the reference's wire format v6
+(docs/design.md#redis-layout).
 
 Connections per process: one pool for commands and scripts, one blocking connection per
 task being worked (``BZPOPMIN`` on its marker), one pub/sub connection for cancellation,

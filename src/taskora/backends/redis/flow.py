@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["enqueue_flow", "flow_args"]
 
-# Dedup blocks in every non-terminal state unless told otherwise (decisions.md 6).
+# Dedup blocks in every non-terminal state unless told otherwise (docs/design.md#decisions, 6).
 DEFAULT_DEDUP_STATES = tuple(sorted(str(s) for s in NON_TERMINAL_STATES))
 
 

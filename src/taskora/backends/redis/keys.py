@@ -1,4 +1,4 @@
-"""Every Redis key name taskora uses, in one place (wire format v6).
+"""Every Redis key name taskora uses, in one place (wire format v6, docs/design.md#redis-layout).
 
 All keys of one task share the hash tag ``{task}``, so every script touches a single cluster
 slot. ``base`` is what scripts receive to build job keys themselves.
