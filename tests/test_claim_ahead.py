@@ -270,24 +270,27 @@ async def test_a_killed_worker_gives_back_never_started_jobs_without_a_stall(
 
 
 async def test_two_workers_share_a_concurrency_key(tmp_path: Path) -> None:
-    """Jobs of one key (limit 2) with two concurrency-1 worker processes: both run them
-    (a worker holding jobs ahead would take both slots of the key)."""
+    """Jobs of one key (limit 2) among plain ones, two concurrency-1 worker processes whose
+    jobs are known to be quick: both run the key's jobs (a worker holding one ahead would
+    take both slots of the key, and take each back as it frees it)."""
     with _cluster(tmp_path) as (server, procs, prefix):
         app, quick = _producer(server.url, prefix)
         try:
             a, b = procs.spawn(1), procs.spawn(1)
             await _started_workers(server, prefix, 2)
-            handles = quick.dispatch_many(
-                [
-                    {"data": {"n": i}, "options": {"concurrency_key": "k", "concurrency_limit": 2}}
-                    for i in range(400)
-                ]
-            )
-            await asyncio.gather(*handles)
+            warm_up = quick.dispatch_many([{"data": {"n": -1}} for _ in range(400)])
+            await asyncio.wait_for(asyncio.gather(*(h.result for h in warm_up)), 60)
+            keyed = {"concurrency_key": "k", "concurrency_limit": 2}
+            items: list[dict[str, Any]] = []
+            for i in range(400):  # each job of the key among three plain ones
+                items.append({"data": {"n": i}, "options": keyed})
+                items += [{"data": {"n": -1}}] * 3
+            handles = quick.dispatch_many(items)
             await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 120)
         finally:
             await app.close()
         by_pid = {a.pid: 0, b.pid: 0}
-        for _, pid, _ in procs.starts():
-            by_pid[pid] += 1
+        for _, pid, n in procs.starts():
+            if n >= 0:
+                by_pid[pid] += 1
     assert min(by_pid.values()) >= 40, by_pid

@@ -216,6 +216,8 @@ class Worker:
         along with the finish, in one write."""
         if (
             outcomes
+            and free > 0  # about to go idle (a wait for reservations alone would outlive
+            # its use: it cannot claim a job that must not be claimed ahead)
             and self._idle_expected
             and self._waiter is None
             and not self._stopping
