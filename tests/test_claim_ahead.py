@@ -269,12 +269,26 @@ async def test_a_killed_worker_gives_back_never_started_jobs_without_a_stall(
     assert survivor == sorted(survivor)
 
 
+# One atomic look at the active jobs: per job its concurrency key and its lock (whose token
+# starts with the claiming worker's token base).
+_HOLDERS = """
+local out = {}
+for _, id in ipairs(redis.call('LRANGE', KEYS[1] .. 'active', 0, -1)) do
+  out[#out + 1] = redis.call('HGET', KEYS[1] .. id, 'concurrencyKey') or ''
+  out[#out + 1] = redis.call('GET', KEYS[1] .. id .. ':lock') or ''
+end
+return out
+"""
+
+
 async def test_two_workers_share_a_concurrency_key(tmp_path: Path) -> None:
     """Jobs of one key (limit 2) among plain ones, two concurrency-1 worker processes whose
-    jobs are known to be quick: both run the key's jobs (a worker holding one ahead would
-    take both slots of the key, and take each back as it frees it)."""
+    jobs are known to be quick: a worker holds a slot of the key only while it runs one of
+    its jobs (never one held ahead), and both workers run the key's jobs."""
     with _cluster(tmp_path) as (server, procs, prefix):
         app, quick = _producer(server.url, prefix)
+        base = f"taskora:{prefix}:{{quick}}:"
+        most_held = 0
         try:
             a, b = procs.spawn(1), procs.spawn(1)
             await _started_workers(server, prefix, 2)
@@ -286,11 +300,25 @@ async def test_two_workers_share_a_concurrency_key(tmp_path: Path) -> None:
                 items.append({"data": {"n": i}, "options": keyed})
                 items += [{"data": {"n": -1}}] * 3
             handles = quick.dispatch_many(items)
-            await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 120)
+            await asyncio.gather(*handles)
+            results = asyncio.gather(*(h.result for h in handles))
+            with server.client() as r:
+                holders = r.register_script(_HOLDERS)
+                while not results.done():
+                    flat = holders(keys=[base])
+                    held: dict[bytes, int] = {}
+                    for key, lock in zip(flat[::2], flat[1::2], strict=True):
+                        if key == b"k":
+                            worker = lock.split(b":")[0]
+                            held[worker] = held.get(worker, 0) + 1
+                    most_held = max([most_held, *held.values()])
+                    await asyncio.sleep(0.0005)
+            await asyncio.wait_for(results, 120)
         finally:
             await app.close()
         by_pid = {a.pid: 0, b.pid: 0}
         for _, pid, n in procs.starts():
             if n >= 0:
                 by_pid[pid] += 1
-    assert min(by_pid.values()) >= 40, by_pid
+    assert most_held <= 1, "a concurrency-1 worker held two slots of the key"
+    assert min(by_pid.values()) >= 10, by_pid
