@@ -298,7 +298,7 @@ async def test_two_workers_share_a_concurrency_key(tmp_path: Path) -> None:
             items: list[dict[str, Any]] = []
             for i in range(400):  # each job of the key among three plain ones
                 items.append({"data": {"n": i}, "options": keyed})
-                items += [{"data": {"n": -1}}] * 3
+                items += [{"data": {"n": -1, "sleep": 0.001}}] * 3
             handles = quick.dispatch_many(items)
             await asyncio.gather(*handles)
             results = asyncio.gather(*(h.result for h in handles))

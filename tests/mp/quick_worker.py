@@ -1,13 +1,14 @@
 """A worker process of quick (no-op) jobs, for the claim-ahead tests.
 
 Usage: python -m tests.mp.quick_worker <url> <prefix> <ledger> <concurrency>
-Task "quick": data {"n": int}. Each handler start appends "start <id> <pid> <n>" to the
+Task "quick": data {"n": int, "sleep": seconds (optional)}. Each handler start appends "start <id> <pid> <n>" to the
 ledger (O_APPEND: lines never interleave, and a SIGKILLed process leaves what it wrote;
 no fsync, so the jobs stay quick enough to be claimed ahead).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -21,9 +22,11 @@ def build(url: str, prefix: str, ledger: str) -> taskora.App:
     fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     @app.task("quick")
-    async def quick(data: dict[str, int], ctx: taskora.Context) -> int:
-        os.write(fd, f"start {ctx.id} {os.getpid()} {data['n']}\n".encode())
-        return data["n"]
+    async def quick(data: dict[str, float], ctx: taskora.Context) -> int:
+        os.write(fd, f"start {ctx.id} {os.getpid()} {int(data['n'])}\n".encode())
+        if data.get("sleep"):
+            await asyncio.sleep(data["sleep"])
+        return int(data["n"])
 
     return app
 
