@@ -1,9 +1,9 @@
 """A worker process of quick (no-op) jobs, for the claim-ahead tests.
 
 Usage: python -m tests.mp.quick_worker <url> <prefix> <ledger> <concurrency>
-Task "quick": data {"n": int, "sleep": seconds (optional)}. Each handler start appends "start <id> <pid> <n>" to the
-ledger (O_APPEND: lines never interleave, and a SIGKILLed process leaves what it wrote;
-no fsync, so the jobs stay quick enough to be claimed ahead).
+Task "quick": data {"n": int, "sleep": seconds (optional)}. Each handler start appends
+"start <id> <pid> <n>" to the ledger (O_APPEND: lines never interleave, and a SIGKILLed
+process leaves what it wrote; no fsync, so the jobs stay quick enough to be claimed ahead).
 """
 
 from __future__ import annotations
