@@ -282,16 +282,16 @@ return out
 
 
 async def test_two_workers_share_a_concurrency_key(tmp_path: Path) -> None:
-    """Jobs of one key (limit 2) among plain ones, two concurrency-1 worker processes whose
-    jobs are known to be quick: a worker holds a slot of the key only while it runs one of
-    its jobs (never one held ahead), and both workers run the key's jobs."""
+    """Jobs of one key (limit 2) among plain ones, a concurrency-1 worker process whose jobs
+    are known to be quick, and a second one that joins: a worker holds a slot of the key
+    only while it runs one of its jobs (never one held ahead), and both run the key's jobs."""
     with _cluster(tmp_path) as (server, procs, prefix):
         app, quick = _producer(server.url, prefix)
         base = f"taskora:{prefix}:{{quick}}:"
         most_held = 0
         try:
-            a, b = procs.spawn(1), procs.spawn(1)
-            await _started_workers(server, prefix, 2)
+            a = procs.spawn(1)
+            await _started_workers(server, prefix, 1)
             warm_up = quick.dispatch_many([{"data": {"n": -1}} for _ in range(400)])
             await asyncio.wait_for(asyncio.gather(*(h.result for h in warm_up)), 60)
             keyed = {"concurrency_key": "k", "concurrency_limit": 2}
@@ -302,6 +302,7 @@ async def test_two_workers_share_a_concurrency_key(tmp_path: Path) -> None:
             handles = quick.dispatch_many(items)
             await asyncio.gather(*handles)
             results = asyncio.gather(*(h.result for h in handles))
+            b = procs.spawn(1)  # joins while the first one works through them
             with server.client() as r:
                 holders = r.register_script(_HOLDERS)
                 while not results.done():
