@@ -21,7 +21,8 @@ class Library:
     notes: str = ""  # how the adapter drives it, where that departs from defaults
 
 
-TASKORA_SOURCE = "/work/main"
+#: The repository these benchmarks belong to (so a checkout or worktree measures its own code).
+TASKORA_SOURCE = __file__.rsplit("/", 3)[0]
 
 LIBRARIES: dict[str, Library] = {
     lib.name: lib
