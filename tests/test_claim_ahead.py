@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import taskora
+from taskora.backends.base import ClaimOptions, NewJob, Outcome
 from taskora.worker import Worker
 from tests.conftest import AppFactory, wait_until
 from tests.mp.quick_worker import STALL
@@ -323,3 +324,92 @@ async def test_two_workers_share_a_concurrency_key(tmp_path: Path) -> None:
                 by_pid[pid] += 1
     assert most_held <= 1, "a concurrency-1 worker held two slots of the key"
     assert min(by_pid.values()) >= 10, by_pid
+
+
+# -- the backend contract of reservations (both backends) ----------------------------------------
+
+
+async def _backend(make_app: AppFactory) -> Any:
+    app = make_app()
+    return await app._connected_backend()
+
+
+async def test_reserved_jobs_stay_waiting_until_started(make_app: AppFactory) -> None:
+    backend = await _backend(make_app)
+    opts = ClaimOptions(lock_ttl_ms=30_000)
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    await backend.enqueue("t", [NewJob(id=i, data="1") for i in ids])
+    report = await backend.finish_and_claim("t", [], 1, opts, "w", reserve=2)
+    assert [(c.id, c.reserved) for c in report.claimed] == [
+        (ids[0], False),
+        (ids[1], True),
+        (ids[2], True),
+    ]
+    assert (await backend.counts("t"))["active"] == 1
+    assert (await backend.counts("t"))["waiting"] == 3
+    listed = await backend.list_jobs("t", "waiting", 0, 10)
+    assert [job_id for job_id, _ in listed] == ids[1:]  # claim order
+    assert all("processedOn" not in fields for _, fields in listed)
+    assert (await backend.get_snapshot("t", ids[1])).state == "waiting"
+    first, second = report.claimed[1], report.claimed[2]
+    done = Outcome(ids[0], report.claimed[0].token, "completed", result="1")
+    start = Outcome(first.id, first.token, "start")
+    after = await backend.finish_and_claim("t", [done, start], 0, opts, "w")
+    assert after.refused == ()
+    assert (await backend.get_snapshot("t", first.id)).state == "active"
+    fields = await backend.job_fields("t", first.id)
+    assert "processedOn" in fields
+    again = await backend.finish_and_claim("t", [start], 0, opts, "w")  # a retried call
+    assert again.refused == ()
+    # a reservation given back goes to the front; a start after that is refused
+    back = await backend.finish_and_claim(
+        "t", [Outcome(second.id, second.token, "release")], 0, opts, "w"
+    )
+    assert back.refused == ()
+    listed = await backend.list_jobs("t", "waiting", 0, 10)
+    assert [job_id for job_id, _ in listed] == [second.id, ids[3]]
+    late = await backend.finish_and_claim(
+        "t", [Outcome(second.id, second.token, "start")], 0, opts, "w"
+    )
+    assert late.refused == (second.id,)
+
+
+async def test_a_dead_workers_reservations_return_in_order_without_a_stall(
+    make_app: AppFactory,
+) -> None:
+    backend = await _backend(make_app)
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    await backend.enqueue("t", [NewJob(id=i, data="1") for i in ids])
+    report = await backend.finish_and_claim("t", [], 0, ClaimOptions(lock_ttl_ms=200), "w", 3)
+    assert [c.reserved for c in report.claimed] == [True, True, True]
+    await asyncio.sleep(0.3)  # the worker is gone: its locks expire
+    stall = await backend.stalled_check("t", 1)
+    assert stall.returned == tuple(reversed(ids[:3]))  # the last first: each goes in front
+    assert stall.recovered == () and stall.failed == ()
+    listed = await backend.list_jobs("t", "waiting", 0, 10)
+    assert [job_id for job_id, _ in listed] == ids
+    assert all("stalledCount" not in fields for _, fields in listed)
+    again = await backend.finish_and_claim("t", [], 5, ClaimOptions(lock_ttl_ms=30_000), "v")
+    assert [c.id for c in again.claimed] == ids
+
+
+async def test_keyed_and_ttl_jobs_are_never_claimed_ahead(make_app: AppFactory) -> None:
+    backend = await _backend(make_app)
+    opts = ClaimOptions(lock_ttl_ms=30_000)
+    plain, keyed, ttl = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    await backend.enqueue(
+        "t",
+        [
+            NewJob(id=plain, data="1"),
+            NewJob(id=keyed, data="1", concurrency_key="k", concurrency_limit=5),
+            NewJob(id=ttl, data="1", ttl_ms=60_000),
+        ],
+    )
+    report = await backend.finish_and_claim("t", [], 0, opts, "w", reserve=5)
+    assert [c.id for c in report.claimed] == [plain]  # the claim stops at the keyed job
+    listed = await backend.list_jobs("t", "waiting", 0, 10)
+    assert [job_id for job_id, _ in listed] == [plain, keyed, ttl]
+    now = await backend.finish_and_claim("t", [], 2, opts, "w", reserve=5)
+    assert [(c.id, c.reserved) for c in now.claimed] == [(keyed, False), (ttl, False)]
+    singleton = ClaimOptions(lock_ttl_ms=30_000, singleton=True)
+    assert (await backend.finish_and_claim("t2", [], 0, singleton, "w", reserve=5)).claimed == ()

@@ -441,7 +441,8 @@ class MemoryBackend:
                 continue
             if o.kind == "start":
                 if t.reserved.pop(o.id, None) is None:
-                    refused.append(o.id)
+                    if job["state"] != "active":  # else: started already (a retried call)
+                        refused.append(o.id)
                     continue
                 t.locks[o.id] = (o.token, now + options.lock_ttl_ms)
                 t.active[o.id] = None

@@ -43,14 +43,14 @@ for i = 0, count - 1 do
   if redis.call('GET', jk .. ':lock') ~= token or redis.call('TYPE', jk).ok ~= 'hash' then
     refused[#refused + 1] = id
   elseif kind == 'start' then
-    if redis.call('ZREM', K.reserved, id) == 0 then
-      refused[#refused + 1] = id
-    else
+    if redis.call('ZREM', K.reserved, id) == 1 then
       redis.call('PEXPIRE', jk .. ':lock', ARGV[base + 1])
       redis.call('LPUSH', K.active, id)
       redis.call('HSET', jk, 'state', 'active', 'processedOn', now)
       emit(K.events, 'event', 'active', 'jobId', id)
-    end
+    elseif redis.call('HGET', jk, 'state') ~= 'active' then
+      refused[#refused + 1] = id
+    end -- else started already, by an earlier run of this call whose reply was lost
   elseif redis.call('ZREM', K.reserved, id) == 1 then -- never started: back to the front
     redis.call('DEL', jk .. ':lock')
     local f = redis.call('HMGET', jk, 'priority', 'ts')
