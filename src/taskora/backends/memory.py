@@ -439,20 +439,12 @@ class MemoryBackend:
             if lock is None or lock[0] != o.token or lock[1] <= now or job is None:
                 refused.append(o.id)
                 continue
-            if o.kind == "start":
-                if t.reserved.pop(o.id, None) is None:
-                    if job["state"] != "active":  # else: started already (a retried call)
-                        refused.append(o.id)
-                    continue
-                t.locks[o.id] = (o.token, now + options.lock_ttl_ms)
-                t.active[o.id] = None
-                job.update(state="active", processedOn=now)
+            if o.kind == "start" or o.id in t.reserved:
+                if not self._reserved_outcome(t, o, job, now, options):
+                    refused.append(o.id)
+                released = released or o.kind != "start"
                 continue
             del t.locks[o.id]
-            if t.reserved.pop(o.id, None) is not None:  # never started: back to the front
-                self._requeue_front(t, o.id, job)
-                released = True
-                continue
             t.active.pop(o.id, None)
             if self._release_concurrency(t, job.get("concurrencyKey")):
                 released = True
@@ -490,6 +482,23 @@ class MemoryBackend:
         claimed, gated = self._claim(task, t, now, claim, options, token_base, reserve)
         self._rearm(t, now, gated, released)
         return FinishReport(tuple(refused), tuple(claimed))
+
+    def _reserved_outcome(
+        self, t: _Task, o: Outcome, job: Job, now: int, options: ClaimOptions
+    ) -> bool:
+        """A start, or any other outcome for a job still claimed ahead (it goes back to the
+        front). False: refused."""
+        if o.kind != "start":
+            del t.reserved[o.id]
+            del t.locks[o.id]
+            self._requeue_front(t, o.id, job)
+            return True
+        if t.reserved.pop(o.id, None) is None:
+            return bool(job["state"] == "active")  # started already (a retried call), else refused
+        t.locks[o.id] = (o.token, now + options.lock_ttl_ms)
+        t.active[o.id] = None
+        job.update(state="active", processedOn=now)
+        return True
 
     async def wait_for_work(
         self,
