@@ -36,6 +36,8 @@ PUBLIC = [
     "Retention",
     "Retry",
     "RetryError",
+    "Schedule",
+    "ScheduleInfo",
     "SerializationError",
     "Stall",
     "Task",

@@ -22,7 +22,6 @@ from .errors import (
     JobExpiredError,
     JobFailedError,
     JobNotFoundError,
-    RetryError,
     SerializationError,
     TaskoraError,
     ThrottledError,
@@ -32,6 +31,8 @@ from .errors import (
 )
 from .handle import ResultHandle
 from .inspector import DeadLetters, JobInfo
+from .retry import RetryError
+from .schedule import Schedule, ScheduleInfo
 from .task import Task
 from .types import (
     Debounce,
@@ -68,6 +69,8 @@ __all__ = [
     "Retention",
     "Retry",
     "RetryError",
+    "Schedule",
+    "ScheduleInfo",
     "SerializationError",
     "Stall",
     "Task",

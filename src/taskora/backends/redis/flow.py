@@ -66,6 +66,8 @@ def flow_args(base: str, job: NewJob, flow: Flow) -> list[Any]:
         args += (flow.max, flow.window_ms)
     elif flow.kind == "dedup":
         args.append(",".join(dedup_states(flow)))
+    elif flow.kind == "schedule":
+        args += (flow.fire_ms, "1" if flow.overlap else "0", flow.window_ms)
     else:
         raise ConfigError(f"unknown flow control kind {flow.kind!r}")
     return args
