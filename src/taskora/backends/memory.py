@@ -165,12 +165,12 @@ class MemoryBackend:
             return t.wait.pop(), None
         return None
 
-    def _remove_waiting(self, task: str, t: _Task, job_id: str) -> None:
+    def _remove_waiting(self, t: _Task, job_id: str) -> None:
         if t.prio_score.pop(job_id, None) is not None:
             return
         if t.reserved.pop(job_id, None) is not None:
             t.locks.pop(job_id, None)
-            self._tell(task, job_id)
+            self._tell(t.name, job_id)
             return
         try:
             t.wait.remove(job_id)
@@ -679,7 +679,7 @@ class MemoryBackend:
         state = job["state"]
         if state in ("waiting", "delayed", "retrying"):
             if state == "waiting":
-                self._remove_waiting(task, t, job_id)
+                self._remove_waiting(t, job_id)
             else:
                 t.due.pop(job_id, None)
             job.update(state="cancelled", finishedOn=now, cancelReason=reason or "")
@@ -737,7 +737,7 @@ class MemoryBackend:
         if job is None or job.get("expireAt") is None or job["expireAt"] > now:
             return
         if job["state"] == "waiting":
-            self._remove_waiting(task, t, job_id)
+            self._remove_waiting(t, job_id)
         elif job["state"] in ("delayed", "retrying"):
             t.due.pop(job_id, None)
         else:
