@@ -31,7 +31,8 @@ LIBRARIES: dict[str, Library] = {
             "taskora",
             "taskora",
             editable=TASKORA_SOURCE,
-            notes="`App(url)`, `@app.task(concurrency=N)`; worker via `async with app:`",
+            notes="`App(url)`, `@app.task(concurrency=N)`; worker via `async with app:`; "
+            "process c=1 strict: `App(url, prefetch=0)` (no claim-ahead)",
         ),
         # saq imports typing_extensions without declaring it
         Library(
