@@ -84,6 +84,7 @@ class App:
         retention: Retention | None = None,
         shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
         scheduler: dict[str, Any] | bool | None = None,
+        prefetch: int = 32,
     ) -> None:
         self.shutdown_timeout_ms = to_ms(shutdown_timeout, "shutdown_timeout")
         if prefix is not None:
@@ -96,12 +97,17 @@ class App:
             raise ConfigError(
                 f"max_payload_bytes must be a positive integer, got {max_payload_bytes!r}"
             )
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ConfigError(f"prefetch must be an integer >= 0, got {prefetch!r}")
         if defaults is not None and not isinstance(defaults, TaskDefaults):
             raise ConfigError("defaults must be a taskora.TaskDefaults")
         self.prefix = prefix
         self.max_payload_bytes = max_payload_bytes
         self.defaults = defaults or TaskDefaults()
         self.retention = retention or Retention()
+        # quick jobs a worker claims ahead of its free slots (reserved, still waiting to
+        # everyone else; see worker.py); 0: none, a worker holds only the jobs it runs
+        self.prefetch = prefetch
         if backend is None:
             backend = os.environ.get("TASKORA_URL") or "memory://"
         if isinstance(backend, str):

@@ -33,6 +33,9 @@ class Runtime(Protocol):
     def max_payload_bytes(self) -> int: ...
 
     @property
+    def prefetch(self) -> int: ...
+
+    @property
     def tasks(self) -> Mapping[str, object]: ...
 
     @property

@@ -45,6 +45,7 @@ def _system_clock() -> int:
 
 @dataclass(eq=False)
 class _Task:
+    name: str = ""
     jobs: dict[str, Job] = field(default_factory=dict)
     logs: dict[str, list[str]] = field(default_factory=dict)
     wait: deque[str] = field(default_factory=deque)  # appendleft = LPUSH, pop = RPOP
@@ -53,6 +54,8 @@ class _Task:
     delayed: list[tuple[int, str]] = field(default_factory=list)
     due: dict[str, int] = field(default_factory=dict)
     active: dict[str, None] = field(default_factory=dict)
+    reserved: dict[str, float] = field(default_factory=dict)  # claimed ahead: id -> rank score
+    reserved_seq: int = 0
     locks: dict[str, tuple[str, int]] = field(default_factory=dict)
     finished: dict[str, OrderedDict[str, int]] = field(
         default_factory=lambda: {
@@ -69,7 +72,8 @@ class _Task:
     marker_event: asyncio.Event | None = None
 
     def waiting_count(self) -> int:
-        return len(self.wait) + len(self.prio_score) + sum(map(len, self.parked.values()))
+        parked = sum(map(len, self.parked.values()))
+        return len(self.wait) + len(self.prio_score) + parked + len(self.reserved)
 
     def queued_count(self) -> int:
         return len(self.wait) + len(self.prio_score)
@@ -120,17 +124,30 @@ class MemoryBackend:
     def _t(self, task: str) -> _Task:
         t = self._tasks.get(task)
         if t is None:
-            t = self._tasks[task] = _Task()
+            t = self._tasks[task] = _Task(task)
         return t
 
     # -- queue primitives (the Lua helpers of lib.lua) -------------------------------------
-    def _requeue(self, t: _Task, job_id: str, priority: int, ts: int) -> None:
+    def _requeue(
+        self, t: _Task, job_id: str, priority: int, ts: int, arrival: bool = False
+    ) -> None:
+        """An arrival (not a job put back in front) may outrank jobs claimed ahead: tell the
+        workers to give those back (lib.lua's requeue)."""
         if priority > 0:
-            score = -priority * 1e13 + ts
-            t.prio_score[job_id] = score
-            heapq.heappush(t.prioritized, (score, job_id))
+            self._add_prioritized(t, job_id, -priority * 1e13 + ts)
+            if arrival and t.reserved and t.prio_score[job_id] < max(t.reserved.values()):
+                self._tell(t.name, "")
         else:
             t.wait.appendleft(job_id)
+
+    def _add_prioritized(self, t: _Task, job_id: str, score: float) -> None:
+        t.prio_score[job_id] = score
+        heapq.heappush(t.prioritized, (score, job_id))
+
+    def _tell(self, task: str, message: str) -> None:
+        listener = self._cancel_listeners.get(task)
+        if listener is not None:
+            asyncio.get_running_loop().call_soon(listener, message)
 
     def _requeue_front(self, t: _Task, job_id: str, job: Job) -> None:
         if job["priority"] > 0:
@@ -138,18 +155,22 @@ class MemoryBackend:
         else:
             t.wait.append(job_id)
 
-    def _pop_waiting(self, t: _Task) -> str | None:
+    def _pop_waiting(self, t: _Task) -> tuple[str, float | None] | None:
         while t.prioritized:
             score, job_id = heapq.heappop(t.prioritized)
             if t.prio_score.get(job_id) == score:
                 del t.prio_score[job_id]
-                return job_id
+                return job_id, score
         if t.wait:
-            return t.wait.pop()
+            return t.wait.pop(), None
         return None
 
     def _remove_waiting(self, t: _Task, job_id: str) -> None:
         if t.prio_score.pop(job_id, None) is not None:
+            return
+        if t.reserved.pop(job_id, None) is not None:
+            t.locks.pop(job_id, None)
+            self._tell(t.name, job_id)
             return
         try:
             t.wait.remove(job_id)
@@ -239,24 +260,37 @@ class MemoryBackend:
             if expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
             else:
-                self._requeue(t, job_id, job["priority"], now)
+                self._requeue(t, job_id, job["priority"], now, arrival=True)
                 job["state"] = "waiting"
 
     def _claim(
-        self, task: str, t: _Task, now: int, want: int, options: ClaimOptions, token_base: str
+        self,
+        task: str,
+        t: _Task,
+        now: int,
+        want: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int = 0,
     ) -> tuple[list[Claimed], bool]:
         out: list[Claimed] = []
-        if want <= 0:
+        if options.singleton:
+            reserve = 0
+        if want + reserve <= 0:
             return out, False
         if options.singleton:  # at most one active job of the task
+            if want <= 0:
+                return out, False
             if t.active:
                 return out, True
             want = 1
+        total = want + reserve
         pops = 0
-        while len(out) < want and pops < want + 100:
-            job_id = self._pop_waiting(t)
-            if job_id is None:
+        while len(out) < total and pops < total + 100:
+            popped = self._pop_waiting(t)
+            if popped is None:
                 break
+            job_id, score = popped
             pops += 1
             job = t.jobs.get(job_id)
             if job is None or job["state"] != "waiting":
@@ -267,18 +301,44 @@ class MemoryBackend:
                 self._expire(task, t, job_id, now)
             elif key is not None and t.conc.get(key, 0) >= job["concurrencyLimit"]:
                 t.parked.setdefault(key, deque()).append(job_id)  # waits for its key's slot
+            elif len(out) >= want and (key is not None or expire_at is not None):
+                if score is not None:  # never claimed ahead: back where it was, stop here
+                    self._add_prioritized(t, job_id, score)
+                else:
+                    t.wait.append(job_id)
+                break
             else:
-                if key is not None:
-                    t.conc[key] = t.conc.get(key, 0) + 1
-                self._token_seq += 1
-                token = f"{token_base}:{self._token_seq}"
-                t.active[job_id] = None
-                t.locks[job_id] = (token, now + options.lock_ttl_ms)
-                job.update(state="active", processedOn=now)
-                out.append(
-                    Claimed(job_id, job["data"], job["_v"], job["attempt"], job["ts"], token)
-                )
+                out.append(self._hold(t, job_id, score, now, len(out) >= want, options, token_base))
         return out, False
+
+    def _hold(
+        self,
+        t: _Task,
+        job_id: str,
+        score: float | None,
+        now: int,
+        ahead: bool,
+        options: ClaimOptions,
+        token_base: str,
+    ) -> Claimed:
+        """Lock a claimed job for the worker: active now, or reserved (claimed ahead)."""
+        job = t.jobs[job_id]
+        self._token_seq += 1
+        token = f"{token_base}:{self._token_seq}"
+        t.locks[job_id] = (token, now + options.lock_ttl_ms)
+        if ahead:
+            if score is None:  # a plain job's rank: a claim sequence number (lib.lua)
+                t.reserved_seq += 1
+                score = t.reserved_seq
+            t.reserved[job_id] = score
+        else:
+            key = job.get("concurrencyKey")
+            if key is not None:
+                t.conc[key] = t.conc.get(key, 0) + 1
+            t.active[job_id] = None
+            job.update(state="active", processedOn=now)
+        data, version, attempt, ts = job["data"], job["_v"], job["attempt"], job["ts"]
+        return Claimed(job_id, data, version, attempt, ts, token, reserved=ahead)
 
     def _rearm(self, t: _Task, now: int, gated: bool, released: bool) -> None:
         if t.queued_count() > 0:
@@ -354,7 +414,7 @@ class MemoryBackend:
         if new.delay_ms > 0:
             self._add_delayed(t, new.id, now + new.delay_ms)
         else:
-            self._requeue(t, new.id, new.priority, now)
+            self._requeue(t, new.id, new.priority, now, arrival=True)
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         from .memory_flow import enqueue_flow
@@ -369,6 +429,7 @@ class MemoryBackend:
         claim: int,
         options: ClaimOptions,
         token_base: str,
+        reserve: int = 0,
     ) -> FinishReport:
         t = self._t(task)
         now = self.now_ms()
@@ -380,6 +441,11 @@ class MemoryBackend:
             job = t.jobs.get(o.id)
             if lock is None or lock[0] != o.token or lock[1] <= now or job is None:
                 refused.append(o.id)
+                continue
+            if o.kind == "start" or o.id in t.reserved:
+                if not self._reserved_outcome(t, o, job, now, options):
+                    refused.append(o.id)
+                released = released or o.kind != "start"
                 continue
             del t.locks[o.id]
             t.active.pop(o.id, None)
@@ -416,15 +482,38 @@ class MemoryBackend:
         if n_failed:
             self._trim_count(t, "failed", options.keep_failed, 2 * n_failed + 10)
         self._promote(task, t, now)
-        claimed, gated = self._claim(task, t, now, claim, options, token_base)
+        claimed, gated = self._claim(task, t, now, claim, options, token_base, reserve)
         self._rearm(t, now, gated, released)
         return FinishReport(tuple(refused), tuple(claimed))
 
+    def _reserved_outcome(
+        self, t: _Task, o: Outcome, job: Job, now: int, options: ClaimOptions
+    ) -> bool:
+        """A start, or any other outcome for a job still claimed ahead (it goes back to the
+        front). False: refused."""
+        if o.kind != "start":
+            del t.reserved[o.id]
+            del t.locks[o.id]
+            self._requeue_front(t, o.id, job)
+            return True
+        if t.reserved.pop(o.id, None) is None:
+            return bool(job["state"] == "active")  # started already (a retried call), else refused
+        t.locks[o.id] = (o.token, now + options.lock_ttl_ms)
+        t.active[o.id] = None
+        job.update(state="active", processedOn=now)
+        return True
+
     async def wait_for_work(
-        self, task: str, timeout_s: float, claim: int, options: ClaimOptions, token_base: str
+        self,
+        task: str,
+        timeout_s: float,
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int = 0,
     ) -> tuple[Claimed, ...]:
         await self._wait_marker(task, timeout_s)
-        report = await self.finish_and_claim(task, (), claim, options, token_base)
+        report = await self.finish_and_claim(task, (), claim, options, token_base, reserve)
         return report.claimed
 
     async def _wait_marker(self, task: str, timeout_s: float) -> None:
@@ -461,6 +550,7 @@ class MemoryBackend:
         options: ClaimOptions,
         token_base: str,
         timeout_s: float,
+        reserve: int = 0,
     ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
         return None  # in-process: nothing to save
 
@@ -483,8 +573,19 @@ class MemoryBackend:
     async def stalled_check(self, task: str, max_count: int) -> StallReport:
         t = self._t(task)
         now = self.now_ms()
-        recovered, failed, cancelled = [], [], []
+        recovered, failed, cancelled, returned = [], [], [], []
         released = False
+        for job_id in sorted(t.reserved, key=t.reserved.__getitem__, reverse=True):
+            lock = t.locks.get(job_id)
+            if lock is not None and lock[1] > now:
+                continue
+            del t.reserved[job_id]  # claimed ahead by a dead worker: back in front, no stall
+            t.locks.pop(job_id, None)
+            job = t.jobs.get(job_id)
+            if job is not None and job["state"] == "waiting":
+                self._requeue_front(t, job_id, job)
+                released = True
+                returned.append(job_id)
         for job_id in list(t.stalled):
             t.stalled.discard(job_id)
             lock = t.locks.get(job_id)
@@ -522,7 +623,7 @@ class MemoryBackend:
         t.stalled.update(t.active)
         if released:
             self._rearm(t, now, False, True)
-        return StallReport(tuple(recovered), tuple(failed), tuple(cancelled))
+        return StallReport(tuple(recovered), tuple(failed), tuple(cancelled), tuple(returned))
 
     async def trim(self, task: str, retention: Retention) -> int:
         t = self._t(task)
@@ -589,9 +690,7 @@ class MemoryBackend:
             return "cancelled"
         if state == "active":
             job.update(cancelledAt=now, cancelReason=reason or "")
-            listener = self._cancel_listeners.get(task)
-            if listener is not None:
-                asyncio.get_running_loop().call_soon(listener, job_id)
+            self._tell(task, job_id)
             return "flagged"
         return "not_cancellable"
 
@@ -665,8 +764,9 @@ class MemoryBackend:
             ids = [job_id for _, job_id in sorted((due, j) for j, due in t.due.items())]
         elif state == "active":
             ids = list(reversed(t.active))
-        elif state == "waiting":
-            ids = [j for _, j in sorted((score, j) for j, score in t.prio_score.items())]
+        elif state == "waiting":  # claim order; claimed-ahead jobs merge by score (lib.lua)
+            scored = list(t.prio_score.items()) + list(t.reserved.items())
+            ids = [j for _, j in sorted((score, j) for j, score in scored)]
             ids += list(reversed(t.wait))
             ids = [j for j in ids if t.jobs.get(j, {}).get("state") == "waiting"]
         else:
@@ -717,7 +817,7 @@ class MemoryBackend:
             ):
                 job.pop(name, None)
             job.update(state="waiting", attempt=1, ts=now)
-            self._requeue(t, job_id, job["priority"], now)
+            self._requeue(t, job_id, job["priority"], now, arrival=True)
             done.append(job_id)
         if done:
             self._set_marker(t, 0)
