@@ -210,7 +210,7 @@ def _producer(url: str, prefix: str) -> tuple[taskora.App, taskora.Task[Any, int
     app = taskora.App(url, prefix=prefix, defaults=taskora.TaskDefaults(stall=STALL))
 
     @app.task("quick")
-    async def quick(data: dict[str, int]) -> int:  # runs only in the worker processes
+    async def quick(data: dict[str, float]) -> int:  # runs only in the worker processes
         raise AssertionError("the producer never runs jobs")
 
     return app, quick

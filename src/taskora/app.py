@@ -462,10 +462,11 @@ class App:
 
     def _log_banner(self, workers: list[Any]) -> None:
         log.info(
-            "taskora worker started: %s on %s, prefix %s",
+            "taskora worker started: %s on %s, prefix %s, prefetch %d",
             ", ".join(f"{w.name} (concurrency {w.concurrency})" for w in workers) or "no tasks",
             getattr(self.backend, "url", type(self.backend).__name__),  # never has a password
             self.prefix or "(none)",
+            self.prefetch,
         )
 
     def _retarget(self, url: str | None, prefix: str | None) -> None:

@@ -375,19 +375,9 @@ class Worker:
 
     async def _outcome(self, run: _Running) -> Outcome:
         job = run.job
-        if job.error is not None:
-            return Outcome(job.id, job.token, "failed", error=job.error)
-        try:
-            data = serializer.loads(job.data, "job data")
-        except SerializationError as exc:
-            return Outcome(job.id, job.token, "failed", error=f"malformed job: {exc}")
-        schemas = self.task
-        if schemas.input is not None:  # every job, whoever dispatched it
-            try:
-                data = schemas.input.validate(data, "input")
-            except ValidationError as exc:
-                run.handler_done = True
-                return self._failure(job, exc)
+        data = self._input(run)
+        if isinstance(data, Outcome):
+            return data
         try:
             result = await self._call(run, data)
         except asyncio.CancelledError:
@@ -408,9 +398,30 @@ class Worker:
         run.handler_done = True
         if run.cancel_requested:
             return await self._cancelled(run, data)
+        return self._encode(job, result)
+
+    def _input(self, run: _Running) -> Any:
+        """The job's data, decoded and validated (every job, whoever dispatched it), or the
+        outcome that ends a job whose data is unusable."""
+        job = run.job
+        if job.error is not None:
+            return Outcome(job.id, job.token, "failed", error=job.error)
         try:
-            if schemas.output is not None:
-                result = schemas.output.to_json(result, "output")
+            data = serializer.loads(job.data, "job data")
+        except SerializationError as exc:
+            return Outcome(job.id, job.token, "failed", error=f"malformed job: {exc}")
+        if self.task.input is not None:
+            try:
+                return self.task.input.validate(data, "input")
+            except ValidationError as exc:
+                run.handler_done = True
+                return self._failure(job, exc)
+        return data
+
+    def _encode(self, job: Claimed, result: Any) -> Outcome:
+        try:
+            if self.task.output is not None:
+                result = self.task.output.to_json(result, "output")
             encoded = serializer.dumps(result, f"result of task {self.name!r}")
         except (SerializationError, ValidationError) as exc:
             return self._failure(job, exc)
