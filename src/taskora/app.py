@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends import backend_from_url
 from .backends.base import Backend, EnqueueResult, Flow, NewJob
@@ -27,6 +27,9 @@ from .errors import ConfigError, TaskoraError
 from .inspector import DeadLetters
 from .task import Task
 from .types import Retention, TaskDefaults, check_name
+
+if TYPE_CHECKING:
+    from .events import EventHub
 
 __all__ = ["App"]
 
@@ -89,6 +92,20 @@ class App:
         self._workers: list[Any] = []
         self._started = False
         self._guard = threading.Lock()
+        self._hub: EventHub | None = None
+
+    # -- events -------------------------------------------------------------------------
+    def on(self, event: str, fn: Callable[[Any], Any]) -> Callable[[], None]:
+        """Listen to ``"task:<event>"`` of every task, or ``"worker:ready"``,
+        ``"worker:closing"``, ``"worker:error"``; returns ``unsubscribe()``. See taskora.events."""
+        return self._events().on(None, event, fn)
+
+    def _events(self) -> EventHub:
+        if self._hub is None:
+            from .events import EventHub
+
+            self._hub = EventHub(self)
+        return self._hub
 
     # -- tasks ------------------------------------------------------------------------
     @overload
@@ -163,6 +180,8 @@ class App:
         except BaseException:
             await self.close(timeout=0)
             raise
+        if self._hub is not None:
+            self._hub.emit_worker("worker:ready", tuple(w.name for w in self._workers))
 
     def _select(self, names: Iterable[str] | None) -> list[Task[Any, Any]]:
         if names is None:
@@ -182,10 +201,15 @@ class App:
                 return
         workers, self._workers = self._workers, []
         self._started = False
+        hub = self._hub
+        if hub is not None and workers:
+            hub.emit_worker("worker:closing", tuple(w.name for w in workers))
         if workers:
             await asyncio.gather(*(w.stop(timeout) for w in workers), return_exceptions=True)
         if self._enqueuer is not None:
             await self._enqueuer.drain()
+        if hub is not None:
+            await hub.close()
         if self._connected:
             self._connected = False
             await self.backend.close()
@@ -230,6 +254,8 @@ class App:
             if not self._connected:
                 await self.backend.connect()
                 self._connected = True
+                if self._hub is not None:
+                    self._hub.connected(self.backend)
         return self.backend
 
     def _submit(self, task: str, job: NewJob, flow: Flow | None) -> Any:
@@ -328,6 +354,8 @@ class App:
             if reset is not None:
                 reset()
             self._connected = False
+            if self._hub is not None:
+                self._hub.reset()
         self._home = loop
         self._enqueuer = None
         self._connect_lock = None

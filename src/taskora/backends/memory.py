@@ -12,10 +12,11 @@ import asyncio
 import heapq
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..events import Deliver, needed_fields
 from ..types import Retention
 from .base import (
     CancelListener,
@@ -35,6 +36,7 @@ __all__ = ["MemoryBackend"]
 
 Job = dict[str, Any]
 STALL_MESSAGE = "Job stalled and exceeded max stalled count"
+EVENTS_MAXLEN = 10_000
 
 
 def _system_clock() -> int:
@@ -65,6 +67,10 @@ class _Task:
     )  # key -> (value, expiry)
     marker: int | None = None
     marker_event: asyncio.Event | None = None
+    name: str = ""
+    events: deque[tuple[str, dict[str, str]]] = field(
+        default_factory=lambda: deque(maxlen=EVENTS_MAXLEN)
+    )  # the events stream: (entry id, fields)
 
     def waiting_count(self) -> int:
         return len(self.wait) + len(self.prio_score) + sum(map(len, self.parked.values()))
@@ -86,6 +92,8 @@ class MemoryBackend:
         self._cancel_listeners: dict[str, CancelListener] = {}
         self._token_seq = 0
         self._closed_event: asyncio.Event | None = None
+        self._event_sources: list[_EventSource] = []
+        self._event_last = (0, 0)
 
     def configure(self, *, prefix: str | None) -> None:
         self.prefix = prefix
@@ -117,8 +125,30 @@ class MemoryBackend:
     def _t(self, task: str) -> _Task:
         t = self._tasks.get(task)
         if t is None:
-            t = self._tasks[task] = _Task()
+            t = self._tasks[task] = _Task(name=task)
         return t
+
+    def _emit(self, t: _Task, job_id: str, kind: str, *pairs: str | int) -> None:
+        """XADD to the task's events stream (the same entries as the Lua scripts write);
+        listeners of this backend get it at once, with the job fields it needs."""
+        fields = {"event": kind, "jobId": job_id}
+        for i in range(0, len(pairs), 2):
+            fields[str(pairs[i])] = str(pairs[i + 1])
+        now = self.now_ms()
+        ms, seq = self._event_last
+        self._event_last = (ms, seq + 1) if now <= ms else (now, 0)
+        t.events.append((f"{self._event_last[0]}-{self._event_last[1]}", fields))
+        for source in self._event_sources:
+            if t.name in source.tasks:
+                job = t.jobs.get(job_id, {})
+                extra = {n: str(job[n]) for n in needed_fields(fields) if job.get(n) is not None}
+                source.deliver(t.name, [(fields, extra)])
+
+    def open_events(
+        self, deliver: Deliver, on_error: Callable[[BaseException], None]
+    ) -> _EventSource:
+        """Events of the watched tasks, handed over as they happen (in-process)."""
+        return _EventSource(self, deliver)
 
     # -- queue primitives (the Lua helpers of lib.lua) -------------------------------------
     def _requeue(self, t: _Task, job_id: str, priority: int, ts: int) -> None:
@@ -220,6 +250,7 @@ class MemoryBackend:
         job = t.jobs[job_id]
         job.update(state="expired", finishedOn=now)
         self._release_dedup(t, job.get("dedupKey"), job_id)
+        self._emit(t, job_id, "expired")
         self._finish(task, t, job_id, "expired", now, Terminal("expired"))
 
     def _promote(self, task: str, t: _Task, now: int) -> None:
@@ -238,6 +269,7 @@ class MemoryBackend:
             else:
                 self._requeue(t, job_id, job["priority"], now)
                 job["state"] = "waiting"
+                self._emit(t, job_id, "promoted")
 
     def _claim(
         self, task: str, t: _Task, now: int, want: int, options: ClaimOptions, token_base: str
@@ -272,6 +304,7 @@ class MemoryBackend:
                 t.active[job_id] = None
                 t.locks[job_id] = (token, now + options.lock_ttl_ms)
                 job.update(state="active", processedOn=now)
+                self._emit(t, job_id, "active")
                 out.append(
                     Claimed(job_id, job["data"], job["_v"], job["attempt"], job["ts"], token)
                 )
@@ -352,6 +385,7 @@ class MemoryBackend:
             self._add_delayed(t, new.id, now + new.delay_ms)
         else:
             self._requeue(t, new.id, new.priority, now)
+        self._emit(t, new.id, job["state"])
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         from .memory_flow import enqueue_flow
@@ -386,6 +420,7 @@ class MemoryBackend:
             if o.kind == "completed":
                 job.update(state="completed", finishedOn=now, result=o.result or "")
                 self._release_dedup(t, dedup, o.id)
+                self._emit(t, o.id, "completed")
                 self._finish(
                     task, t, o.id, "completed", now, Terminal("completed", result=o.result)
                 )
@@ -394,20 +429,27 @@ class MemoryBackend:
                 job["attempt"] += 1
                 job.update(state="retrying", error=o.error or "")
                 self._add_delayed(t, o.id, now + o.retry_delay_ms)
+                self._emit(
+                    t, o.id, "retrying", "attempt", job["attempt"],
+                    "nextAttemptAt", now + o.retry_delay_ms, "error", o.error or "",
+                )  # fmt: skip
             elif o.kind == "failed":
                 job.update(state="failed", finishedOn=now, error=o.error or "")
                 self._release_dedup(t, dedup, o.id)
+                self._emit(t, o.id, "failed", "error", o.error or "")
                 self._finish(task, t, o.id, "failed", now, Terminal("failed", error=o.error))
                 n_failed += 1
             elif o.kind == "cancelled":
                 job.update(state="cancelled", finishedOn=now)
                 self._release_dedup(t, dedup, o.id)
                 reason = job.get("cancelReason") or None
+                self._emit(t, o.id, "cancelled", "reason", job.get("cancelReason") or "")
                 self._finish(task, t, o.id, "cancelled", now, Terminal("cancelled", reason=reason))
             else:
                 job["state"] = "waiting"
                 self._requeue_front(t, o.id, job)
                 released = True
+                self._emit(t, o.id, "waiting")
         if n_completed:
             self._trim_count(t, "completed", options.keep_completed, 2 * n_completed + 10)
         if n_failed:
@@ -499,6 +541,7 @@ class MemoryBackend:
                 job.update(state="cancelled", finishedOn=now)
                 self._release_dedup(t, job.get("dedupKey"), job_id)
                 reason = job.get("cancelReason") or None
+                self._emit(t, job_id, "cancelled", "reason", job.get("cancelReason") or "")
                 self._finish(
                     task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason)
                 )
@@ -508,6 +551,9 @@ class MemoryBackend:
             if job["stalledCount"] > max_count:
                 job.update(state="failed", finishedOn=now, error=STALL_MESSAGE)
                 self._release_dedup(t, job.get("dedupKey"), job_id)
+                count = job["stalledCount"]
+                self._emit(t, job_id, "stalled", "count", count, "action", "failed")
+                self._emit(t, job_id, "failed", "error", STALL_MESSAGE)
                 self._finish(
                     task, t, job_id, "failed", now, Terminal("failed", error=STALL_MESSAGE)
                 )
@@ -515,6 +561,8 @@ class MemoryBackend:
             else:
                 job["state"] = "waiting"
                 self._requeue_front(t, job_id, job)
+                count = job["stalledCount"]
+                self._emit(t, job_id, "stalled", "count", count, "action", "recovered")
                 recovered.append(job_id)
         t.stalled.update(t.active)
         if released:
@@ -547,9 +595,11 @@ class MemoryBackend:
         self._cancel_listeners.pop(task, None)
 
     async def set_progress(self, task: str, job_id: str, value: str) -> None:
-        job = self._t(task).jobs.get(job_id)
+        t = self._t(task)
+        job = t.jobs.get(job_id)
         if job is not None:
             job["progress"] = value
+        self._emit(t, job_id, "progress", "value", value)
 
     async def add_logs(self, task: str, job_id: str, entries: Sequence[str]) -> None:
         logs = self._t(task).logs.setdefault(job_id, [])
@@ -580,6 +630,7 @@ class MemoryBackend:
                 t.due.pop(job_id, None)
             job.update(state="cancelled", finishedOn=now, cancelReason=reason or "")
             self._release_dedup(t, job.get("dedupKey"), job_id)
+            self._emit(t, job_id, "cancelled", "reason", reason or "")
             self._finish(
                 task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason or None)
             )
@@ -698,6 +749,7 @@ class MemoryBackend:
                 job.pop(name, None)
             job.update(state="waiting", attempt=1, ts=now)
             self._requeue(t, job_id, job["priority"], now)
+            self._emit(t, job_id, "waiting")
             done.append(job_id)
         if done:
             self._set_marker(t, 0)
@@ -706,3 +758,21 @@ class MemoryBackend:
     async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
         job = self._t(task).jobs.get(job_id, {})
         return {k: str(v) for k, v in job.items()}
+
+
+class _EventSource:
+    """The memory backend's event source: entries are handed over as they are written."""
+
+    def __init__(self, backend: MemoryBackend, deliver: Deliver) -> None:
+        self.backend = backend
+        self.deliver = deliver
+        self.tasks: set[str] = set()
+        backend._event_sources.append(self)
+
+    def watch(self, tasks: Iterable[str]) -> None:
+        self.tasks = set(tasks)
+
+    async def close(self) -> None:
+        self.tasks = set()
+        if self in self.backend._event_sources:
+            self.backend._event_sources.remove(self)
