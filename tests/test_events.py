@@ -62,7 +62,9 @@ async def test_completed_with_result_duration_attempt_and_order(make_app: AppFac
     assert isinstance(done, CompletedEvent)
     assert done.result == {"double": 42} and done.attempt == 1 and done.task == "evt"
     assert 0.015 <= done.duration < 10
-    assert [e.progress for n, e in seen if n == "progress"] == [10, {"pct": 90}]
+    progress = [e for n, e in seen if n == "progress"]
+    assert all(isinstance(e, ProgressEvent) for e in progress)
+    assert [e.progress for e in progress] == [10, {"pct": 90}]
     assert isinstance(by["active"], ActiveEvent) and by["active"].attempt == 1
     assert isinstance(by["waiting"], WaitingEvent)
     with pytest.raises(dataclass_frozen_error()):

@@ -7,11 +7,14 @@ what every process did, in stream order per task. One reader per process serves 
 listener (see ``backends/redis/events_reader.py``); the memory backend hands its entries
 over directly.
 
-Slow listeners: every listener has its own bounded buffer (``LISTENER_BUFFER`` events) and
-its own delivery task, so a slow listener holds up neither job processing, nor the reader,
-nor other listeners. When its buffer is full, new events for that listener are dropped and
-counted, and the count is logged (once when dropping starts, and the total when it has
-caught up). A listener that raises is logged and keeps receiving events.
+Delivery and slow listeners: a sync listener is called at once, in stream order (so sync
+listeners of different events see them in the order they happened); it runs on the event
+loop, so it must be quick, and slow work belongs in an async listener. Every async listener
+has its own bounded buffer (``LISTENER_BUFFER`` events) and its own delivery task, so a slow
+one holds up neither job processing, nor the reader, nor other listeners: when its buffer
+is full, new events for it are dropped and counted, and the count is logged (once when
+dropping starts, and the total when it has caught up); the reader is never held back.
+A listener that raises is logged and keeps receiving events.
 """
 
 from __future__ import annotations
@@ -260,6 +263,13 @@ def needed_fields(fields: Fields) -> tuple[str, ...]:
 
 
 # -- listeners ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An awaitable a listener returned (a sync function that starts async work)."""
+
+    awaitable: Any
+
+
 class _Subscription:
     """One listener: its own buffer and delivery task, so it can only slow itself down."""
 
@@ -277,6 +287,18 @@ class _Subscription:
         self.runner: asyncio.Task[None] | None = None
 
     def push(self, event: Any) -> None:
+        if not self.is_async:
+            try:
+                out = self.fn(event)
+            except Exception:
+                log.exception("event listener %r for %s raised", self.fn, self.name)
+                return
+            if not inspect.isawaitable(out):
+                return
+            self.is_async = True  # it returned an awaitable after all: treat it as async
+            self.buffer.append(_Pending(out))
+            self._start()
+            return
         if len(self.buffer) >= LISTENER_BUFFER:
             if self.dropped == 0:
                 log.warning(
@@ -289,6 +311,9 @@ class _Subscription:
             self.dropped += 1
             return
         self.buffer.append(event)
+        self._start()
+
+    def _start(self) -> None:
         if self.runner is None or self.runner.done():
             self.runner = asyncio.get_running_loop().create_task(
                 self._drain(), name=f"taskora-listener-{self.name}"
@@ -300,7 +325,7 @@ class _Subscription:
         while self.buffer:
             event = self.buffer.popleft()
             try:
-                out = self.fn(event)
+                out = event.awaitable if isinstance(event, _Pending) else self.fn(event)
                 if inspect.isawaitable(out):
                     await out
             except asyncio.CancelledError:

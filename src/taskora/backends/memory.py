@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events import Deliver, needed_fields
+from ..events import Deliver, Fields, needed_fields
 from ..types import Retention
 from .base import (
     CancelListener,
@@ -765,9 +765,22 @@ class _EventSource:
 
     def __init__(self, backend: MemoryBackend, deliver: Deliver) -> None:
         self.backend = backend
-        self.deliver = deliver
+        self._deliver = deliver
         self.tasks: set[str] = set()
+        self._pending: list[tuple[str, list[tuple[Fields, Fields]]]] = []
         backend._event_sources.append(self)
+
+    def deliver(self, task: str, entries: list[tuple[Fields, Fields]]) -> None:
+        """Called inside a backend step: hand over right after it, never in the middle
+        (a listener may dispatch, and a step must look atomic)."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append((task, entries))
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for task, entries in pending:
+            self._deliver(task, entries)
 
     def watch(self, tasks: Iterable[str]) -> None:
         self.tasks = set(tasks)
