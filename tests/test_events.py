@@ -374,3 +374,59 @@ async def test_many_events_from_four_tasks_reach_three_listeners(make_app: AppFa
     await asyncio.sleep(0.05)
     for seen in listeners:
         assert sorted(seen) == sorted(ids)
+
+
+async def test_async_listener_over_its_buffer_drops_and_logs_the_count(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import taskora.events
+
+    monkeypatch.setattr(taskora.events, "LISTENER_BUFFER", 5)
+    app = make_app()
+
+    @app.task("buf", concurrency=10)
+    async def buf(data: int) -> int:
+        return data
+
+    gate = asyncio.Event()
+    slow_seen: list[int] = []
+
+    async def slow(event: CompletedEvent) -> None:
+        await gate.wait()
+        slow_seen.append(event.result)
+
+    buf.on("completed", slow)
+    fast = record(buf, "completed")
+    await app.start()
+    with caplog.at_level(logging.WARNING, logger="taskora.events"):
+        handles = buf.dispatch_many([{"data": i} for i in range(30)])
+        for h in handles:
+            await h.wait_for(20)
+        await wait_until(lambda: len(fast) == 30)
+        gate.set()
+        await wait_until(lambda: "dropped" in caplog.text)
+    # the first event is being handled, five wait in the buffer, the rest were dropped
+    assert len(slow_seen) == 6
+    assert "too slow" in caplog.text and "dropped 24 events" in caplog.text
+
+
+async def test_app_listener_hears_tasks_registered_later(make_app: AppFactory) -> None:
+    app = make_app()
+
+    @app.task("early")
+    async def early(data: int) -> int:
+        return data
+
+    seen: list[Any] = []
+    app.on("task:waiting", seen.append)
+    await app.start()
+    await early.dispatch(1)
+    await wait_until(lambda: len(seen) == 1)
+
+    @app.task("late")
+    async def late(data: int) -> int:
+        return data
+
+    job = await late.dispatch(1)
+    await wait_until(lambda: len(seen) == 2)
+    assert (seen[1].task, seen[1].id) == ("late", job)

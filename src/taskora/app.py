@@ -139,6 +139,8 @@ class App:
             raise ConfigError(f"task {task_name!r} is already registered")
         task: Task[Any, Any] = Task(self, task_name, fn, **options)
         self._tasks[task_name] = task
+        if self._hub is not None:
+            self._hub._refresh()  # app-level task:* listeners hear every task
         return task
 
     @property
