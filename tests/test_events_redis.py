@@ -197,3 +197,32 @@ async def test_one_xread_serves_every_listened_task(redis_url: str, prefix: str)
         assert reader.reads + reader.enrichments < 900 / 2
     finally:
         await app.close()
+
+
+async def test_listener_added_after_start_trusts_no_clock(redis_url: str, prefix: str) -> None:
+    """The start cursor is the stream's last entry, not a time: a clock estimate that is
+    off (a slow TIME round trip at connect, skew) neither loses nor replays events."""
+    app = taskora.App(redis_url, prefix=prefix)
+
+    @app.task("skew")
+    async def skew(data: int) -> int:
+        return data
+
+    try:
+        await app.start()
+        before = await skew.dispatch(0)
+        await skew.handle(before).wait_for(20)
+        backend: Any = app.backend
+        for offset in (5000, -5000):
+            backend._offset_ms += offset
+            seen: list[Any] = []
+            stop = skew.on("completed", seen.append)
+            job = await skew.dispatch(1)
+            await skew.handle(job).wait_for(20)
+            await wait_until(lambda s=seen: len(s) >= 1)
+            await asyncio.sleep(0.1)
+            assert [e.id for e in seen] == [job]
+            stop()
+            backend._offset_ms -= offset
+    finally:
+        await app.close()

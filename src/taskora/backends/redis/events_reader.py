@@ -6,12 +6,14 @@ lack payload data (``completed``: result, attempt, times; ``failed``/``active``:
 one pipeline of ``HMGET`` on the main connection for the whole batch. Nothing is added to
 the producers' or workers' hot paths.
 
-Cursors: a task's stream is read from the moment it became watched (the server's clock,
-so nothing written after ``on()`` is missed and no history is replayed), then from the
-last entry handed to the listeners. A cursor advances only after its batch was delivered:
-after a lost connection (``CLIENT KILL``, a Redis restart) or a failed enrichment the same
-entries are read again, so nothing is lost and nothing is delivered twice, within the
-stream's retention (``MAXLEN ~ 10000``).
+Cursors: a task's stream is read from its last entry when it became watched: ``watch()``
+writes ``XREVRANGE … COUNT 1`` on the main connection at once, ahead of anything this
+process sends after ``on()`` returns (a dispatch right after it is heard; no history is
+replayed; no clock is trusted), then from the last entry handed to the listeners. A
+cursor advances only after its batch was delivered: after a lost connection (``CLIENT
+KILL``, a Redis restart) or a failed enrichment the same entries are read again, so
+nothing is lost and nothing is delivered twice, within the stream's retention
+(``MAXLEN ~ 10000``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ __all__ = ["EventsReader"]
 BLOCK_MS = 5000
 BATCH = 500
 _IO_ERRORS = (ReplyError, ConnectionError, OSError, asyncio.TimeoutError)
-_MAX_SEQ = 18446744073709551615
 
 
 class EventsReader:
@@ -47,6 +48,7 @@ class EventsReader:
         self._deliver = deliver
         self._on_error = on_error
         self._cursors: dict[str, str] = {}  # task -> last entry delivered (or the start)
+        self._snapshots: dict[str, asyncio.Future[Any]] = {}  # task -> its XREVRANGE reply
         self._conn: RespClient | None = None
         self._runner: asyncio.Task[None] | None = None
         self._read: asyncio.Future[Any] | None = None
@@ -55,13 +57,14 @@ class EventsReader:
 
     def watch(self, tasks: Iterable[str]) -> None:
         wanted = set(tasks)
-        start = f"{self._backend.now_ms() - 1}-{_MAX_SEQ}"
         changed = False
         for task in wanted - self._cursors.keys():
-            self._cursors[task] = start
+            self._cursors[task] = ""  # set from the snapshot before the next read
+            self._snapshots[task] = self._snapshot(task)
             changed = True
         for task in self._cursors.keys() - wanted:
             del self._cursors[task]
+            self._snapshots.pop(task, None)
             changed = True
         if not changed:
             return
@@ -73,6 +76,27 @@ class EventsReader:
         elif self._read is not None and not self._read.done():
             self._interrupt()  # the blocked read names the old streams: read again
 
+    def _snapshot(self, task: str) -> asyncio.Future[Any]:
+        """The stream's last entry id, asked for now: written before any later command."""
+        args = ("XREVRANGE", self._backend.keys(task).events, "+", "-", "COUNT", 1)
+        client = self._backend._client
+        sent = client.send_now(*args) if client is not None else None
+        if sent is None:
+            sent = asyncio.ensure_future(self._backend.client.execute(*args))
+        sent.add_done_callback(_retrieved)
+        return sent
+
+    async def _start_cursors(self) -> None:
+        for task, sent in list(self._snapshots.items()):
+            try:
+                reply = await sent
+            except (BackendError, *_IO_ERRORS):
+                self._snapshots[task] = self._snapshot(task)  # ask again (nothing read yet)
+                raise
+            if self._snapshots.get(task) is sent:
+                del self._snapshots[task]
+                self._cursors[task] = reply[0][0].decode() if reply else "0-0"
+
     def _interrupt(self) -> None:
         if self._read is not None:
             self._read.cancel()
@@ -82,6 +106,7 @@ class EventsReader:
     async def close(self) -> None:
         runner, self._runner = self._runner, None
         self._cursors.clear()
+        self._snapshots.clear()
         if runner is not None:
             runner.cancel()
             with contextlib.suppress(BaseException):
@@ -95,7 +120,17 @@ class EventsReader:
         conn = self._conn = RespClient(backend.address, "taskora:events", reply_timeout=20.0)
         delay = 0.1
         while self._cursors:
-            tasks = list(self._cursors)
+            if self._snapshots:
+                try:
+                    await self._start_cursors()
+                except (BackendError, *_IO_ERRORS) as exc:
+                    self._on_error(exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+            tasks = [t for t, cursor in self._cursors.items() if cursor]
+            if not tasks:
+                continue
             streams = [backend.keys(t).events for t in tasks]
             cursors = [self._cursors[t] for t in tasks]
             self.reads += 1
@@ -155,3 +190,8 @@ class EventsReader:
                 continue  # unwatched meanwhile
             self._cursors[task] = last
             self._deliver(task, out)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # an error is handled where it is awaited; never "unretrieved"
