@@ -430,3 +430,27 @@ async def test_app_listener_hears_tasks_registered_later(make_app: AppFactory) -
     job = await late.dispatch(1)
     await wait_until(lambda: len(seen) == 2)
     assert (seen[1].task, seen[1].id) == ("late", job)
+
+
+def test_a_new_event_loop_neither_loses_nor_repeats_events(backend_url: str, prefix: str) -> None:
+    """A script may call asyncio.run twice with one App (the first loop ends unclosed)."""
+    app = taskora.App(backend_url, prefix=prefix)
+
+    @app.task("loops")
+    async def loops(data: int) -> int:
+        return data
+
+    seen: list[str] = []
+    loops.on("waiting", lambda e: seen.append(e.id))
+
+    async def once(close: bool) -> str:
+        job = await loops.dispatch(1)
+        await wait_until(lambda: job in seen)
+        await asyncio.sleep(0.05)
+        if close:
+            await app.close()
+        return job
+
+    first = asyncio.run(once(close=False))
+    second = asyncio.run(once(close=True))
+    assert seen == [first, second]

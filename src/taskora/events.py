@@ -347,6 +347,7 @@ class EventHub:
         self._listeners: dict[tuple[str | None, str], list[_Subscription]] = {}
         self._source: EventSource | None = None
         self._runners: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the source's
 
     # -- registry ------------------------------------------------------------------------
     def on(self, task: str | None, name: str, fn: Listener) -> Callable[[], None]:
@@ -407,6 +408,7 @@ class EventHub:
             if opener is None:
                 return
             self._source = opener(self._deliver, self._error)
+            self._loop = asyncio.get_running_loop()
         self._source.watch(tasks)
 
     def connected(self, backend: Backend) -> None:
@@ -415,8 +417,8 @@ class EventHub:
 
     async def close(self) -> None:
         source, self._source = self._source, None
-        if source is not None:
-            await source.close()
+        if source is not None and self._loop is asyncio.get_running_loop():
+            await source.close()  # (one of a loop that is gone is simply dropped)
         # let listeners take what was already delivered, briefly; then stop them
         runners = list(self._runners)
         if runners:

@@ -115,6 +115,7 @@ class MemoryBackend:
         for t in self._tasks.values():
             t.marker_event = None
         self._waiters.clear()
+        self._event_sources.clear()  # they belonged to the old event loop
 
     def now_ms(self) -> int:
         return self.clock()

@@ -145,8 +145,9 @@ class EventsReader:
                     await self._handle(dict(zip(streams, tasks, strict=True)), reply)
                 delay = 0.1
             except asyncio.CancelledError:
-                if self._read.cancelled() and self._runner is asyncio.current_task():
-                    continue  # interrupted by watch(): the streams changed
+                me = asyncio.current_task()
+                if me is not None and me.cancelling() == 0 and self._read.cancelled():
+                    continue  # only the read was cancelled, by watch(): the streams changed
                 raise
             except (BackendError, *_IO_ERRORS) as exc:
                 self._on_error(exc)
