@@ -405,9 +405,11 @@ async def test_async_listener_over_its_buffer_drops_and_logs_the_count(
         await wait_until(lambda: len(fast) == 30)
         gate.set()
         await wait_until(lambda: "dropped" in caplog.text)
-    # the first event is being handled, five wait in the buffer, the rest were dropped
-    assert len(slow_seen) == 6
-    assert "too slow" in caplog.text and "dropped 24 events" in caplog.text
+    # five waited in the buffer (plus the one in hand, if the listener had started on it
+    # before the rest arrived); the others were dropped and counted
+    await asyncio.sleep(0.05)
+    assert len(slow_seen) in (5, 6)
+    assert "too slow" in caplog.text and f"dropped {30 - len(slow_seen)} events" in caplog.text
 
 
 async def test_app_listener_hears_tasks_registered_later(make_app: AppFactory) -> None:
