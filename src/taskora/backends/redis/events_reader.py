@@ -107,6 +107,8 @@ class EventsReader:
         runner, self._runner = self._runner, None
         self._cursors.clear()
         self._snapshots.clear()
+        if self._read is not None:
+            self._read.cancel()
         if runner is not None:
             runner.cancel()
             with contextlib.suppress(BaseException):
@@ -139,6 +141,7 @@ class EventsReader:
                     "XREAD", "COUNT", BATCH, "BLOCK", BLOCK_MS, "STREAMS", *streams, *cursors
                 )
             )
+            self._read.add_done_callback(_retrieved)
             try:
                 reply = await asyncio.shield(self._read)
                 if reply:
