@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from .backends import backend_from_url
 from .backends.base import Backend, EnqueueResult, Flow, NewJob
@@ -33,6 +33,9 @@ from .schedule import ScheduleSpec, coerce_schedule
 from .scheduler import ScheduleManager, Scheduler
 from .task import Task
 from .types import Retention, TaskDefaults, check_name
+
+if TYPE_CHECKING:
+    from .events import EventHub
 
 __all__ = ["App"]
 
@@ -130,6 +133,25 @@ class App:
         self._declared: dict[str, ScheduleSpec] = {}
         self._scheduler: Scheduler | None = None
         self._middleware: tuple[Middleware, ...] = ()
+        self._hub: EventHub | None = None
+
+    # -- events -------------------------------------------------------------------------
+    def on(self, event: str, fn: Callable[[Any], Any]) -> Callable[[], None]:
+        """Listen to ``"task:<event>"`` of every task, or ``"worker:ready"``,
+        ``"worker:closing"``, ``"worker:error"``; returns ``unsubscribe()``. See taskora.events."""
+        return self._listen(None, event, fn)
+
+    def _listen(
+        self, task: str | None, event: str, fn: Callable[[Any], Any]
+    ) -> Callable[[], None]:
+        return self._events().on(task, event, fn)
+
+    def _events(self) -> EventHub:
+        if self._hub is None:
+            from .events import EventHub
+
+            self._hub = EventHub(self)
+        return self._hub
 
     # -- tasks ------------------------------------------------------------------------
     @overload
@@ -255,6 +277,8 @@ class App:
                 raise ConfigError(f"schedule {task_name!r} is already declared")
             self._declared[task_name] = spec
         self._tasks[task_name] = task
+        if self._hub is not None:
+            self._hub._refresh()  # app-level task:* listeners hear every task
         return task
 
     # -- schedules ------------------------------------------------------------------------
@@ -347,6 +371,8 @@ class App:
         except BaseException:
             await self.close(timeout=0)
             raise
+        if self._hub is not None:
+            self._hub.emit_worker("worker:ready", tuple(w.name for w in self._workers))
 
     def _select(self, names: Iterable[str] | None) -> list[Task[Any, Any]]:
         if names is None:
@@ -374,6 +400,9 @@ class App:
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             await scheduler.stop()
+        hub = self._hub
+        if hub is not None and workers:
+            hub.emit_worker("worker:closing", tuple(w.name for w in workers))
         if workers:
             seconds = None if timeout_ms is None else timeout_ms / 1000
             outcomes = await asyncio.gather(
@@ -389,6 +418,8 @@ class App:
                     )
         if self._enqueuer is not None:
             await self._enqueuer.drain()
+        if hub is not None:
+            await hub.close()
         if self._connected:
             self._connected = False
             await self.backend.close()
@@ -494,6 +525,8 @@ class App:
             if not self._connected:
                 await self.backend.connect()
                 self._connected = True
+                if self._hub is not None:
+                    self._hub.connected(self.backend)
         return self.backend
 
     def _submit(self, task: str, job: NewJob, flow: Flow | None) -> Any:
@@ -592,6 +625,8 @@ class App:
             if reset is not None:
                 reset()
             self._connected = False
+            if self._hub is not None:
+                self._hub.reset()
         self._home = loop
         self._enqueuer = None
         self._connect_lock = None

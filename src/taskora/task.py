@@ -220,6 +220,11 @@ class Task(Generic[In, Out]):
             )
         return handles
 
+    def on(self, event: str, fn: Callable[[Any], Any]) -> Callable[[], None]:
+        """Listen to this task's ``event`` (completed, failed, retrying, progress, active,
+        stalled, cancelled, waiting, delayed) from every process; returns ``unsubscribe()``."""
+        return self.app._listen(self.name, event, fn)
+
     def handle(self, job_id: str) -> ResultHandle[Out]:
         """A handle for a job dispatched earlier, possibly by another process."""
         if not isinstance(job_id, str) or not job_id:

@@ -9,7 +9,7 @@ Payloads cross the boundary already serialized (``str``): backends never see use
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -322,3 +322,30 @@ class Backend(Protocol):
     ) -> bool:
         """Compare-and-set: if the schedule still matches ``expect``, store ``record`` with
         ``next_ms`` (None = paused), or delete it when ``record`` is None. False: it changed."""
+
+
+# -- events streams (taskora.events decodes what a backend hands over) ------------------------
+# Stream entries that carry less than their payload needs: the job-hash fields to read
+# (one pipeline per batch of entries). A field present in the entry itself wins.
+ENRICH: dict[str, tuple[str, ...]] = {
+    "completed": ("attempt", "processedOn", "finishedOn", "result"),
+    "failed": ("attempt", "error"),
+    "active": ("attempt",),
+}
+
+Fields = Mapping[str, str]
+Deliver = Callable[[str, list[tuple[Fields, Fields]]], None]
+
+
+class EventSource(Protocol):
+    """What a backend provides: entries of the watched tasks' streams, in order."""
+
+    def watch(self, tasks: Iterable[str]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def needed_fields(fields: Fields) -> tuple[str, ...]:
+    """Job-hash fields an entry lacks (empty: nothing to read)."""
+    wanted = ENRICH.get(fields.get("event", ""), ())
+    return tuple(name for name in wanted if name not in fields)

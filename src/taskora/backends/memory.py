@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,9 @@ from .base import (
     CancelListener,
     Claimed,
     ClaimOptions,
+    Deliver,
     EnqueueResult,
+    Fields,
     FinishReport,
     Flow,
     JobSnapshot,
@@ -30,6 +32,7 @@ from .base import (
     ScheduleExpect,
     StallReport,
     Terminal,
+    needed_fields,
 )
 from .memory_schedules import ScheduleStore
 
@@ -37,6 +40,7 @@ __all__ = ["MemoryBackend"]
 
 Job = dict[str, Any]
 STALL_MESSAGE = "Job stalled and exceeded max stalled count"
+EVENTS_MAXLEN = 10_000
 
 
 def _system_clock() -> int:
@@ -70,6 +74,9 @@ class _Task:
     )  # key -> (value, expiry)
     marker: int | None = None
     marker_event: asyncio.Event | None = None
+    events: deque[tuple[str, dict[str, str]]] = field(
+        default_factory=lambda: deque(maxlen=EVENTS_MAXLEN)
+    )  # the events stream: (entry id, fields)
 
     def waiting_count(self) -> int:
         parked = sum(map(len, self.parked.values()))
@@ -93,6 +100,8 @@ class MemoryBackend:
         self._token_seq = 0
         self._closed_event: asyncio.Event | None = None
         self.schedules = ScheduleStore(self.now_ms)
+        self._event_sources: list[_EventSource] = []
+        self._event_last = (0, 0)
 
     def configure(self, *, prefix: str | None) -> None:
         self.prefix = prefix
@@ -114,6 +123,7 @@ class MemoryBackend:
         for t in self._tasks.values():
             t.marker_event = None
         self._waiters.clear()
+        self._event_sources.clear()  # they belonged to the old event loop
 
     def now_ms(self) -> int:
         return self.clock()
@@ -124,8 +134,30 @@ class MemoryBackend:
     def _t(self, task: str) -> _Task:
         t = self._tasks.get(task)
         if t is None:
-            t = self._tasks[task] = _Task(task)
+            t = self._tasks[task] = _Task(name=task)
         return t
+
+    def _emit(self, t: _Task, job_id: str, kind: str, *pairs: str | int) -> None:
+        """XADD to the task's events stream (the same entries as the Lua scripts write);
+        listeners of this backend get it at once, with the job fields it needs."""
+        fields = {"event": kind, "jobId": job_id}
+        for i in range(0, len(pairs), 2):
+            fields[str(pairs[i])] = str(pairs[i + 1])
+        now = self.now_ms()
+        ms, seq = self._event_last
+        self._event_last = (ms, seq + 1) if now <= ms else (now, 0)
+        t.events.append((f"{self._event_last[0]}-{self._event_last[1]}", fields))
+        for source in self._event_sources:
+            if t.name in source.tasks:
+                job = t.jobs.get(job_id, {})
+                extra = {n: str(job[n]) for n in needed_fields(fields) if job.get(n) is not None}
+                source.deliver(t.name, [(fields, extra)])
+
+    def open_events(
+        self, deliver: Deliver, on_error: Callable[[BaseException], None]
+    ) -> _EventSource:
+        """Events of the watched tasks, handed over as they happen (in-process)."""
+        return _EventSource(self, deliver)
 
     # -- queue primitives (the Lua helpers of lib.lua) -------------------------------------
     def _requeue(
@@ -244,6 +276,7 @@ class MemoryBackend:
         job = t.jobs[job_id]
         job.update(state="expired", finishedOn=now)
         self._release_dedup(t, job.get("dedupKey"), job_id)
+        self._emit(t, job_id, "expired")
         self._finish(task, t, job_id, "expired", now, Terminal("expired"))
 
     def _promote(self, task: str, t: _Task, now: int) -> None:
@@ -262,6 +295,7 @@ class MemoryBackend:
             else:
                 self._requeue(t, job_id, job["priority"], now, arrival=True)
                 job["state"] = "waiting"
+                self._emit(t, job_id, "promoted")
 
     def _claim(
         self,
@@ -337,6 +371,7 @@ class MemoryBackend:
                 t.conc[key] = t.conc.get(key, 0) + 1
             t.active[job_id] = None
             job.update(state="active", processedOn=now)
+            self._emit(t, job_id, "active")
         data, version, attempt, ts = job["data"], job["_v"], job["attempt"], job["ts"]
         return Claimed(job_id, data, version, attempt, ts, token, reserved=ahead)
 
@@ -415,6 +450,7 @@ class MemoryBackend:
             self._add_delayed(t, new.id, now + new.delay_ms)
         else:
             self._requeue(t, new.id, new.priority, now, arrival=True)
+        self._emit(t, new.id, job["state"])
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         from .memory_flow import enqueue_flow
@@ -455,6 +491,7 @@ class MemoryBackend:
             if o.kind == "completed":
                 job.update(state="completed", finishedOn=now, result=o.result or "")
                 self._release_dedup(t, dedup, o.id)
+                self._emit(t, o.id, "completed")
                 self._finish(
                     task, t, o.id, "completed", now, Terminal("completed", result=o.result)
                 )
@@ -463,20 +500,27 @@ class MemoryBackend:
                 job["attempt"] += 1
                 job.update(state="retrying", error=o.error or "")
                 self._add_delayed(t, o.id, now + o.retry_delay_ms)
+                self._emit(
+                    t, o.id, "retrying", "attempt", job["attempt"],
+                    "nextAttemptAt", now + o.retry_delay_ms, "error", o.error or "",
+                )  # fmt: skip
             elif o.kind == "failed":
                 job.update(state="failed", finishedOn=now, error=o.error or "")
                 self._release_dedup(t, dedup, o.id)
+                self._emit(t, o.id, "failed", "error", o.error or "")
                 self._finish(task, t, o.id, "failed", now, Terminal("failed", error=o.error))
                 n_failed += 1
             elif o.kind == "cancelled":
                 job.update(state="cancelled", finishedOn=now)
                 self._release_dedup(t, dedup, o.id)
                 reason = job.get("cancelReason") or None
+                self._emit(t, o.id, "cancelled", "reason", job.get("cancelReason") or "")
                 self._finish(task, t, o.id, "cancelled", now, Terminal("cancelled", reason=reason))
             else:
                 job["state"] = "waiting"
                 self._requeue_front(t, o.id, job)
                 released = True
+                self._emit(t, o.id, "waiting")
         if n_completed:
             self._trim_count(t, "completed", options.keep_completed, 2 * n_completed + 10)
         if n_failed:
@@ -501,6 +545,7 @@ class MemoryBackend:
         t.locks[o.id] = (o.token, now + options.lock_ttl_ms)
         t.active[o.id] = None
         job.update(state="active", processedOn=now)
+        self._emit(t, o.id, "active")
         return True
 
     async def wait_for_work(
@@ -603,6 +648,7 @@ class MemoryBackend:
                 job.update(state="cancelled", finishedOn=now)
                 self._release_dedup(t, job.get("dedupKey"), job_id)
                 reason = job.get("cancelReason") or None
+                self._emit(t, job_id, "cancelled", "reason", job.get("cancelReason") or "")
                 self._finish(
                     task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason)
                 )
@@ -612,6 +658,9 @@ class MemoryBackend:
             if job["stalledCount"] > max_count:
                 job.update(state="failed", finishedOn=now, error=STALL_MESSAGE)
                 self._release_dedup(t, job.get("dedupKey"), job_id)
+                count = job["stalledCount"]
+                self._emit(t, job_id, "stalled", "count", count, "action", "failed")
+                self._emit(t, job_id, "failed", "error", STALL_MESSAGE)
                 self._finish(
                     task, t, job_id, "failed", now, Terminal("failed", error=STALL_MESSAGE)
                 )
@@ -619,6 +668,8 @@ class MemoryBackend:
             else:
                 job["state"] = "waiting"
                 self._requeue_front(t, job_id, job)
+                count = job["stalledCount"]
+                self._emit(t, job_id, "stalled", "count", count, "action", "recovered")
                 recovered.append(job_id)
         t.stalled.update(t.active)
         if released:
@@ -651,9 +702,11 @@ class MemoryBackend:
         self._cancel_listeners.pop(task, None)
 
     async def set_progress(self, task: str, job_id: str, value: str) -> None:
-        job = self._t(task).jobs.get(job_id)
+        t = self._t(task)
+        job = t.jobs.get(job_id)
         if job is not None:
             job["progress"] = value
+        self._emit(t, job_id, "progress", "value", value)
 
     async def add_logs(self, task: str, job_id: str, entries: Sequence[str]) -> None:
         logs = self._t(task).logs.setdefault(job_id, [])
@@ -684,6 +737,7 @@ class MemoryBackend:
                 t.due.pop(job_id, None)
             job.update(state="cancelled", finishedOn=now, cancelReason=reason or "")
             self._release_dedup(t, job.get("dedupKey"), job_id)
+            self._emit(t, job_id, "cancelled", "reason", reason or "")
             self._finish(
                 task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason or None)
             )
@@ -818,6 +872,7 @@ class MemoryBackend:
                 job.pop(name, None)
             job.update(state="waiting", attempt=1, ts=now)
             self._requeue(t, job_id, job["priority"], now, arrival=True)
+            self._emit(t, job_id, "waiting")
             done.append(job_id)
         if done:
             self._set_marker(t, 0)
@@ -826,3 +881,34 @@ class MemoryBackend:
     async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
         job = self._t(task).jobs.get(job_id, {})
         return {k: str(v) for k, v in job.items()}
+
+
+class _EventSource:
+    """The memory backend's event source: entries are handed over as they are written."""
+
+    def __init__(self, backend: MemoryBackend, deliver: Deliver) -> None:
+        self.backend = backend
+        self._deliver = deliver
+        self.tasks: set[str] = set()
+        self._pending: list[tuple[str, list[tuple[Fields, Fields]]]] = []
+        backend._event_sources.append(self)
+
+    def deliver(self, task: str, entries: list[tuple[Fields, Fields]]) -> None:
+        """Called inside a backend step: hand over right after it, never in the middle
+        (a listener may dispatch, and a step must look atomic)."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append((task, entries))
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for task, entries in pending:
+            self._deliver(task, entries)
+
+    def watch(self, tasks: Iterable[str]) -> None:
+        self.tasks = set(tasks)
+
+    async def close(self) -> None:
+        self.tasks = set()
+        if self in self.backend._event_sources:
+            self.backend._event_sources.remove(self)

@@ -13,8 +13,8 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError, ConfigError, WireVersionError
 from ...types import Retention
@@ -36,6 +36,10 @@ from .keys import TaskKeys, root, task_keys
 from .resp import Address, ReplyError, RespClient, Subscriber, parse_address
 from .scripts import SCRIPTS
 from .waiter import ResultWaiter
+
+if TYPE_CHECKING:
+    from ..base import Deliver
+    from .events_reader import EventsReader
 
 __all__ = ["WIRE_VERSION", "RedisBackend"]
 
@@ -560,6 +564,14 @@ class RedisBackend:
                     ]
                 )
             )
+
+    def open_events(
+        self, deliver: Deliver, on_error: Callable[[BaseException], None]
+    ) -> EventsReader:
+        """The process's events reader (see events_reader.py); the App keeps one."""
+        from .events_reader import EventsReader
+
+        return EventsReader(self, deliver, on_error)
 
     async def add_logs(self, task: str, job_id: str, entries: Sequence[str]) -> None:
         key = self.keys(task).logs(job_id)
