@@ -1,4 +1,4 @@
-"""Hosts with wrong clocks (reliability.md T6, decisions.md 2): due times, ttl, stall
+"""Hosts with wrong clocks (docs/design.md#fault-tests, T6; #decisions, 2): due times, ttl, stall
 detection and retention follow the Redis server's clock, never a producer's or a worker's.
 
 The host clock is faked, never waited for: ``time.time`` is shifted in this process (the

@@ -1,4 +1,4 @@
-"""Redis at maxmemory (reliability.md T4) and the eviction-policy check at connect.
+"""Redis at maxmemory (docs/design.md#fault-tests, T4) and the eviction-policy check at connect.
 
 With ``noeviction``, Redis refuses a script whose first write would grow memory (a script
 that has already written runs to its end: Redis cannot stop it half-way). So an enqueue is

@@ -1,4 +1,4 @@
-"""Soak (reliability.md T11): 200,000 jobs through 2 worker processes, with retries,
+"""Soak (docs/design.md#fault-tests, T11): 200,000 jobs through 2 worker processes, with retries,
 timeouts and cancellations mixed in. Redis memory returns to its baseline within the
 retention settings, and worker RSS stays flat.
 

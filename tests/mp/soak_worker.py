@@ -1,4 +1,4 @@
-"""The soak test's app (reliability.md T11): quick jobs, with retries, timeouts and
+"""The soak test's app (docs/design.md#fault-tests, T11): quick jobs, with retries, timeouts and
 cancellations mixed in. Run as a worker: python -m tests.mp.soak_worker <url> <prefix>
 
 Task "soak": data {"n": int, "kind": str}: "ok" returns n; "retry" fails its first attempt

@@ -114,7 +114,7 @@ class RedisBackend:
         client = self._new_client("main")
         try:
             # The Redis clock, read against our monotonic clock: a host clock that is off, or
-            # jumps later, never shifts a due time we compute (decisions.md 2).
+            # jumps later, never shifts a due time we compute (docs/design.md#decisions, 2).
             start = time.monotonic()
             seconds, micros = await client.execute("TIME")
             end = time.monotonic()
