@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from .backends import backend_from_url
 from .backends.base import Backend, EnqueueResult, Flow, NewJob
@@ -33,6 +33,9 @@ from .schedule import ScheduleSpec, coerce_schedule
 from .scheduler import ScheduleManager, Scheduler
 from .task import Task
 from .types import Retention, TaskDefaults, check_name
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 __all__ = ["App"]
 
@@ -72,6 +75,8 @@ class App:
     ``App()`` uses ``TASKORA_URL`` when set, else the in-memory backend; ``App(url)`` takes
     ``redis://``, ``rediss://``, ``unix://`` or ``memory://``; ``App(backend)`` takes a
     backend object (for example ``RedisBackend(client=existing_client)``).
+    ``tracing=True`` (or an OpenTelemetry ``TracerProvider``) traces dispatch and
+    processing; it needs the ``taskora[otel]`` extra (docs/design.md#tracing).
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class App:
         retention: Retention | None = None,
         shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
         scheduler: dict[str, Any] | bool | None = None,
+        tracing: Any = False,
     ) -> None:
         self.shutdown_timeout_ms = to_ms(shutdown_timeout, "shutdown_timeout")
         if prefix is not None:
@@ -124,6 +130,12 @@ class App:
         self._declared: dict[str, ScheduleSpec] = {}
         self._scheduler: Scheduler | None = None
         self._middleware: tuple[Middleware, ...] = ()
+        self._tracing: Tracing | None = None
+        if tracing is not False and tracing is not None:
+            # only now: opentelemetry stays unloaded while tracing is off (docs/design.md#tracing)
+            from .tracing import Tracing
+
+            self._tracing = Tracing(None if tracing is True else tracing)
 
     # -- tasks ------------------------------------------------------------------------
     @overload
@@ -490,6 +502,15 @@ class App:
         return self.backend
 
     def _submit(self, task: str, job: NewJob, flow: Flow | None) -> Any:
+        tracing = self._tracing
+        if tracing is not None:
+            span = tracing.dispatch(task, job)
+            future = self._submit_plain(task, job, flow)
+            tracing.enqueued(span, future)
+            return future
+        return self._submit_plain(task, job, flow)
+
+    def _submit_plain(self, task: str, job: NewJob, flow: Flow | None) -> Any:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -505,7 +526,7 @@ class App:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return self._submit
-        if self._home_for(loop) is loop:
+        if self._home_for(loop) is loop and self._tracing is None:
             return self._get_enqueuer().submit
         return self._submit
 

@@ -275,9 +275,9 @@ class MemoryBackend:
                 t.active[job_id] = None
                 t.locks[job_id] = (token, now + options.lock_ttl_ms)
                 job.update(state="active", processedOn=now)
-                out.append(
-                    Claimed(job_id, job["data"], job["_v"], job["attempt"], job["ts"], token)
-                )
+                data, version, attempt = job["data"], job["_v"], job["attempt"]
+                trace = job.get("trace")
+                out.append(Claimed(job_id, data, version, attempt, job["ts"], token, trace=trace))
         return out, False
 
     def _rearm(self, t: _Task, now: int, gated: bool, released: bool) -> None:
@@ -348,6 +348,8 @@ class MemoryBackend:
         if new.concurrency_key:
             job["concurrencyKey"] = new.concurrency_key
             job["concurrencyLimit"] = new.concurrency_limit
+        if new.trace:
+            job["trace"] = new.trace
         if extra:
             job.update(extra)
         t.jobs[new.id] = job

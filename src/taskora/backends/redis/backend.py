@@ -715,7 +715,7 @@ def _done(value: Any) -> asyncio.Future[Any]:
 
 
 def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:
-    """The claim part of finish_claim's reply: id, data, _v, attempt, ts, token per job."""
+    """The claim part of finish_claim's reply: id, data, _v, attempt, ts, token, trace per job."""
     return tuple(
         Claimed(
             id=flat[i].decode(),
@@ -724,8 +724,9 @@ def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:
             attempt=_int(flat[i + 3], 1),
             ts=_int(flat[i + 4], 0),
             token=flat[i + 5].decode(),
+            trace=_str(flat[i + 6]) or None,
         )
-        for i in range(0, len(flat), 6)
+        for i in range(0, len(flat), 7)
     )
 
 
@@ -758,6 +759,7 @@ def _enqueue_args(base: str, jobs: Sequence[NewJob]) -> list[Any]:
             j.ttl_ms,
             j.concurrency_key,
             j.concurrency_limit,
+            j.trace,
         )
     return args
 

@@ -161,7 +161,7 @@ end
 
 -- Claim up to `want` waiting jobs in (priority desc, dispatch time asc) order: every job
 -- in the prioritized set outranks every priority-0 job in the list (docs/design.md#decisions, 1).
--- Returns the claimed jobs (flat: id, data, _v, attempt, ts, token per job) and whether
+-- Returns the claimed jobs (flat: id, data, _v, attempt, ts, token, trace per job) and whether
 -- jobs were left waiting because a concurrency key or the singleton gate blocked them.
 local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
   local out = {}
@@ -187,7 +187,7 @@ local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
       fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
     else
       local f = redis.call('HMGET', jk, 'state', 'expireAt', 'concurrencyKey', 'concurrencyLimit',
-        'data', '_v', 'attempt', 'ts', 'priority')
+        'data', '_v', 'attempt', 'ts', 'priority', 'trace')
       local expire_at = f[2] and tonumber(f[2])
       local limit = f[4] and tonumber(f[4])
       if f[1] ~= 'waiting' then
@@ -216,6 +216,7 @@ local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
         out[#out + 1] = f[7] or '1'
         out[#out + 1] = f[8] or '0'
         out[#out + 1] = token
+        out[#out + 1] = f[10] or ''
       end
     end
   end
