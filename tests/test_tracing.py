@@ -126,13 +126,14 @@ async def test_a_garbled_trace_field_starts_a_fresh_trace(
         return "ok"
 
     backend = await app._connected_backend()
-    for i, trace in enumerate(["not json", '["a list"]', '{"traceparent":"00-zz"}']):
+    garbled = ["not json", '["a list"]', '{"traceparent":"00-zz"}', '{"traceparent":5}']
+    for i, trace in enumerate(garbled):
         job = NewJob(id=f"job-{i}", data="null", trace=trace)
         await backend.enqueue("odd", [job])
     async with app:
-        for i in range(3):
+        for i in range(4):
             assert await odd.handle(f"job-{i}").wait_for(10) == "ok"
-        await wait_until(lambda: len(_named(spans, "process odd")) == 3)
+        await wait_until(lambda: len(_named(spans, "process odd")) == 4)
     for span in _named(spans, "process odd"):
         assert span.parent is None and not span.links
 

@@ -77,20 +77,8 @@ class Tracing:
     def process(self, task: str, job: Claimed) -> tuple[Span, object]:
         """Start the process span of one attempt and make it current in this asyncio task
         (middleware and async handlers see it); returns it and the token for :meth:`finish`."""
-        parent = None
-        links: list[Link] = []
-        if job.trace:
-            try:
-                carrier = json.loads(job.trace)
-            except ValueError:
-                carrier = None  # a garbled trace field never fails the job
-            if isinstance(carrier, dict):
-                parent = propagate.extract(carrier)
-                origin = trace.get_current_span(parent).get_span_context()
-                if origin.is_valid:
-                    links.append(Link(origin))
-                else:
-                    parent = None
+        parent = _extract(job.trace) if job.trace else None
+        links = [Link(trace.get_current_span(parent).get_span_context())] if parent else []
         span = self._tracer.start_span(
             f"process {task}",
             context=parent,
@@ -128,3 +116,17 @@ class Tracing:
             if outcome.kind == "retry":
                 span.set_attribute("taskora.retry_delay_ms", outcome.retry_delay_ms)
         span.end()
+
+
+def _extract(field: str) -> otel_context.Context | None:
+    """The producer's context from a job's ``trace`` field; None when it holds none. Whatever
+    another producer wrote there never fails the job: it only starts a fresh trace."""
+    try:
+        carrier = json.loads(field)
+        if not isinstance(carrier, dict):
+            return None
+        strings = {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}
+        parent = propagate.extract(strings)
+    except Exception:
+        return None
+    return parent if trace.get_current_span(parent).get_span_context().is_valid else None
