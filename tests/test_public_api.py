@@ -66,6 +66,8 @@ HEAVY = [
     "rich",
     "uvloop",
     "pydantic",
+    "taskora.tracing",
+    "opentelemetry",
 ]
 
 
@@ -103,6 +105,13 @@ def test_a_backend_is_loaded_when_used_and_only_that_one() -> None:
     assert loaded == {"taskora.backends.redis", "hiredis"}
     loaded = _loaded_after("from taskora.backends import MemoryBackend")
     assert loaded == {"taskora.backends.memory"}
+
+
+def test_tracing_is_loaded_only_when_an_app_asks_for_it() -> None:
+    """docs/design.md#tracing: tracing off costs no opentelemetry import."""
+    assert _loaded_after("import taskora\ntaskora.App('memory://')") == {"taskora.backends.memory"}
+    loaded = _loaded_after("import taskora\ntaskora.App('memory://', tracing=True)")
+    assert loaded == {"taskora.backends.memory", "taskora.tracing", "opentelemetry"}
 
 
 def test_the_library_runs_without_the_demo_extra() -> None:

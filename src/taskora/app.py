@@ -36,6 +36,7 @@ from .types import Retention, TaskDefaults, check_name
 
 if TYPE_CHECKING:
     from .events import EventHub
+    from .tracing import Tracing
 
 __all__ = ["App"]
 
@@ -75,6 +76,8 @@ class App:
     ``App()`` uses ``TASKORA_URL`` when set, else the in-memory backend; ``App(url)`` takes
     ``redis://``, ``rediss://``, ``unix://`` or ``memory://``; ``App(backend)`` takes a
     backend object (for example ``RedisBackend(client=existing_client)``).
+    ``tracing=True`` (or an OpenTelemetry ``TracerProvider``) traces dispatch and
+    processing; it needs the ``taskora[otel]`` extra (docs/design.md#tracing).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class App:
         shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
         scheduler: dict[str, Any] | bool | None = None,
         prefetch: int = 32,
+        tracing: Any = False,
     ) -> None:
         self.shutdown_timeout_ms = to_ms(shutdown_timeout, "shutdown_timeout")
         if prefix is not None:
@@ -134,6 +138,12 @@ class App:
         self._scheduler: Scheduler | None = None
         self._middleware: tuple[Middleware, ...] = ()
         self._hub: EventHub | None = None
+        self._tracing: Tracing | None = None
+        if tracing is not False and tracing is not None:
+            # only now: opentelemetry stays unloaded while tracing is off (docs/design.md#tracing)
+            from .tracing import Tracing
+
+            self._tracing = Tracing(None if tracing is True else tracing)
 
     # -- events -------------------------------------------------------------------------
     def on(self, event: str, fn: Callable[[Any], Any]) -> Callable[[], None]:
@@ -530,6 +540,15 @@ class App:
         return self.backend
 
     def _submit(self, task: str, job: NewJob, flow: Flow | None) -> Any:
+        tracing = self._tracing
+        if tracing is not None:
+            span = tracing.dispatch(task, job)
+            future = self._submit_plain(task, job, flow)
+            tracing.enqueued(span, future)
+            return future
+        return self._submit_plain(task, job, flow)
+
+    def _submit_plain(self, task: str, job: NewJob, flow: Flow | None) -> Any:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -545,7 +564,7 @@ class App:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return self._submit
-        if self._home_for(loop) is loop:
+        if self._home_for(loop) is loop and self._tracing is None:
             return self._get_enqueuer().submit
         return self._submit
 

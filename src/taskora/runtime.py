@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .backends.base import Backend, EnqueueResult, Flow, NewJob
 from .types import Retention, TaskDefaults
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 __all__ = ["Runtime"]
 
@@ -40,6 +43,8 @@ class Runtime(Protocol):
 
     @property
     def middleware(self) -> tuple[Any, ...]: ...
+
+    _tracing: Tracing | None  # None = off (docs/design.md#tracing)
 
     async def _connected_backend(self) -> Backend: ...
 

@@ -111,6 +111,7 @@ class Worker:
         self._backoff = 0.05
         self._upkeep: list[asyncio.Task[None]] = []
         self._chain = (*app.middleware, *task.middleware)  # app -> task -> handler
+        self._tracing = app._tracing
         self._executor: DaemonPool | None = None
         if not task.is_async:
             self._executor = self._new_executor()
@@ -359,6 +360,9 @@ class Worker:
     # -- running one job ----------------------------------------------------------------------
     async def _execute(self, run: _Running) -> None:
         started = time.perf_counter()
+        tracing = self._tracing
+        if tracing is not None:
+            span, token = tracing.process(self.name, run.job)
         try:
             outcome = await self._outcome(run)
         except asyncio.CancelledError:
@@ -366,6 +370,10 @@ class Worker:
         except BaseException as exc:  # never lose a job to a bug in this file
             log.exception("worker %s: internal error on job %s", self.name, run.job.id)
             outcome = Outcome(run.job.id, run.job.token, "failed", error=f"internal error: {exc!r}")
+            if tracing is not None:
+                tracing.failure(exc, None)
+        if tracing is not None:
+            tracing.finish(span, token, outcome)
         with contextlib.suppress(Exception):
             await run.io.flush()
         took = time.perf_counter() - started
@@ -493,6 +501,8 @@ class Worker:
         message = _message(exc)
         delay = retry_delay_ms(self.options.retry, job.attempt, exc)
         will_retry = delay is not None
+        if self._tracing is not None:
+            self._tracing.failure(exc, delay)
         if will_retry:
             log.warning(
                 "task %r job %s attempt %d %s: %s; retrying in %d ms",

@@ -43,6 +43,7 @@ class NewJob:
     ttl_ms: int = 0
     concurrency_key: str = ""
     concurrency_limit: int = 0
+    trace: str = ""  # trace context (docs/design.md#tracing); "" = none, no field written
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class Claimed:
     token: str
     error: str | None = None  # set when the stored job is malformed: fail it, do not run it
     reserved: bool = False  # claimed ahead: still waiting until its ``start`` outcome is sent
+    trace: str | None = None  # the job's trace context, when its producer traced it
 
 
 OutcomeKind = Literal["start", "completed", "retry", "failed", "cancelled", "release"]

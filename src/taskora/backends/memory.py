@@ -373,7 +373,8 @@ class MemoryBackend:
             job.update(state="active", processedOn=now)
             self._emit(t, job_id, "active")
         data, version, attempt, ts = job["data"], job["_v"], job["attempt"], job["ts"]
-        return Claimed(job_id, data, version, attempt, ts, token, reserved=ahead)
+        trace = job.get("trace")
+        return Claimed(job_id, data, version, attempt, ts, token, reserved=ahead, trace=trace)
 
     def _rearm(self, t: _Task, now: int, gated: bool, released: bool) -> None:
         if t.queued_count() > 0:
@@ -443,6 +444,8 @@ class MemoryBackend:
         if new.concurrency_key:
             job["concurrencyKey"] = new.concurrency_key
             job["concurrencyLimit"] = new.concurrency_limit
+        if new.trace:
+            job["trace"] = new.trace
         if extra:
             job.update(extra)
         t.jobs[new.id] = job

@@ -799,7 +799,8 @@ def _done(value: Any) -> asyncio.Future[Any]:
 
 
 def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:
-    """The claim part of finish_claim's reply: id, data, _v, attempt, ts, token, reserved."""
+    """The claim part of finish_claim's reply: id, data, _v, attempt, ts, token, reserved,
+    trace per job."""
     return tuple(
         Claimed(
             id=flat[i].decode(),
@@ -809,8 +810,9 @@ def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:
             ts=_int(flat[i + 4], 0),
             token=flat[i + 5].decode(),
             reserved=flat[i + 6] == b"1",
+            trace=_str(flat[i + 7]) or None,
         )
-        for i in range(0, len(flat), 7)
+        for i in range(0, len(flat), 8)
     )
 
 
@@ -843,6 +845,7 @@ def _enqueue_args(base: str, jobs: Sequence[NewJob]) -> list[Any]:
             j.ttl_ms,
             j.concurrency_key,
             j.concurrency_limit,
+            j.trace,
         )
     return args
 

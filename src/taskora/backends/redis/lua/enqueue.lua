@@ -1,7 +1,7 @@
 -- ENQUEUE: create one or more jobs (plain dispatch and dispatch_many).
 -- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, count, then per job: id, data, _v, maxAttempts, priority, delayMs, ttlMs,
---       concurrencyKey ('' = none), concurrencyLimit.
+--       concurrencyKey ('' = none), concurrencyLimit, trace ('' = none: no field written).
 -- Returns per job its creation time as '<ms>-0' (it orders the job against a result
 -- waiter's subscription), or '' when the id already existed (an enqueue retried after a
 -- lost reply must not create the job twice).
@@ -19,7 +19,7 @@ if events_type ~= 'stream' and events_type ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. K.events .. ' is not a stream')
 end
 for i = 0, count - 1 do
-  local o = 3 + i * 9
+  local o = 3 + i * 10
   local id = ARGV[o]
   local jk = B .. id
   if redis.call('EXISTS', jk) == 1 then
@@ -37,7 +37,7 @@ for i = 0, count - 1 do
       requeue(K, id, priority, now)
       waiting = true
     end
-    if delay == 0 and ttl == 0 and ARGV[o + 7] == '' then -- the common case, without a table
+    if delay == 0 and ttl == 0 and ARGV[o + 7] == '' and ARGV[o + 9] == '' then -- the common case, without a table
       redis.call('HSET', jk, 'ts', now, '_v', ARGV[o + 2], 'attempt', 1,
         'maxAttempts', ARGV[o + 3], 'state', 'waiting', 'priority', priority, 'data', ARGV[o + 1])
     else
@@ -49,6 +49,7 @@ for i = 0, count - 1 do
         fields[#fields + 1] = 'concurrencyKey'; fields[#fields + 1] = ARGV[o + 7]
         fields[#fields + 1] = 'concurrencyLimit'; fields[#fields + 1] = ARGV[o + 8]
       end
+      if ARGV[o + 9] ~= '' then fields[#fields + 1] = 'trace'; fields[#fields + 1] = ARGV[o + 9] end
       redis.call('HSET', jk, unpack(fields))
     end
     emit(K.events, 'event', delay > 0 and 'delayed' or 'waiting', 'jobId', id)

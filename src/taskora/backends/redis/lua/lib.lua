@@ -186,7 +186,7 @@ end
 -- The first `want` become active (their handlers start now); up to `reserve` more are
 -- claimed ahead (reserved, still `waiting`). A job with a concurrency key or a ttl is never
 -- claimed ahead: it goes back where it was and the claim stops there, keeping the order.
--- Returns the claimed jobs (flat: id, data, _v, attempt, ts, token, reserved '1'/'0' per
+-- Returns the claimed jobs (flat: id, data, _v, attempt, ts, token, reserved '1'/'0', trace per
 -- job) and whether jobs were left waiting because a concurrency key or the singleton gate
 -- blocked them.
 local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, singleton)
@@ -216,7 +216,7 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
       fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
     else
       local f = redis.call('HMGET', jk, 'state', 'expireAt', 'concurrencyKey', 'concurrencyLimit',
-        'data', '_v', 'attempt', 'ts', 'priority')
+        'data', '_v', 'attempt', 'ts', 'priority', 'trace')
       local expire_at = f[2] and tonumber(f[2])
       local limit = f[4] and tonumber(f[4])
       if f[1] ~= 'waiting' then
@@ -255,6 +255,7 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
         out[#out + 1] = f[8] or '0'
         out[#out + 1] = token
         out[#out + 1] = ahead and '1' or '0'
+        out[#out + 1] = f[10] or ''
       end
     end
   end
