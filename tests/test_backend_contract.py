@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 import taskora
-from taskora.backends.base import ClaimOptions, NewJob, Outcome, Terminal
+from taskora.backends.base import ClaimOptions, NewJob, Outcome, StallReport, Terminal
 from tests.conftest import AppFactory
 
 
@@ -119,3 +119,24 @@ async def test_an_end_outlives_its_trimmed_job_for_a_waiter_that_looks_late(
     assert large is not None and large.state == "missing" and "large result" in (large.reason or "")
     never = await backend.wait_terminal("t", str(uuid.uuid4()), 5, None)
     assert never == Terminal("missing", reason="no such job")
+
+
+async def test_a_job_finished_and_trimmed_between_two_stall_checks_is_left_alone(
+    make_app: AppFactory,
+) -> None:
+    """A stall check that saw a job active, then finds it gone (it completed and retention
+    deleted it in between), has nothing to recover: the job must not come back as a
+    malformed failure (issue 17: T7 under CPU load ended a waiter so). Ordered explicitly."""
+    backend = await _backend(make_app)
+    opts = ClaimOptions(lock_ttl_ms=30_000)
+    job_id = str(uuid.uuid4())
+    (created,) = await backend.enqueue("t", [NewJob(id=job_id, data="1")])
+    (claimed,) = (await backend.finish_and_claim("t", [], 1, opts, "w")).claimed
+    assert await backend.stalled_check("t", 1) == StallReport((), (), ())  # phase 1: seen
+    done = Outcome(job_id, claimed.token, "completed", result='"ok"')
+    await backend.finish_and_claim("t", [done], 0, opts, "w")
+    assert await backend.trim("t", taskora.Retention(completed_max=0)) == 1
+    assert await backend.stalled_check("t", 1) == StallReport((), (), ())
+    assert (await backend.get_snapshot("t", job_id)).state is None  # gone, not re-created
+    terminal = await backend.wait_terminal("t", job_id, 5, created.event_id)
+    assert terminal == Terminal("completed", result='"ok"')

@@ -12,7 +12,11 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
   redis.call('SREM', K.stalled, id)
   local jk = B .. id
   if redis.call('EXISTS', jk .. ':lock') == 0 then
-    if redis.call('TYPE', jk).ok ~= 'hash' then
+    local kind = redis.call('TYPE', jk).ok
+    if kind == 'none' and redis.call('LREM', K.active, 0, id) == 0 then
+      -- it finished and retention deleted it since the last check: nothing to recover (a
+      -- job hash gone while the job is still active is data loss: that one ends failed)
+    elseif kind ~= 'hash' then
       fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
       failed[#failed + 1] = id
     elseif redis.call('HGET', jk, 'state') == 'active' then
