@@ -187,3 +187,85 @@ def test_version() -> None:
     result = _run("version", timeout=30)
     assert result.returncode == 0
     assert result.stdout.strip() == f"taskora {taskora.__version__}"
+
+
+# -- a worker that talks ---------------------------------------------------------------------
+async def test_worker_logs_to_stderr_and_takes_url_and_prefix(
+    redis_url: str, prefix: str, tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    """The module's App points at a closed port with no prefix: --url and --prefix decide.
+    stderr carries the banner, each failure with its error, retries and the shutdown."""
+    err = tmp_path / "stderr.log"
+    with err.open("wb") as stream:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "taskora.cli",
+                "worker",
+                "tests.procs_cli.app_module:elsewhere",
+                "--url",
+                redis_url,
+                "--prefix",
+                prefix,
+                "--concurrency",
+                "3",
+            ],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stream,
+        )
+    spawned.append(proc)
+    producer = taskora.App(redis_url, prefix=prefix)
+    boom = producer.task("boom")(lambda data: data)
+    double = producer.task("double")(lambda data: data)
+    try:
+        assert await double.dispatch({"n": 4}).wait_for(WAIT) == 8
+        for data in ({"message": "kaput"}, {"message": "second try", "retry": "yes"}):
+            with pytest.raises(taskora.JobFailedError):
+                await boom.dispatch(data).wait_for(WAIT)
+    finally:
+        await producer.close()
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, WAIT) == 0
+    log = err.read_text()
+    banner = next(line for line in log.splitlines() if "worker started" in line)
+    for part in ("boom (concurrency 3)", "double (concurrency 3)", redis_url, prefix):
+        assert part in banner, log
+    assert "kaput" in log and "second try" in log, log
+    assert "asked to retry: not yet; retrying in" in log, log
+    assert "SIGTERM: stopping" in log and "worker stopped" in log, log
+
+
+def test_worker_log_level_quiets_it(redis_url: str, prefix: str) -> None:
+    result = _run(
+        "worker",
+        "tests.procs_cli.app_module:app",
+        "--url",
+        "redis://127.0.0.1:9/0",
+        "--log-level",
+        "error",
+        timeout=60,
+    )
+    assert result.returncode == 1  # nothing listens there: one clear error line
+    assert "worker started" not in result.stderr
+    assert "127.0.0.1:9" in result.stderr
+
+
+def test_the_library_adds_no_log_handlers() -> None:
+    """Python's logging convention: only the application (here: the CLI) configures it; a
+    library adds at most a NullHandler (so nothing prints unless the application asks)."""
+    code = (
+        "import logging, taskora\n"
+        "app = taskora.App('memory://')\n"
+        "app.task('t')(lambda data: data)\n"
+        "loggers = [logging.getLogger(), logging.getLogger('taskora'),"
+        " logging.getLogger('taskora.worker')]\n"
+        "added = [h for lg in loggers for h in lg.handlers]\n"
+        "assert all(type(h) is logging.NullHandler for h in added), added\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""Fault injection (reliability.md section 3): crashed workers, Redis restarts, killed
+"""Fault injection (docs/design.md#fault-tests): crashed workers, Redis restarts, killed
 connections, flushed scripts. Each test owns its redis-server and worker processes, and
 checks the ledger: every accepted job ends exactly once, none lost, none completed twice.
 

@@ -416,7 +416,7 @@ async def test_dedup_blocks_in_every_non_terminal_state_by_default(
             assert await active.wait_for(20) == "active"
             retrying = await dispatch("retrying")
             await wait_until(lambda: _state_is(retrying, "retrying"))
-            await assert_blocked_by(retrying, "retrying")  # decisions.md 6
+            await assert_blocked_by(retrying, "retrying")  # docs/design.md#decisions, 6
             await retrying.cancel()
             assert await retrying.get_state() == "cancelled"
             assert await store.flow_value(app, "report", "dedup:k") is None

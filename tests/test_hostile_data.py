@@ -1,5 +1,6 @@
 """Malformed data planted directly in Redis: every poison job ends failed with a reason,
-no other job is lost, and the worker keeps running (decisions.md 4, reliability T8e)."""
+no other job is lost, and the worker keeps running (docs/design.md#decisions, 4; fault test
+T8e)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Memory stays bounded: finished jobs are trimmed as fast as they arrive (decisions.md 8)."""
+"""Memory stays bounded: finished jobs are trimmed as fast as they arrive
+(docs/design.md#retention)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def test_retry_eligibility() -> None:
     assert (
         retry_delay_ms(taskora.Retry(attempts=3, retry_on=[TimeoutError]), 1, timeout) is not None
     )
-    asked = taskora.RetryError("again", delay_ms=1234)
+    asked = taskora.RetryError("again", delay=1.234)
     assert retry_delay_ms(only, 1, asked) == 1234  # filters bypassed, delay honoured
     assert retry_delay_ms(only, 3, asked) is None  # but not beyond the attempts
 

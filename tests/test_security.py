@@ -1,4 +1,5 @@
-"""Secrets stay secret, and taskora works as a least-privilege ACL user (reliability.md 4)."""
+"""Secrets stay secret, and taskora works as a least-privilege ACL user
+(docs/design.md#decisions, 12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Redis layout follows the reference's wire format v6 (decisions.md 13)."""
+"""The Redis layout follows the reference's wire format v6 (docs/design.md#decisions, 13)."""
 
 from __future__ import annotations
 

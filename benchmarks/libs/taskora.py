@@ -1,4 +1,4 @@
-"""taskora adapter, written against the public API in the spec (api.md) only."""
+"""taskora adapter, written against the public API (``taskora.__all__``) only."""
 
 from __future__ import annotations
 

@@ -1,11 +1,17 @@
-"""taskora: a fast, reliable distributed task queue for Python on Redis."""
+"""taskora: a fast, reliable distributed task queue for Python on Redis.
+
+``import taskora`` loads the core only: a backend (and its client libraries) is imported
+when it is first used, by ``App(url)`` or by naming ``taskora.RedisBackend`` /
+``taskora.MemoryBackend`` (docs/design.md#layers).
+"""
 
 from __future__ import annotations
 
+import logging as _logging
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .app import App
-from .backends.memory import MemoryBackend
-from .backends.redis import RedisBackend
 from .context import Context
 from .errors import (
     BackendError,
@@ -16,7 +22,6 @@ from .errors import (
     JobExpiredError,
     JobFailedError,
     JobNotFoundError,
-    RetryError,
     SerializationError,
     TaskoraError,
     ThrottledError,
@@ -26,6 +31,8 @@ from .errors import (
 )
 from .handle import ResultHandle
 from .inspector import DeadLetters, JobInfo
+from .retry import RetryError
+from .schedule import Schedule, ScheduleInfo
 from .task import Task
 from .types import (
     Debounce,
@@ -62,6 +69,8 @@ __all__ = [
     "Retention",
     "Retry",
     "RetryError",
+    "Schedule",
+    "ScheduleInfo",
     "SerializationError",
     "Stall",
     "Task",
@@ -75,6 +84,24 @@ __all__ = [
     "__version__",
 ]
 
-import logging as _logging
+if TYPE_CHECKING:
+    from .backends.memory import MemoryBackend
+    from .backends.redis import RedisBackend
+
+
+def __getattr__(name: str) -> Any:
+    """Import a backend class on first use, so ``import taskora`` stays light."""
+    if name in ("MemoryBackend", "RedisBackend"):
+        from . import backends
+
+        value = getattr(backends, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'taskora' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 _logging.getLogger("taskora").addHandler(_logging.NullHandler())

@@ -23,8 +23,11 @@ from typing import Any, TypeVar, overload
 from .backends import backend_from_url
 from .backends.base import Backend, EnqueueResult, Flow, NewJob
 from .dispatch import Enqueuer
+from .durations import Duration, optional_ms, to_ms
 from .errors import ConfigError, TaskoraError
 from .inspector import DeadLetters
+from .schedule import ScheduleSpec, coerce_schedule
+from .scheduler import ScheduleManager, Scheduler
 from .task import Task
 from .types import Retention, TaskDefaults, check_name
 
@@ -36,6 +39,7 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+DEFAULT_SHUTDOWN_TIMEOUT = 30
 
 
 class App:
@@ -54,7 +58,10 @@ class App:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         defaults: TaskDefaults | None = None,
         retention: Retention | None = None,
+        shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
+        scheduler: dict[str, Any] | bool | None = None,
     ) -> None:
+        self.shutdown_timeout_ms = to_ms(shutdown_timeout, "shutdown_timeout")
         if prefix is not None:
             check_name(prefix, "prefix", allow_colon=False)
         if (
@@ -89,6 +96,9 @@ class App:
         self._workers: list[Any] = []
         self._started = False
         self._guard = threading.Lock()
+        self._schedule_options = _scheduler_options(scheduler)
+        self._declared: dict[str, ScheduleSpec] = {}
+        self._scheduler: Scheduler | None = None
 
     # -- tasks ------------------------------------------------------------------------
     @overload
@@ -120,9 +130,69 @@ class App:
         )
         if task_name in self._tasks:
             raise ConfigError(f"task {task_name!r} is already registered")
+        schedule = options.pop("schedule", None)
+        inline = None if schedule is None else coerce_schedule(schedule, task_name)
         task: Task[Any, Any] = Task(self, task_name, fn, **options)
+        if inline is not None:  # validated before the task is registered: nothing half done
+            spec = ScheduleSpec.build(
+                task_name,
+                task_name,
+                data=inline.data,
+                every=inline.every,
+                cron=inline.cron,
+                timezone=inline.timezone,
+                on_missed=inline.on_missed,
+                overlap=inline.overlap,
+            )
+            if task_name in self._declared:
+                raise ConfigError(f"schedule {task_name!r} is already declared")
+            self._declared[task_name] = spec
         self._tasks[task_name] = task
         return task
+
+    # -- schedules ------------------------------------------------------------------------
+    def schedule(
+        self,
+        name: str,
+        *,
+        task: Task[Any, Any] | str,
+        data: Any = None,
+        every: Any = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+        on_missed: str = "skip",
+        overlap: bool = False,
+    ) -> None:
+        """Declare a schedule; stored when the app starts (keeping the history of one stored
+        before). Bad input raises ValueError (ConfigError) here, with nothing written."""
+        check_name(name, "schedule name")
+        task_name = task.name if isinstance(task, Task) else task
+        if not isinstance(task_name, str) or task_name not in self._tasks:
+            raise ConfigError(f"schedule {name!r}: unknown task {task_name!r}")
+        if name in self._declared:
+            raise ConfigError(f"schedule {name!r} is already declared")
+        self._declared[name] = ScheduleSpec.build(
+            name,
+            task_name,
+            data=data,
+            every=every,
+            cron=cron,
+            timezone=timezone,
+            on_missed=on_missed,
+            overlap=overlap,
+        )
+
+    @property
+    def schedules(self) -> ScheduleManager:
+        """Stored schedules: ``list()``, ``pause``, ``resume``, ``update``, ``remove``,
+        ``trigger``."""
+        return ScheduleManager(self)
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """This process's scheduler while the app runs one (it has schedules, or
+        ``scheduler=`` asked for one)."""
+        return self._scheduler
 
     @property
     def tasks(self) -> dict[str, Task[Any, Any]]:
@@ -160,6 +230,12 @@ class App:
         try:
             for worker in self._workers:
                 await worker.start()
+            options = self._schedule_options
+            if options is not None and (self._declared or options["explicit"]):
+                self._scheduler = Scheduler(
+                    self, self._declared, options["poll_ms"], options["lock_ttl_ms"]
+                )
+                await self._scheduler.start()
         except BaseException:
             await self.close(timeout=0)
             raise
@@ -174,16 +250,35 @@ class App:
             chosen.append(self._tasks[name])
         return chosen
 
-    async def close(self, timeout: float | None = None) -> None:
-        """Stop claiming, let active jobs finish (up to ``timeout`` s), release connections."""
+    async def close(self, timeout: Duration | None = None) -> None:
+        """Stop claiming, let active jobs finish (up to ``timeout``: seconds, a timedelta or
+        "5s"; None waits for them), give the rest back to the queue, release connections."""
+        timeout_ms = optional_ms(timeout, "close(timeout)")  # bad values raise before any stop
+        await self._close(timeout_ms)
+
+    async def _close(self, timeout_ms: int | None) -> None:
         if self._home is not None and asyncio.get_running_loop() is not self._home:
             if self._home.is_running():
-                await self._route(lambda: self.close(timeout))
+                await self._route(lambda: self._close(timeout_ms))
                 return
         workers, self._workers = self._workers, []
         self._started = False
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()
         if workers:
-            await asyncio.gather(*(w.stop(timeout) for w in workers), return_exceptions=True)
+            seconds = None if timeout_ms is None else timeout_ms / 1000
+            outcomes = await asyncio.gather(
+                *(w.stop(seconds) for w in workers), return_exceptions=True
+            )
+            for worker, outcome in zip(workers, outcomes, strict=True):
+                if isinstance(outcome, BaseException):  # visible, but the others still close
+                    log.error(
+                        "worker %s did not stop cleanly: %r",
+                        worker.name,
+                        outcome,
+                        exc_info=outcome,
+                    )
         if self._enqueuer is not None:
             await self._enqueuer.drain()
         if self._connected:
@@ -201,24 +296,84 @@ class App:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def run(self, tasks: Iterable[str] | None = None, concurrency: int | None = None) -> None:
-        """Run workers until SIGINT/SIGTERM, then shut down gracefully and return."""
-        self._select(tasks)  # unknown task names fail here, before any connection
-        _install_uvloop()
-        asyncio.run(self._serve(tasks, concurrency))
+    def run(
+        self,
+        tasks: Iterable[str] | None = None,
+        concurrency: int | None = None,
+        shutdown_timeout: Duration | None = None,
+    ) -> None:
+        """Run workers until SIGINT/SIGTERM, then stop and return.
 
-    async def _serve(self, tasks: Iterable[str] | None, concurrency: int | None) -> None:
+        The first signal stops claiming and gives running jobs ``shutdown_timeout`` (default:
+        the App's, 30 s) to finish; a second signal, or the deadline, gives the unfinished
+        ones back to the front of their queue at once. Either way this returns.
+        """
+        self._select(tasks)  # unknown task names fail here, before any connection
+        grace_ms = (
+            self.shutdown_timeout_ms
+            if shutdown_timeout is None
+            else to_ms(shutdown_timeout, "shutdown_timeout")
+        )
+        _install_uvloop()
+        asyncio.run(self._serve(tasks, concurrency, grace_ms))
+
+    async def _serve(
+        self, tasks: Iterable[str] | None, concurrency: int | None, grace_ms: int
+    ) -> None:
+        signals = 0
         stop = asyncio.Event()
+        workers: list[Any] = []
+
+        def on_signal(sig: signal.Signals) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                log.info(
+                    "%s: stopping; running jobs get %s s to finish (send it again to stop now)",
+                    sig.name,
+                    f"{grace_ms / 1000:g}",
+                )
+                stop.set()
+            elif signals == 2:
+                log.warning("%s again: stopping now; running jobs go back to the queue", sig.name)
+                for worker in workers:
+                    worker.hurry()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        await self.start(tasks, concurrency)
-        log.info("taskora worker started: %s", ", ".join(w.name for w in self._workers))
+                loop.add_signal_handler(sig, on_signal, sig)
         try:
+            await self.start(tasks, concurrency)
+            workers.extend(self._workers)
+            self._log_banner(workers)
             await stop.wait()
         finally:
-            await self.close()
+            await self._close(grace_ms)
+            log.info("taskora worker stopped")
+
+    def _log_banner(self, workers: list[Any]) -> None:
+        log.info(
+            "taskora worker started: %s on %s, prefix %s",
+            ", ".join(f"{w.name} (concurrency {w.concurrency})" for w in workers) or "no tasks",
+            getattr(self.backend, "url", type(self.backend).__name__),  # never has a password
+            self.prefix or "(none)",
+        )
+
+    def _retarget(self, url: str | None, prefix: str | None) -> None:
+        """Point an App that has not connected yet elsewhere (the CLI's --url/--prefix)."""
+        if url is None and prefix is None:
+            return
+        if self._started or self._connected:
+            raise ConfigError("cannot change the backend of an App that is connected")
+        if prefix is not None:
+            self.prefix = check_name(prefix, "prefix", allow_colon=False)
+        if url is not None:
+            self.backend = backend_from_url(url, prefix=self.prefix)
+        else:
+            configure = getattr(self.backend, "configure", None)
+            if configure is not None:
+                configure(prefix=prefix)
 
     # -- plumbing used by Task and ResultHandle ----------------------------------------------
     async def _connected_backend(self) -> Backend:
@@ -354,6 +509,24 @@ class _Portal:
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _scheduler_options(value: dict[str, Any] | bool | None) -> dict[str, Any] | None:
+    """``scheduler=dict(poll_interval=1, lock_ttl=30)`` (seconds or durations); False: this
+    process never runs the scheduler; None: run it when the app declares schedules."""
+    if value is False:
+        return None
+    given: dict[str, Any] = {} if value is None or value is True else dict(value)
+    if not isinstance(value, dict | bool | type(None)):
+        raise ConfigError("scheduler must be a dict (poll_interval=, lock_ttl=) or a bool")
+    unknown = set(given) - {"poll_interval", "lock_ttl"}
+    if unknown:
+        raise ConfigError(f"scheduler: unknown options {sorted(unknown)}")
+    poll = to_ms(given.get("poll_interval", 1), "scheduler poll_interval", allow_zero=False)
+    ttl = to_ms(given.get("lock_ttl", 30), "scheduler lock_ttl", allow_zero=False)
+    if ttl <= poll:
+        raise ConfigError("scheduler lock_ttl must be longer than poll_interval")
+    return {"poll_ms": poll, "lock_ttl_ms": ttl, "explicit": value is not None}
 
 
 def _install_uvloop() -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
 from ._version import __version__
 from .app import App
-from .errors import TaskoraError
+from .durations import to_ms
+from .errors import ConfigError, TaskoraError
 
 __all__ = ["CLIError", "load_app", "main"]
 
@@ -79,6 +81,35 @@ def _positive(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> int:
+    value: float | str = text
+    try:
+        value = float(text)  # plain seconds
+    except ValueError:
+        pass
+    try:
+        return to_ms(value, "duration")
+    except ConfigError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 30, 30s, 500ms or 2m, got {text!r}"
+        ) from None
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _configure_logging(level: str) -> None:
+    """Only the CLI configures logging (the library never adds handlers): to stderr, unless
+    the app's module set up logging itself; the level applies to taskora's loggers."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    logging.getLogger("taskora").setLevel(level)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskora", description="taskora: a distributed task queue for Python on Redis."
@@ -94,6 +125,25 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--tasks", default=None, metavar="A,B", help="run only these tasks (comma-separated)"
     )
+    worker.add_argument(
+        "--url", default=None, help="backend URL (default: the app's, else TASKORA_URL)"
+    )
+    worker.add_argument("--prefix", default=None, help="key prefix (default: the app's)")
+    worker.add_argument(
+        "--shutdown-timeout",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="how long a stop waits for running jobs before they go back to the queue "
+        "(default: the app's, 30s); a second SIGINT/SIGTERM stops at once",
+    )
+    worker.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="log level on stderr (default INFO)",
+    )
     demo = sub.add_parser("demo", help="run a self-contained demo with a live display")
     demo.add_argument("--jobs", type=_positive, default=300, help="how many jobs (default 300)")
     sub.add_parser("version", help="print the taskora version")
@@ -101,11 +151,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.url is not None:  # an App() without a URL in the module picks it up too
+        os.environ["TASKORA_URL"] = args.url
     app = load_app(args.app)
     tasks = _task_names(app, args.tasks)
     if tasks is None and not any(t.handler is not None for t in app.tasks.values()):
         raise CLIError(f"{args.app!r} has no task handlers to run")
-    app.run(tasks=tasks, concurrency=args.concurrency)
+    try:
+        app._retarget(args.url, args.prefix)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
+    _configure_logging(args.log_level)
+    shutdown = None if args.shutdown_timeout is None else args.shutdown_timeout / 1000
+    app.run(tasks=tasks, concurrency=args.concurrency, shutdown_timeout=shutdown)
     return 0
 
 

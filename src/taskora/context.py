@@ -15,8 +15,8 @@ from collections.abc import Generator
 from typing import Any, Protocol
 
 from . import serializer
-from .durations import Duration, to_ms
-from .errors import RetryError
+from .durations import Duration, optional_ms
+from .retry import RetryError
 from .types import finite_number
 
 __all__ = ["Context", "JobIO", "Logger"]
@@ -115,8 +115,9 @@ class Context:
         self, delay: Duration | None = None, reason: str = "Job scheduled for retry"
     ) -> RetryError:
         """Build a RetryError to ``raise``: retry now-ish, or after ``delay``."""
-        delay_ms = None if delay is None else to_ms(delay, "ctx.retry(delay)")
-        return RetryError(reason, delay_ms)
+        error = RetryError(reason)
+        error.delay_ms = optional_ms(delay, "ctx.retry(delay)")
+        return error
 
     def __repr__(self) -> str:
         return f"Context(id={self.id!r}, task={self.task!r}, attempt={self.attempt})"

@@ -17,17 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
-
 from .app import App
 from .context import Context
-from .errors import JobCancelledError, JobExpiredError, JobFailedError, TaskoraError
+from .errors import ConfigError, JobCancelledError, JobExpiredError, JobFailedError, TaskoraError
 from .handle import ResultHandle
 from .types import Retry
+
+try:  # the demo's display is an extra: the library itself never needs rich
+    from rich.console import Console, Group, RenderableType
+    from rich.live import Live
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+except ModuleNotFoundError:  # pragma: no cover - depends on what is installed
+    raise ConfigError("the demo needs rich: pip install 'taskora[demo]'") from None
+
 
 __all__ = ["run_demo"]
 
@@ -400,16 +404,20 @@ async def _cleanup(demo: Demo) -> None:
     """Delete the demo's keys from Redis (a fresh prefix: nothing else lives there)."""
     if not demo.url or not demo.prefix or not demo.url.startswith(("redis", "unix")):
         return
-    import redis.asyncio as aioredis
+    from .backends.redis.resp import RespClient, parse_address
 
     with contextlib.suppress(Exception):
-        client = aioredis.Redis.from_url(demo.url)
+        client = RespClient(parse_address(demo.url), "taskora-demo-cleanup")
         try:
-            keys = [key async for key in client.scan_iter(match=f"taskora:{demo.prefix}:*")]
-            for start in range(0, len(keys), 500):
-                await client.delete(*keys[start : start + 500])
+            cursor, pattern = b"0", f"taskora:{demo.prefix}:*"
+            while True:
+                cursor, keys = await client.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 500)
+                if keys:
+                    await client.execute("DEL", *keys)
+                if cursor in (b"0", "0"):
+                    break
         finally:
-            await client.aclose()
+            await client.close()
 
 
 def run_demo(jobs: int = 300, console: Console | None = None) -> int:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from .errors import ConfigError
 
-__all__ = ["Duration", "to_ms"]
+__all__ = ["Duration", "optional_ms", "to_ms"]
 
 Duration = int | float | timedelta | str
 
@@ -49,3 +49,8 @@ def _checked(ms: int, name: str, allow_zero: bool) -> int:
     if ms == 0 and not allow_zero:
         raise ConfigError(f"{name} must be positive")
     return ms
+
+
+def optional_ms(value: object, name: str) -> int | None:
+    """``to_ms`` for timeouts where None means "no limit"."""
+    return None if value is None else to_ms(value, name)

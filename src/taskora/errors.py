@@ -34,7 +34,6 @@ __all__ = [
     "JobExpiredError",
     "JobFailedError",
     "JobNotFoundError",
-    "RetryError",
     "SerializationError",
     "TaskoraError",
     "ThrottledError",
@@ -62,21 +61,6 @@ class ValidationError(TaskoraError):
 
 class SerializationError(TaskoraError):
     """A value cannot be stored: not JSON-serializable, NaN/infinity, or over the size limit."""
-
-
-class RetryError(TaskoraError):
-    """Raise from a handler to retry the job (``raise ctx.retry(delay=..., reason=...)``).
-
-    ``delay_ms`` overrides the task's backoff when set. Retry filters are bypassed, but the
-    job is only retried while attempts remain.
-    """
-
-    def __init__(
-        self, reason: str = "Job scheduled for retry", delay_ms: int | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.delay_ms = delay_ms
 
 
 class TimeoutError(TaskoraError, builtins.TimeoutError):

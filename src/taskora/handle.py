@@ -7,10 +7,11 @@ import builtins
 import concurrent.futures
 import json
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import serializer
 from .backends.base import EnqueueResult, Terminal
+from .durations import Duration, optional_ms
 from .errors import (
     JobCancelledError,
     JobExpiredError,
@@ -18,10 +19,8 @@ from .errors import (
     JobNotFoundError,
     TimeoutError,
 )
+from .runtime import Runtime
 from .types import JobState, LogEntry
-
-if TYPE_CHECKING:
-    from .app import App
 
 __all__ = ["ResultHandle"]
 
@@ -52,7 +51,7 @@ class ResultHandle(Generic[Out]):
 
     def __init__(
         self,
-        app: App,
+        app: Runtime,
         task: str,
         job_id: str,
         future: EnqueueFuture | None = None,
@@ -102,13 +101,15 @@ class ResultHandle(Generic[Out]):
         """Wait for the output with no timeout."""
         return self.wait_for(None)
 
-    async def wait_for(self, timeout: float | None) -> Out:
-        """Wait for the output; raise :class:`taskora.TimeoutError` after ``timeout`` seconds."""
-        return await self._app._route(lambda: self._wait(timeout))
+    async def wait_for(self, timeout: Duration | None) -> Out:
+        """Wait for the output; raise :class:`taskora.TimeoutError` after ``timeout``
+        (seconds, a timedelta or "5s"; None waits for as long as it takes)."""
+        timeout_ms = optional_ms(timeout, "wait_for(timeout)")
+        return await self._app._route(lambda: self._wait(timeout_ms))
 
-    async def _wait(self, timeout: float | None) -> Out:
+    async def _wait(self, timeout_ms: int | None) -> Out:
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000
         future = self._future
         if isinstance(future, asyncio.Future) and future.done():
             self._settle(future.result())  # enqueued already (the usual case): no timer
@@ -117,18 +118,17 @@ class ResultHandle(Generic[Out]):
                 async with asyncio.timeout_at(deadline):
                     await self._ensure_enqueued()
             except builtins.TimeoutError:
-                raise self._timeout_error(timeout) from None
+                raise self._timeout_error(timeout_ms) from None
         remaining = None if deadline is None else max(0.0, deadline - loop.time())
         backend = await self._app._connected_backend()
         terminal = await backend.wait_terminal(
             self.task, self._target, remaining, None if self.existing_id else self._event_id
         )
         if terminal is None:
-            raise self._timeout_error(timeout)
+            raise self._timeout_error(timeout_ms)
         return self._unwrap(terminal)
 
-    def _timeout_error(self, timeout: float | None) -> TimeoutError:
-        ms = None if timeout is None else round(timeout * 1000)
+    def _timeout_error(self, ms: int | None) -> TimeoutError:
         return TimeoutError(f"Job {self._target} did not complete within {ms} ms", self._target, ms)
 
     def _unwrap(self, terminal: Terminal) -> Out:
@@ -180,9 +180,10 @@ class ResultHandle(Generic[Out]):
         return await backend.cancel(self.task, self._target, reason)
 
     # -- blocking forms ---------------------------------------------------------------
-    def get(self, timeout: float | None = None) -> Out:
-        """Block (from synchronous code) until the output is available."""
-        return self._app._route_sync(lambda: self._wait(timeout))
+    def get(self, timeout: Duration | None = None) -> Out:
+        """Block (from synchronous code) until the output is available, up to ``timeout``."""
+        timeout_ms = optional_ms(timeout, "get(timeout)")
+        return self._app._route_sync(lambda: self._wait(timeout_ms))
 
     @property
     def sync(self) -> SyncHandle[Out]:
@@ -207,8 +208,9 @@ class SyncHandle(Generic[Out]):
     def wait_enqueued(self) -> str:
         return self._run(self._handle._ensure_enqueued)
 
-    def result(self, timeout: float | None = None) -> Out:
-        return self._handle.get(timeout)
+    def result(self, timeout: Duration | None = None) -> Out:
+        timeout_ms = optional_ms(timeout, "sync.result(timeout)")
+        return self._run(lambda: self._handle._wait(timeout_ms))
 
     def get_state(self) -> JobState | None:
         return self._run(self._handle.get_state)

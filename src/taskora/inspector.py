@@ -6,13 +6,11 @@ import builtins
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import ConfigError
+from .runtime import Runtime
 from .types import JobState
-
-if TYPE_CHECKING:
-    from .app import App
 
 __all__ = ["DeadLetters", "JobInfo"]
 
@@ -60,7 +58,7 @@ class DeadLetters:
     A retried job starts over at attempt 1 with a fresh dispatch time; each move is atomic.
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Runtime) -> None:
         self._app = app
 
     def _tasks(self, task: str | None) -> Iterable[str]:

@@ -5,10 +5,27 @@ from __future__ import annotations
 import math
 import random
 
-from .errors import RetryError, TimeoutError
+from .durations import Duration, optional_ms
+from .errors import TaskoraError, TimeoutError
 from .types import Retry
 
-__all__ = ["backoff_ms", "retry_delay_ms"]
+__all__ = ["RetryError", "backoff_ms", "retry_delay_ms"]
+
+
+class RetryError(TaskoraError):
+    """Raise from a handler to retry the job (``raise ctx.retry(delay=..., reason=...)``).
+
+    ``delay`` (seconds, a timedelta or "5s"; kept as ``delay_ms``) overrides the task's
+    backoff when set. Retry filters are bypassed, but the job is only retried while
+    attempts remain.
+    """
+
+    def __init__(
+        self, reason: str = "Job scheduled for retry", delay: Duration | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay_ms = optional_ms(delay, "RetryError(delay)")
 
 
 def backoff_ms(policy: Retry, attempt: int, rng: random.Random | None = None) -> int:

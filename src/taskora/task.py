@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import serializer
 from .backends.base import EnqueueResult, Flow, NewJob
@@ -16,10 +16,8 @@ from .context import Context, LocalIO
 from .durations import Duration, to_ms
 from .errors import ConfigError, DuplicateJobError, SerializationError, ThrottledError
 from .handle import ResultHandle
+from .runtime import Runtime
 from .types import Debounce, Deduplicate, Retry, Stall, Throttle, coerce_flow
-
-if TYPE_CHECKING:
-    from .app import App
 
 __all__ = ["MAX_PRIORITY", "Task", "TaskOptions"]
 
@@ -51,7 +49,7 @@ class Task(Generic[In, Out]):
 
     def __init__(
         self,
-        app: App,
+        app: Runtime,
         name: str,
         handler: Callable[..., Any] | None,
         *,

@@ -197,6 +197,8 @@ class TaskDefaults:
 
     def __post_init__(self) -> None:
         _positive_int(self.concurrency, "TaskDefaults.concurrency")
+        if self.timeout is not None:
+            to_ms(self.timeout, "TaskDefaults.timeout")
 
 
 @dataclass(frozen=True, slots=True, init=False)

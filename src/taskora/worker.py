@@ -18,18 +18,18 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import serializer
+from ._threads import DaemonPool
 from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
 from .context import Context
-from .errors import BackendError, RetryError, SerializationError, TimeoutError
-from .retry import retry_delay_ms
+from .errors import BackendError, SerializationError, TimeoutError
+from .retry import RetryError, retry_delay_ms
+from .runtime import Runtime
 
 if TYPE_CHECKING:
-    from .app import App
     from .task import Task
 
 __all__ = ["Worker"]
@@ -57,7 +57,7 @@ class Worker:
     """Claims, runs and finishes jobs of one task."""
 
     def __init__(
-        self, app: App, task: Task[Any, Any], backend: Backend, concurrency: int | None = None
+        self, app: Runtime, task: Task[Any, Any], backend: Backend, concurrency: int | None = None
     ):
         options = task.options
         self.app = app
@@ -79,12 +79,13 @@ class Worker:
         self._avg_run_s = float("inf")  # moving average of how long a job takes here
         self._wake = _Signal()
         self._stopping = False
+        self._hurry = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._waiter: asyncio.Task[tuple[Claimed, ...]] | None = None
         self._idle_expected = False  # the last claim found the queue empty
         self._backoff = 0.05
         self._upkeep: list[asyncio.Task[None]] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: DaemonPool | None = None
         if not task.is_async:
             self._executor = self._new_executor()
 
@@ -99,12 +100,21 @@ class Worker:
         ]
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Stop claiming; wait for active jobs (up to ``timeout`` s), then release the rest."""
+        """Stop claiming; wait for active jobs (up to ``timeout`` s, or until ``hurry()``),
+        then give the rest back to the queue."""
         self._stopping = True
         self._wake.set()
         runners = [r.runner for r in self._active.values() if r.runner is not None]
-        if runners:
-            await asyncio.wait(runners, timeout=timeout)
+        if runners and not self._hurry.is_set():
+            finished = asyncio.ensure_future(asyncio.wait(runners))
+            hurried = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait([finished, hurried], timeout=timeout, return_when="FIRST_COMPLETED")
+            for waiting in (finished, hurried):
+                waiting.cancel()
+        if self._active:
+            log.warning(
+                "worker %s: %d unfinished job(s) go back to the queue", self.name, len(self._active)
+            )
         for run in list(self._active.values()):
             self._abort(run)
         if self._main is not None:
@@ -120,6 +130,10 @@ class Worker:
             await self.backend.unsubscribe_cancel(self.name)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+
+    def hurry(self) -> None:
+        """Cut a ``stop()`` short: unfinished jobs go back to the queue now."""
+        self._hurry.set()
 
     def _abort(self, run: _Running) -> None:
         """Shutdown deadline passed: give the job back to the queue."""
@@ -378,14 +392,19 @@ class Worker:
         message = _message(exc)
         delay = retry_delay_ms(self.options.retry, job.attempt, exc)
         will_retry = delay is not None
-        if not isinstance(exc, RetryError):
+        if will_retry:
             log.warning(
-                "task %r job %s failed (attempt %d%s): %s",
+                "task %r job %s attempt %d %s: %s; retrying in %d ms",
                 self.name,
                 job.id,
                 job.attempt,
-                ", will retry" if will_retry else "",
+                "asked to retry" if isinstance(exc, RetryError) else "failed",
                 message,
+                delay,
+            )
+        else:
+            log.error(
+                "task %r job %s failed (attempt %d): %s", self.name, job.id, job.attempt, message
             )
         if will_retry:
             return Outcome(job.id, job.token, "retry", error=message, retry_delay_ms=delay or 0)
@@ -487,10 +506,8 @@ class Worker:
                 len(report.failed),
             )
 
-    def _new_executor(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(
-            max_workers=self.concurrency, thread_name_prefix=f"taskora-{self.name}"
-        )
+    def _new_executor(self) -> DaemonPool:
+        return DaemonPool(self.concurrency, f"taskora-{self.name}")
 
 
 class _Signal:

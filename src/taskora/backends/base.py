@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from ..types import Retention
 
@@ -24,6 +24,7 @@ __all__ = [
     "JobSnapshot",
     "NewJob",
     "Outcome",
+    "ScheduleExpect",
     "StallReport",
     "Terminal",
 ]
@@ -46,14 +47,21 @@ class NewJob:
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """Flow control for one dispatch; exactly one of the three kinds."""
+    """Flow control for one dispatch; exactly one of the kinds.
 
-    kind: Literal["debounce", "throttle", "dedup"]
+    ``schedule`` is one fire time of a schedule (``key`` = its name, ``fire_ms``, ``overlap``,
+    ``window_ms`` = how long the per-schedule mark lives): created at most once, and not while
+    the schedule's previous job is unfinished unless ``overlap``.
+    """
+
+    kind: Literal["debounce", "throttle", "dedup", "schedule"]
     key: str
     delay_ms: int = 0
     max: int = 0
     window_ms: int = 0
     states: tuple[str, ...] = ()
+    fire_ms: int = 0
+    overlap: bool = True
 
 
 @dataclass(slots=True)  # not frozen: made once per job on the dispatch path
@@ -146,6 +154,20 @@ class JobSnapshot:
 
 
 CancelListener = Callable[[str], None]
+
+
+_ANY: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleExpect:
+    """What a schedule must still be for :meth:`Backend.schedule_write` to apply: a record
+    (None = absent) and a next fire time (None = paused or absent); ``ANY`` skips a check."""
+
+    record: str | Any | None = _ANY
+    next_ms: int | Any | None = _ANY
+
+    ANY: ClassVar[Any] = _ANY
 
 
 class Backend(Protocol):
@@ -253,3 +275,27 @@ class Backend(Protocol):
 
     async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
         """Move failed jobs (``ids``, or the ``limit`` oldest) back to waiting, attempt 1."""
+
+    # -- schedules (their own keys, one cluster slot; docs/design.md#scheduling) -------------
+    async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
+        """Take or renew the scheduler leader lock for ``token`` (or give it up); True while
+        held. The lock expires on the backend's clock after ``ttl_ms``."""
+
+    async def schedule_due(
+        self, token: str, limit: int
+    ) -> tuple[int, list[tuple[str, int, str]]] | None:
+        """None unless ``token`` holds the lock; else the backend's now (ms) and up to ``limit``
+        due schedules as (name, fire time ms, record). Nothing is removed or changed."""
+
+    async def schedule_read(self, name: str | None) -> list[tuple[str, str, int | None]]:
+        """(name, record, next fire time or None when paused) of one schedule or of all."""
+
+    async def schedule_write(
+        self,
+        name: str,
+        expect: ScheduleExpect,
+        record: str | None,
+        next_ms: int | None,
+    ) -> bool:
+        """Compare-and-set: if the schedule still matches ``expect``, store ``record`` with
+        ``next_ms`` (None = paused), or delete it when ``record`` is None. False: it changed."""

@@ -27,9 +27,11 @@ from .base import (
     JobSnapshot,
     NewJob,
     Outcome,
+    ScheduleExpect,
     StallReport,
     Terminal,
 )
+from .memory_schedules import ScheduleStore
 
 __all__ = ["MemoryBackend"]
 
@@ -89,6 +91,7 @@ class MemoryBackend:
         self._cancel_listeners: dict[str, CancelListener] = {}
         self._token_seq = 0
         self._closed_event: asyncio.Event | None = None
+        self.schedules = ScheduleStore(self.now_ms)
 
     def configure(self, *, prefix: str | None) -> None:
         self.prefix = prefix
@@ -688,6 +691,23 @@ class MemoryBackend:
             for job_id in ids[offset : offset + limit]
             if job_id in t.jobs
         ]
+
+    # -- schedules (memory_schedules.py) ------------------------------------------------------
+    async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
+        return self.schedules.lock(token, ttl_ms, release)
+
+    async def schedule_due(
+        self, token: str, limit: int
+    ) -> tuple[int, list[tuple[str, int, str]]] | None:
+        return self.schedules.due(token, limit)
+
+    async def schedule_read(self, name: str | None) -> list[tuple[str, str, int | None]]:
+        return self.schedules.read(name)
+
+    async def schedule_write(
+        self, name: str, expect: ScheduleExpect, record: str | None, next_ms: int | None
+    ) -> bool:
+        return self.schedules.write(name, expect, record, next_ms)
 
     async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
         t = self._t(task)

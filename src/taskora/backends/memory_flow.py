@@ -1,4 +1,4 @@
-"""Flow control (debounce, throttle, deduplicate) for the memory backend.
+"""Flow control (debounce, throttle, deduplicate, a schedule's fire time) for the memory backend.
 
 Step for step what ``redis/lua/enqueue_flow.lua`` does, on the same key names (kept in
 ``_Task.flow_keys`` with their expiry), in one synchronous call: as atomic as the script.
@@ -32,6 +32,8 @@ def enqueue_flow(backend: MemoryBackend, task: str, job: NewJob, flow: Flow) -> 
         return _debounce(backend, task, t, job, flow, base + "debounce:" + flow.key, now)
     if flow.kind == "throttle":
         return _throttle(backend, t, job, flow, base + "throttle:" + flow.key, now)
+    if flow.kind == "schedule":
+        return _schedule(backend, t, job, flow, base + "schedule:" + flow.key, now)
     return _dedup(backend, t, job, flow, base + "dedup:" + flow.key, now)
 
 
@@ -90,6 +92,25 @@ def _dedup(
     return EnqueueResult(True)
 
 
+def _schedule(
+    backend: MemoryBackend, t: _Task, job: NewJob, flow: Flow, key: str, now: int
+) -> EnqueueResult:
+    """One fire time of a schedule: at most once (the mark only moves forward), and not while
+    the previous job is unfinished unless overlap is allowed (the kind in enqueue_flow.lua)."""
+    held = _get(t, key, now)
+    last_fire, _, last_job = (held or "").partition(" ")
+    if last_fire and int(last_fire) >= flow.fire_ms:
+        return EnqueueResult(False)
+    if not flow.overlap and last_job:
+        previous = t.jobs.get(last_job)
+        if previous is not None and previous["state"] in DEFAULT_DEDUP_STATES:
+            t.flow_keys[key] = (f"{flow.fire_ms} {last_job}", now + flow.window_ms)
+            return EnqueueResult(False, existing_id=last_job)
+    _create(backend, t, job, now, {"schedule": flow.key, "fireAt": str(flow.fire_ms)})
+    t.flow_keys[key] = (f"{flow.fire_ms} {job.id}", now + flow.window_ms)
+    return EnqueueResult(True)
+
+
 def _create(
     backend: MemoryBackend, t: _Task, job: NewJob, now: int, extra: dict[str, str] | None = None
 ) -> None:
@@ -127,6 +148,8 @@ def _check(flow: Flow) -> None:
     elif flow.kind == "throttle":
         _positive(flow.max, "throttle max")
         _positive(flow.window_ms, "throttle window")
+    elif flow.kind == "schedule":
+        _positive(flow.window_ms, "schedule mark lifetime")
     elif flow.kind == "dedup":
         for state in flow.states:
             if str(state) not in DEFAULT_DEDUP_STATES:

@@ -1,4 +1,5 @@
-"""RedisBackend: jobs in Redis (or Valkey), laid out in the reference's wire format v6.
+"""RedisBackend: jobs in Redis (or Valkey), laid out in the reference's wire format v6
+(docs/design.md#redis-layout).
 
 Connections per process: one pool for commands and scripts, one blocking connection per
 task being worked (``BZPOPMIN`` on its marker), one pub/sub connection for cancellation,
@@ -26,6 +27,7 @@ from ..base import (
     JobSnapshot,
     NewJob,
     Outcome,
+    ScheduleExpect,
     StallReport,
     Terminal,
 )
@@ -43,8 +45,13 @@ TRIM_BATCH = 500
 
 
 class RedisBackend:
-    """Redis backend. ``RedisBackend(url)`` or ``RedisBackend(client=redis_asyncio_client)``
-    (the client's address and credentials are reused; taskora opens its own connections)."""
+    """Redis backend: ``RedisBackend(url)`` or ``RedisBackend(client=redis_client)``.
+
+    Given a redis-py client (asyncio or sync), taskora copies its connection settings (host
+    and port or unix socket, database, username and password or credential provider, every
+    ``ssl_*`` TLS setting, connect timeout) and opens connections of its own with them: it
+    never uses the client's pool, so the client stays yours to use and to close.
+    """
 
     def __init__(
         self,
@@ -81,7 +88,12 @@ class RedisBackend:
     # -- connections --------------------------------------------------------------------
     def _new_client(self, role: str, blocking: bool = False) -> RespClient:
         # Blocking reads wait at most a few seconds server-side; a longer silence is a dead peer.
-        return RespClient(self.address, f"taskora:{role}", reply_timeout=20.0 if blocking else 30.0)
+        return RespClient(
+            self.address,
+            f"taskora:{role}",
+            connect_timeout=self.address.connect_timeout,
+            reply_timeout=20.0 if blocking else 30.0,
+        )
 
     @property
     def client(self) -> RespClient:
@@ -603,6 +615,31 @@ class RedisBackend:
             reply = await SCRIPTS["expire_due"](self.client, keys.standard, [keys.base, *ids])
         return [_str(r) or "" for r in reply]
 
+    # -- schedules (redis/schedules.py) -------------------------------------------------------
+    async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
+        from .schedules import schedule_lock
+
+        return await schedule_lock(self, token, ttl_ms, release)
+
+    async def schedule_due(
+        self, token: str, limit: int
+    ) -> tuple[int, list[tuple[str, int, str]]] | None:
+        from .schedules import schedule_due
+
+        return await schedule_due(self, token, limit)
+
+    async def schedule_read(self, name: str | None) -> list[tuple[str, str, int | None]]:
+        from .schedules import schedule_read
+
+        return await schedule_read(self, name)
+
+    async def schedule_write(
+        self, name: str, expect: ScheduleExpect, record: str | None, next_ms: int | None
+    ) -> bool:
+        from .schedules import schedule_write
+
+        return await schedule_write(self, name, expect, record, next_ms)
+
     async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
         keys = self.keys(task)
         with self.errors():
@@ -634,21 +671,31 @@ async def _all(replies: Awaitable[list[Any]]) -> list[Any]:
 
 
 def _address_of(client: Any) -> Address:
-    kw = client.connection_pool.connection_kwargs
-    if "path" in kw:
-        return Address(
-            path=kw["path"],
-            db=kw.get("db", 0),
-            username=kw.get("username"),
-            password=kw.get("password"),
-        )
+    """Every connection setting of a redis-py client (sync or asyncio): address, database,
+    credentials (a credential provider is asked once, now), TLS and connect timeout."""
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
+    username, password = kw.get("username"), kw.get("password")
+    provider = kw.get("credential_provider")
+    if provider is not None:
+        credentials = tuple(provider.get_credentials())
+        username, password = (None, *credentials) if len(credentials) == 1 else credentials[:2]
+    timeout = kw.get("socket_connect_timeout") or kw.get("socket_timeout") or 5.0
+    common: dict[str, Any] = {
+        "db": int(kw.get("db") or 0),
+        "username": username,
+        "password": password,
+        "connect_timeout": float(timeout),
+    }
+    if kw.get("path"):
+        return Address(path=kw["path"], **common)
+    tls_options = {k: v for k, v in kw.items() if k.startswith("ssl_") and v is not None}
     return Address(
-        host=kw.get("host", "127.0.0.1"),
-        port=int(kw.get("port", 6379)),
-        db=int(kw.get("db", 0)),
-        username=kw.get("username"),
-        password=kw.get("password"),
-        tls="ssl" in str(client.connection_pool.connection_class).lower(),
+        host=kw.get("host") or "127.0.0.1",
+        port=int(kw.get("port") or 6379),
+        tls="ssl" in pool.connection_class.__name__.lower(),
+        tls_options=tls_options,
+        **common,
     )
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["enqueue_flow", "flow_args"]
 
-# Dedup blocks in every non-terminal state unless told otherwise (decisions.md 6).
+# Dedup blocks in every non-terminal state unless told otherwise (docs/design.md#decisions, 6).
 DEFAULT_DEDUP_STATES = tuple(sorted(str(s) for s in NON_TERMINAL_STATES))
 
 
@@ -66,6 +66,8 @@ def flow_args(base: str, job: NewJob, flow: Flow) -> list[Any]:
         args += (flow.max, flow.window_ms)
     elif flow.kind == "dedup":
         args.append(",".join(dedup_states(flow)))
+    elif flow.kind == "schedule":
+        args += (flow.fire_ms, "1" if flow.overlap else "0", flow.window_ms)
     else:
         raise ConfigError(f"unknown flow control kind {flow.kind!r}")
     return args

@@ -1,4 +1,4 @@
-"""Every Redis key name taskora uses, in one place (wire format v6).
+"""Every Redis key name taskora uses, in one place (wire format v6, docs/design.md#redis-layout).
 
 All keys of one task share the hash tag ``{task}``, so every script touches a single cluster
 slot. ``base`` is what scripts receive to build job keys themselves.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["TaskKeys", "root", "task_keys"]
+__all__ = ["TaskKeys", "root", "schedule_keys", "task_keys"]
 
 
 def root(prefix: str | None) -> str:
@@ -61,3 +61,14 @@ class TaskKeys:
 @lru_cache(maxsize=4096)
 def task_keys(prefix: str | None, task: str) -> TaskKeys:
     return TaskKeys(prefix, task)
+
+
+def schedule_keys(prefix: str | None) -> tuple[str, str, str]:
+    """The schedule records (hash), their next fire times (zset) and the leader lock.
+
+    The reference's names (``schedules``, ``schedules:next``, ``schedules:lock``) with the
+    hash tag ``{schedules}`` so the three share one cluster slot (decision 11). They cannot
+    meet a task's keys: those all continue ``{task}:`` with a job id or a fixed name.
+    """
+    base = f"{root(prefix)}:{{schedules}}"
+    return base, base + ":next", base + ":lock"

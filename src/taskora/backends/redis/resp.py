@@ -20,14 +20,14 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
-__all__ = ["Address", "ReplyError", "RespClient", "parse_address"]
+__all__ = ["Address", "ReplyError", "RespClient", "parse_address", "ssl_context"]
 
 Arg = str | bytes | int | float
 # hiredis packs a command (a tuple of arguments) into RESP in C; its stub types are too narrow.
@@ -53,7 +53,8 @@ class Address:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: bool = False
-    tls_options: dict[str, str] = field(default_factory=dict, repr=False)
+    tls_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    connect_timeout: float = 5.0
 
     def describe(self) -> str:
         if self.path:
@@ -85,13 +86,51 @@ def parse_address(url: str) -> Address:
     )
 
 
-def _ssl_context(options: dict[str, str]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-    if options.get("ssl_cert_reqs", "required").lower() in ("none", "cert_none"):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+_CERT_REQS = {
+    "none": ssl.CERT_NONE,
+    "cert_none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "cert_optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+    "cert_required": ssl.CERT_REQUIRED,
+}
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
+
+
+def ssl_context(options: Mapping[str, Any]) -> ssl.SSLContext:
+    """A TLS context from redis-py's ``ssl_*`` settings (URL query strings or a client's)."""
+    reqs = options.get("ssl_cert_reqs") or "required"
+    if isinstance(reqs, str):
+        if reqs.lower() not in _CERT_REQS:
+            raise ValueError(f"ssl_cert_reqs must be one of none, optional, required: {reqs!r}")
+        verify = _CERT_REQS[reqs.lower()]
+    else:
+        verify = ssl.VerifyMode(reqs)
+    context = ssl.create_default_context(
+        cafile=options.get("ssl_ca_certs"),
+        capath=options.get("ssl_ca_path"),
+        cadata=options.get("ssl_ca_data"),
+    )
+    check = options.get("ssl_check_hostname")
+    context.check_hostname = verify != ssl.CERT_NONE and (check is None or _flag(check))
+    context.verify_mode = verify
+    for flag in options.get("ssl_include_verify_flags") or ():
+        context.verify_flags |= flag
+    for flag in options.get("ssl_exclude_verify_flags") or ():
+        context.verify_flags &= ~flag
     if options.get("ssl_certfile"):
-        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+        context.load_cert_chain(
+            options["ssl_certfile"], options.get("ssl_keyfile"), options.get("ssl_password")
+        )
+    if options.get("ssl_min_version") is not None:
+        context.minimum_version = ssl.TLSVersion(int(options["ssl_min_version"]))
+    if options.get("ssl_ciphers"):
+        context.set_ciphers(options["ssl_ciphers"])
     return context
 
 
@@ -280,7 +319,7 @@ class RespClient:
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         a = self.address
-        context = _ssl_context(a.tls_options) if a.tls else None
+        context = ssl_context(a.tls_options) if a.tls else None
         if a.path:
             coro = loop.create_unix_connection(_Protocol, a.path)
         else:
@@ -435,7 +474,7 @@ class Subscriber:
         first = True
         while True:
             try:
-                context = _ssl_context(a.tls_options) if a.tls else None
+                context = ssl_context(a.tls_options) if a.tls else None
                 if a.path:
                     coro = loop.create_unix_connection(lambda: _SubscriberProtocol(self), a.path)
                 else:

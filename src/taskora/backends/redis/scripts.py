@@ -44,8 +44,9 @@ class Script:
 
 
 def _load() -> dict[str, Script]:
-    """Every ``lua/<name>.lua`` becomes SCRIPTS[name]; lib.lua is prepended to all but the
-    handshake (which runs on the meta key, outside any task)."""
+    """Every ``lua/<name>.lua`` becomes SCRIPTS[name]; lib.lua is prepended to the per-task
+    scripts, not to the handshake (on the meta key) nor to ``schedule_*`` (on the schedule
+    keys), which run outside any task."""
     folder = resources.files(__package__).joinpath("lua")
     sources = {
         entry.name.removesuffix(".lua"): entry.read_text()
@@ -53,8 +54,9 @@ def _load() -> dict[str, Script]:
         if entry.name.endswith(".lua")
     }
     lib = sources.pop("lib")
+    alone = ("handshake", "schedule_")
     return {
-        name: Script(name, source if name == "handshake" else lib + "\n" + source)
+        name: Script(name, source if name.startswith(alone) else lib + "\n" + source)
         for name, source in sorted(sources.items())
     }
 

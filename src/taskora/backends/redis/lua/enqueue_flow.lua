@@ -2,18 +2,20 @@
 -- (the reference's DEBOUNCE, THROTTLE_ENQUEUE and DEDUPLICATE_ENQUEUE, with the same effects
 -- on the same keys). Nothing in between can see the check without its write.
 -- KEYS: the standard per-task keys (lib.lua).
--- ARGV: B, kind ('debounce' | 'throttle' | 'dedup'), id, data, _v, maxAttempts, priority,
+-- ARGV: B, kind ('debounce' | 'throttle' | 'dedup' | 'schedule'), id, data, _v, maxAttempts, priority,
 --       delayMs, ttlMs, concurrencyKey ('' = none), concurrencyLimit, flowKey (the user's key),
 --       then per kind:
 --         debounce: debounceDelayMs (the job is delayed by this; delayMs is ignored)
 --         throttle: max, windowMs
 --         dedup:    states, comma-separated (a job holding the key in one of them rejects)
+--         schedule: fireMs, overlap ('1' = allowed), markTtlMs (flowKey is the schedule name)
 -- A replaced debounced job gets a 'debounced' entry in events (wire format v6) and in done
 -- (state 'debounced', reason), which ends its waiters with JobNotFoundError at once.
 -- Keys touched besides KEYS (all share the task's hash tag):
 --   B..'debounce:'..key  latest debounced job id, PX 2 * delay
 --   B..'throttle:'..key  accepted dispatches in the current window, PX window
 --   B..'dedup:'..key     id of the job owning the key (no TTL; released when it ends)
+--   B..'schedule:'..key  hash: fire (the latest fire time handled), jobId (its job), PX markTtl
 -- Returns { enqueued (1/0), existingId or '', replacedId or '', creation event id or '' }.
 -- An id that already exists (an EVALSHA re-sent after a lost reply) is reported enqueued
 -- and nothing is written again.
@@ -116,6 +118,36 @@ if kind == 'dedup' then
   -- No owner, the owner is gone, or its state does not block: this job takes the key over.
   local event_id = create_job({ 'dedupKey', dk })
   redis.call('SET', dk, id)
+  return { 1, '', '', event_id }
+end
+
+-- One fire time of a schedule (docs/design.md#scheduling): dispatched at most once, however
+-- many leaders try (the mark only moves forward), and not while the schedule's previous job
+-- is unfinished unless overlap is allowed. Replies: {1, ...} created; {0, previous job id}
+-- skipped for overlap (the fire time counts as handled); {0, ''} already handled.
+if kind == 'schedule' then
+  local fire, overlap, keep = tonumber(ARGV[13]), ARGV[14], ARGV[15]
+  local mk = B .. 'schedule:' .. key
+  local have = redis.call('TYPE', mk).ok
+  if have ~= 'hash' and have ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. mk .. ' is not a hash')
+  end
+  local last = tonumber(redis.call('HGET', mk, 'fire') or '')
+  if last and last >= fire then return { 0, '', '', '' } end
+  if overlap ~= '1' then
+    local prev = redis.call('HGET', mk, 'jobId')
+    if prev then
+      local state = redis.call('HGET', B .. prev, 'state')
+      if state == 'waiting' or state == 'delayed' or state == 'active' or state == 'retrying' then
+        redis.call('HSET', mk, 'fire', fire)
+        redis.call('PEXPIRE', mk, keep)
+        return { 0, prev, '', '' }
+      end
+    end
+  end
+  local event_id = create_job({ 'schedule', key, 'fireAt', fire })
+  redis.call('HSET', mk, 'fire', fire, 'jobId', id)
+  redis.call('PEXPIRE', mk, keep)
   return { 1, '', '', event_id }
 end
 

@@ -1,6 +1,6 @@
 -- Shared helpers, prepended to every script that includes them (see scripts.py).
 -- Conventions: B is the task's key base "taskora[:pfx]:{task}:"; a job's hash is B..id.
--- Every script reads the clock with TIME (decisions.md 2: due times use the server's clock).
+-- Every script reads the clock with TIME (docs/design.md#decisions, 2: due times use the server's clock).
 
 -- Every per-task script receives the same KEYS, in this order.
 local K = {
@@ -108,7 +108,7 @@ local function release_dedup(dedup_key, id)
 end
 
 -- A job whose stored form is unusable ends failed with a reason, never vanishes
--- (decisions.md 4). A key of the wrong type is moved aside so the id gets a real hash.
+-- (docs/design.md#decisions, 4). A key of the wrong type is moved aside so the id gets a real hash.
 local function fail_malformed(K, B, id, reason, now)
   local jk = B .. id
   local kind = redis.call('TYPE', jk).ok
@@ -160,7 +160,7 @@ local function promote(K, B, now)
 end
 
 -- Claim up to `want` waiting jobs in (priority desc, dispatch time asc) order: every job
--- in the prioritized set outranks every priority-0 job in the list (decisions.md 1).
+-- in the prioritized set outranks every priority-0 job in the list (docs/design.md#decisions, 1).
 -- Returns the claimed jobs (flat: id, data, _v, attempt, ts, token per job) and whether
 -- jobs were left waiting because a concurrency key or the singleton gate blocked them.
 local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)

@@ -1,0 +1,50 @@
+"""What tasks, handles, workers and the inspector need from the App that owns them.
+
+``App`` builds those objects and they call back into it (to reach its home loop, its
+connected backend, its defaults). Typing them against this protocol instead of ``App``
+keeps the import graph one-way: ``app`` imports them, none of them imports ``app``, not
+even for type checking (docs/design.md#layers).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol, TypeVar
+
+from .backends.base import Backend, EnqueueResult, Flow, NewJob
+from .types import Retention, TaskDefaults
+
+__all__ = ["Runtime"]
+
+T = TypeVar("T")
+
+
+class Runtime(Protocol):
+    """The App as seen by the objects it creates (implemented by ``taskora.App``)."""
+
+    @property
+    def defaults(self) -> TaskDefaults: ...
+
+    @property
+    def retention(self) -> Retention: ...
+
+    @property
+    def max_payload_bytes(self) -> int: ...
+
+    @property
+    def tasks(self) -> Mapping[str, object]: ...
+
+    async def _connected_backend(self) -> Backend: ...
+
+    def _submit(self, task: str, job: NewJob, flow: Flow | None) -> Any: ...
+
+    def _submitter(self) -> Callable[[str, NewJob, Flow | None], Any]: ...
+
+    def _failed_future(self, exc: BaseException) -> concurrent.futures.Future[EnqueueResult]: ...
+
+    async def _route(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T: ...
+
+    def _route_sync(
+        self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None
+    ) -> T: ...
