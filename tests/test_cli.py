@@ -183,6 +183,12 @@ def test_bad_concurrency_is_a_usage_error() -> None:
     assert "positive integer" in result.stderr
 
 
+def test_bad_prefetch_is_a_usage_error() -> None:
+    result = _run("worker", "tests.procs_cli.app_module:app", "--prefetch", "-1", timeout=30)
+    assert result.returncode == 2
+    assert "integer >= 0" in result.stderr
+
+
 def test_version() -> None:
     result = _run("version", timeout=30)
     assert result.returncode == 0
@@ -210,6 +216,8 @@ async def test_worker_logs_to_stderr_and_takes_url_and_prefix(
                 prefix,
                 "--concurrency",
                 "3",
+                "--prefetch",
+                "0",
             ],
             cwd=ROOT,
             env=_env(),
@@ -231,7 +239,7 @@ async def test_worker_logs_to_stderr_and_takes_url_and_prefix(
     assert await asyncio.to_thread(proc.wait, WAIT) == 0
     log = err.read_text()
     banner = next(line for line in log.splitlines() if "worker started" in line)
-    for part in ("boom (concurrency 3)", "double (concurrency 3)", redis_url, prefix):
+    for part in ("boom (concurrency 3)", "double (concurrency 3)", redis_url, prefix, "prefetch 0"):
         assert part in banner, log
     assert "kaput" in log and "second try" in log, log
     assert "asked to retry: not yet; retrying in" in log, log

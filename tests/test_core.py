@@ -68,7 +68,7 @@ async def test_sync_and_async_handlers_with_and_without_ctx(make_app: AppFactory
         return data + 1
 
     @app.task()
-    def plain_ctx(data: int, ctx: taskora.Context) -> dict[str, object]:
+    def plain_ctx(data: None, ctx: taskora.Context) -> dict[str, object]:
         return {"id": ctx.id, "attempt": ctx.attempt, "task": ctx.task}
 
     @app.task()

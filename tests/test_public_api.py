@@ -31,6 +31,7 @@ PUBLIC = [
     "JobState",
     "LogEntry",
     "MemoryBackend",
+    "MiddlewareContext",
     "RedisBackend",
     "ResultHandle",
     "Retention",
@@ -41,6 +42,7 @@ PUBLIC = [
     "SerializationError",
     "Stall",
     "Task",
+    "TaskContract",
     "TaskDefaults",
     "TaskoraError",
     "Throttle",
@@ -48,6 +50,7 @@ PUBLIC = [
     "TimeoutError",
     "ValidationError",
     "WireVersionError",
+    "define_task",
     "__version__",
 ]
 
@@ -62,6 +65,7 @@ HEAVY = [
     "redis",
     "rich",
     "uvloop",
+    "pydantic",
 ]
 
 

@@ -64,8 +64,13 @@ async def test_job_hash_scores_and_events_match_wire_v6(redis_url: str, prefix: 
         assert int(p["expireAt"]) == int(p["ts"]) + 60000
         assert await r.zscore(base + "prioritized", prio) == -5 * 1e13 + int(p["ts"])
         assert await r.zrange(base + "marker", 0, -1, withscores=True) == [("0", 0.0)]
-        # creation writes no event (the job hash records it); the lifecycle after it does
-        assert await r.xlen(base + "events") == 0
+        # creation writes its entry ('waiting' / 'delayed', field names of wire v6)
+        created = [f for _, f in await r.xrange(base + "events")]
+        assert created == [
+            {"event": "waiting", "jobId": waiting},
+            {"event": "delayed", "jobId": delayed},
+            {"event": "waiting", "jobId": prio},
+        ]
         meta = await r.hgetall(f"taskora:{prefix}:meta")
         assert meta["wireVersion"] == "6" and meta["minCompat"] == "6"
         assert meta["writtenBy"] == "taskora-wire-6" and int(meta["writtenAt"]) > 0
@@ -79,7 +84,7 @@ async def test_job_hash_scores_and_events_match_wire_v6(redis_url: str, prefix: 
         assert int(done["finishedOn"]) >= int(done["processedOn"]) >= int(done["ts"])
         assert await r.zscore(base + "completed", waiting) == int(done["finishedOn"])
         kinds = [f["event"] for _, f in await r.xrange(base + "events") if f["jobId"] == waiting]
-        assert kinds == ["active", "completed"]
+        assert kinds == ["waiting", "active", "completed"]
         minute = int(done["finishedOn"]) // 60000 * 60000
         assert int(await r.get(f"{base}metrics:completed:{minute}") or 0) >= 1
     finally:

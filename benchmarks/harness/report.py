@@ -13,11 +13,14 @@ from .ceiling import FIGURES
 from .workloads import WORKLOADS
 
 SUBJECT = "taskora"
+# taskora-only variants are compared with the peers' figure of the plain workload.
+PEER_FIGURE = {"process_c1_strict": "process_c1"}
 # Which Python ceiling each throughput workload is read against.
 CEILING_FOR = {
     "enqueue_single": "python_single",
     "enqueue_bulk": "python_pipelined",
     "process_c1": "python_single",
+    "process_c1_strict": "python_single",
     "process_c100": "python_pipelined",
     "round_trip": "python_single",
 }
@@ -65,7 +68,7 @@ def compare(libraries: dict[str, Any]) -> dict[str, Any]:
         for name, lib in libraries.items():
             if name == SUBJECT:
                 continue
-            res = lib.get("workloads", {}).get(key, {})
+            res = lib.get("workloads", {}).get(PEER_FIGURE.get(key, key), {})
             peer_v = res.get("value") if res.get("status") == "ok" else None
             ratios.setdefault(name, {})[key] = (mine_v / peer_v) if (mine_v and peer_v) else None
             if peer_v:

@@ -30,6 +30,8 @@ WORKLOADS: dict[str, Workload] = {
         Workload("enqueue_single", "enqueue single", "jobs/s"),
         Workload("enqueue_bulk", "enqueue bulk (50)", "jobs/s"),
         Workload("process_c1", "process c=1", "jobs/s"),
+        # taskora without claim-ahead (App(prefetch=0)); peers have the one c=1 figure above
+        Workload("process_c1_strict", "process c=1 strict", "jobs/s"),
         Workload("process_c100", "process c=100", "jobs/s"),
         Workload("round_trip", "round trip (c=10)", "jobs/s"),
         Workload("memory", "memory per waiting job", "B/job", higher_is_better=False),
@@ -95,8 +97,12 @@ class LibraryRunner:
             *[str(x) for x in extra],
         ]
 
-    def _run(self, command: str, *extra: Any, timeout: float) -> procs.Outcome:
-        return procs.run(self._cmd(command, *extra), self.env, BENCH_DIR, timeout, self.log_path)
+    def _run(
+        self, command: str, *extra: Any, timeout: float, env: dict[str, str] | None = None
+    ) -> procs.Outcome:
+        return procs.run(
+            self._cmd(command, *extra), env or self.env, BENCH_DIR, timeout, self.log_path
+        )
 
     def _start(self, command: str, *extra: Any) -> procs.Proc:
         return procs.Proc(self._cmd(command, *extra), self.env, BENCH_DIR, self.log_path)
@@ -147,10 +153,17 @@ class LibraryRunner:
     def _process_c1(self) -> dict[str, Any]:
         return self._process(self.sizes.c1, 1)
 
+    def _process_c1_strict(self) -> dict[str, Any]:
+        if self.name != "taskora":
+            return {"status": "unsupported", "error": "n/a (taskora only: no claim-ahead)"}
+        return self._process(self.sizes.c1, 1, {**self.env, "TASKORA_BENCH_PREFETCH": "0"})
+
     def _process_c100(self) -> dict[str, Any]:
         return self._process(self.sizes.c100, 100)
 
-    def _process(self, n: int, concurrency: int) -> dict[str, Any]:
+    def _process(
+        self, n: int, concurrency: int, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         fill = self._run("fill", "--n", n, timeout=300)
         if not fill.ok:
             return _error(f"pre-enqueue failed: {fill.error}")
@@ -163,6 +176,7 @@ class LibraryRunner:
             "--cap",
             self.sizes.cap_s,
             timeout=self._timeout(),
+            env=env,
         )
         result = _throughput(out, n)
         if out.ok and out.result:

@@ -21,7 +21,8 @@ class Library:
     notes: str = ""  # how the adapter drives it, where that departs from defaults
 
 
-TASKORA_SOURCE = "/work/main"
+#: The repository these benchmarks belong to (so a checkout or worktree measures its own code).
+TASKORA_SOURCE = __file__.rsplit("/", 3)[0]
 
 LIBRARIES: dict[str, Library] = {
     lib.name: lib
@@ -30,7 +31,8 @@ LIBRARIES: dict[str, Library] = {
             "taskora",
             "taskora",
             editable=TASKORA_SOURCE,
-            notes="`App(url)`, `@app.task(concurrency=N)`; worker via `async with app:`",
+            notes="`App(url)`, `@app.task(concurrency=N)`; worker via `async with app:`; "
+            "process c=1 strict: `App(url, prefetch=0)` (no claim-ahead)",
         ),
         # saq imports typing_extensions without declaring it
         Library(

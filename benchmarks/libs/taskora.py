@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import taskora
@@ -11,7 +12,9 @@ from libs.common import PAYLOAD, TASK_NAME
 
 
 def make_app(url: str, concurrency: int = 1) -> tuple[Any, Any]:
-    app = taskora.App(url)
+    # the harness sets TASKORA_BENCH_PREFETCH=0 for "process c=1 strict" (no claim-ahead)
+    prefetch = os.environ.get("TASKORA_BENCH_PREFETCH")
+    app = taskora.App(url) if prefetch is None else taskora.App(url, prefetch=int(prefetch))
 
     @app.task(TASK_NAME, concurrency=concurrency)
     async def noop(data: dict) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .app import App
 from .context import Context
+from .contracts import TaskContract, define_task
 from .errors import (
     BackendError,
     ConfigError,
@@ -31,6 +32,7 @@ from .errors import (
 )
 from .handle import ResultHandle
 from .inspector import DeadLetters, JobInfo
+from .middleware import MiddlewareContext
 from .retry import RetryError
 from .schedule import Schedule, ScheduleInfo
 from .task import Task
@@ -46,7 +48,7 @@ from .types import (
     Throttle,
 )
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - public names sorted, the dunder last (tests/test_public_api.py)
     "App",
     "BackendError",
     "ConfigError",
@@ -64,6 +66,7 @@ __all__ = [
     "JobState",
     "LogEntry",
     "MemoryBackend",
+    "MiddlewareContext",
     "RedisBackend",
     "ResultHandle",
     "Retention",
@@ -74,6 +77,7 @@ __all__ = [
     "SerializationError",
     "Stall",
     "Task",
+    "TaskContract",
     "TaskDefaults",
     "TaskoraError",
     "Throttle",
@@ -81,6 +85,7 @@ __all__ = [
     "TimeoutError",
     "ValidationError",
     "WireVersionError",
+    "define_task",
     "__version__",
 ]
 

@@ -17,26 +17,53 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, TypeVar, overload
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from .backends import backend_from_url
 from .backends.base import Backend, EnqueueResult, Flow, NewJob
+from .context import Context
+from .contracts import TaskContract, check_handler_against
 from .dispatch import Enqueuer
 from .durations import Duration, optional_ms, to_ms
 from .errors import ConfigError, TaskoraError
 from .inspector import DeadLetters
+from .middleware import Middleware, check_middleware
 from .schedule import ScheduleSpec, coerce_schedule
 from .scheduler import ScheduleManager, Scheduler
 from .task import Task
 from .types import Retention, TaskDefaults, check_name
+
+if TYPE_CHECKING:
+    from .events import EventHub
 
 __all__ = ["App"]
 
 log = logging.getLogger("taskora")
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class TaskDecorator(Protocol):
+    """``@app.task(...)``: infers ``Task[In, Out]`` from the handler for type checkers."""
+
+    @overload
+    def __call__(self, fn: Callable[[In, Context], Coroutine[Any, Any, Out]]) -> Task[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[In], Coroutine[Any, Any, Out]]) -> Task[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[In, Context], Out]) -> Task[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[In], Out]) -> Task[In, Out]: ...
+
+    @overload
+    def __call__(self, fn: Callable[..., Any]) -> Task[Any, Any]: ...
+
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 DEFAULT_SHUTDOWN_TIMEOUT = 30
@@ -60,6 +87,7 @@ class App:
         retention: Retention | None = None,
         shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT,
         scheduler: dict[str, Any] | bool | None = None,
+        prefetch: int = 32,
     ) -> None:
         self.shutdown_timeout_ms = to_ms(shutdown_timeout, "shutdown_timeout")
         if prefix is not None:
@@ -72,12 +100,17 @@ class App:
             raise ConfigError(
                 f"max_payload_bytes must be a positive integer, got {max_payload_bytes!r}"
             )
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ConfigError(f"prefetch must be an integer >= 0, got {prefetch!r}")
         if defaults is not None and not isinstance(defaults, TaskDefaults):
             raise ConfigError("defaults must be a taskora.TaskDefaults")
         self.prefix = prefix
         self.max_payload_bytes = max_payload_bytes
         self.defaults = defaults or TaskDefaults()
         self.retention = retention or Retention()
+        # quick jobs a worker claims ahead of its free slots (reserved, still waiting to
+        # everyone else; see worker.py); 0: none, a worker holds only the jobs it runs
+        self.prefetch = prefetch
         if backend is None:
             backend = os.environ.get("TASKORA_URL") or "memory://"
         if isinstance(backend, str):
@@ -99,26 +132,121 @@ class App:
         self._schedule_options = _scheduler_options(scheduler)
         self._declared: dict[str, ScheduleSpec] = {}
         self._scheduler: Scheduler | None = None
+        self._middleware: tuple[Middleware, ...] = ()
+        self._hub: EventHub | None = None
+
+    # -- events -------------------------------------------------------------------------
+    def on(self, event: str, fn: Callable[[Any], Any]) -> Callable[[], None]:
+        """Listen to ``"task:<event>"`` of every task, or ``"worker:ready"``,
+        ``"worker:closing"``, ``"worker:error"``; returns ``unsubscribe()``. See taskora.events."""
+        return self._listen(None, event, fn)
+
+    def _listen(
+        self, task: str | None, event: str, fn: Callable[[Any], Any]
+    ) -> Callable[[], None]:
+        return self._events().on(task, event, fn)
+
+    def _events(self) -> EventHub:
+        if self._hub is None:
+            from .events import EventHub
+
+            self._hub = EventHub(self)
+        return self._hub
 
     # -- tasks ------------------------------------------------------------------------
     @overload
-    def task(self, name: F) -> Task[Any, Any]: ...
+    def task(self, name: Callable[[In, Context], Coroutine[Any, Any, Out]]) -> Task[In, Out]: ...
 
     @overload
-    def task(self, name: str | None = None, **options: Any) -> Callable[[F], Task[Any, Any]]: ...
+    def task(self, name: Callable[[In], Coroutine[Any, Any, Out]]) -> Task[In, Out]: ...
+
+    @overload
+    def task(self, name: Callable[[In, Context], Out]) -> Task[In, Out]: ...
+
+    @overload
+    def task(self, name: Callable[[In], Out]) -> Task[In, Out]: ...
+
+    @overload
+    def task(self, name: str | None = None, **options: Any) -> TaskDecorator: ...
 
     def task(self, name: Any = None, **options: Any) -> Any:
         """Register a handler: ``@app.task("send-email", retry=..., timeout="30s")``.
 
         The name defaults to the function's name. Invalid options raise ConfigError now.
+        The handler's annotated data parameter and return type are its schemas unless
+        ``input=``/``output=`` say otherwise (docs/design.md#schemas-and-middleware).
         """
         if callable(name) and not isinstance(name, str):
             return self._register(None, name, options)
 
-        def decorator(fn: F) -> Task[Any, Any]:
+        def decorator(fn: Callable[..., Any]) -> Task[Any, Any]:
             return self._register(name, fn, options)
 
         return decorator
+
+    # -- middleware and contracts -----------------------------------------------------------
+    def use(self, middleware: Middleware) -> None:
+        """Add app middleware (``async def mw(ctx, call_next)``): it wraps every task's
+        handler, outside the task's own ``middleware=[...]``, in the order added."""
+        if self._started:
+            raise ConfigError("app.use() must be called before the app starts its workers")
+        self._middleware = (*self._middleware, *check_middleware([middleware], "app.use"))
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        return self._middleware
+
+    def register(self, contract: TaskContract[In, Out]) -> Task[In, Out]:
+        """A dispatch-only task for ``contract`` (no handler here, so no worker for it).
+
+        Registering again, or a name that already has a task, returns that task.
+        """
+        _check_contract(contract)
+        existing = self._tasks.get(contract.name)
+        if existing is not None:
+            return existing
+        task: Task[In, Out] = Task(
+            self,
+            contract.name,
+            None,
+            input=contract.input,
+            output=contract.output,
+            **contract.options,
+        )
+        self._tasks[contract.name] = task
+        return task
+
+    def implement(
+        self,
+        contract: TaskContract[In, Out],
+        handler: Callable[..., Awaitable[Out]] | Callable[..., Out],
+        **options: Any,
+    ) -> Task[In, Out]:
+        """Run ``contract`` here with ``handler``. Options: these, else the contract's, else
+        the app defaults. A task registered from the contract earlier is upgraded in place
+        (tasks and handles already made keep working); implementing twice raises."""
+        _check_contract(contract)
+        if not callable(handler):
+            raise ConfigError(f"task {contract.name!r}: handler must be callable, got {handler!r}")
+        existing = self._tasks.get(contract.name)
+        if existing is not None and existing.handler is not None:
+            raise ConfigError(f"task {contract.name!r} is already implemented in this app")
+        where = f"task {contract.name!r}"
+        for key in ("input", "output", "schedule"):
+            if key in options:
+                raise ConfigError(f"{where}: {key} comes from the contract, not implement()")
+        check_handler_against(contract, handler, where)
+        merged = {**contract.options, **options}
+        if contract.input is not None:  # else the handler's annotation, as for app.task
+            merged["input"] = contract.input
+        if contract.output is not None:
+            merged["output"] = contract.output
+        task: Task[In, Out] = Task(self, contract.name, handler, **merged)
+        if existing is not None:  # register() came first: the same object gets the handler
+            existing.__dict__.update(task.__dict__)
+            return existing
+        self._tasks[contract.name] = task
+        return task
 
     def _register(
         self, name: str | None, fn: Callable[..., Any], options: dict[str, Any]
@@ -134,6 +262,7 @@ class App:
         inline = None if schedule is None else coerce_schedule(schedule, task_name)
         task: Task[Any, Any] = Task(self, task_name, fn, **options)
         if inline is not None:  # validated before the task is registered: nothing half done
+            _check_schedule_data(task, inline.data)
             spec = ScheduleSpec.build(
                 task_name,
                 task_name,
@@ -148,6 +277,8 @@ class App:
                 raise ConfigError(f"schedule {task_name!r} is already declared")
             self._declared[task_name] = spec
         self._tasks[task_name] = task
+        if self._hub is not None:
+            self._hub._refresh()  # app-level task:* listeners hear every task
         return task
 
     # -- schedules ------------------------------------------------------------------------
@@ -171,6 +302,7 @@ class App:
             raise ConfigError(f"schedule {name!r}: unknown task {task_name!r}")
         if name in self._declared:
             raise ConfigError(f"schedule {name!r} is already declared")
+        _check_schedule_data(self._tasks[task_name], data)
         self._declared[name] = ScheduleSpec.build(
             name,
             task_name,
@@ -239,6 +371,8 @@ class App:
         except BaseException:
             await self.close(timeout=0)
             raise
+        if self._hub is not None:
+            self._hub.emit_worker("worker:ready", tuple(w.name for w in self._workers))
 
     def _select(self, names: Iterable[str] | None) -> list[Task[Any, Any]]:
         if names is None:
@@ -266,6 +400,9 @@ class App:
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             await scheduler.stop()
+        hub = self._hub
+        if hub is not None and workers:
+            hub.emit_worker("worker:closing", tuple(w.name for w in workers))
         if workers:
             seconds = None if timeout_ms is None else timeout_ms / 1000
             outcomes = await asyncio.gather(
@@ -281,6 +418,8 @@ class App:
                     )
         if self._enqueuer is not None:
             await self._enqueuer.drain()
+        if hub is not None:
+            await hub.close()
         if self._connected:
             self._connected = False
             await self.backend.close()
@@ -354,10 +493,11 @@ class App:
 
     def _log_banner(self, workers: list[Any]) -> None:
         log.info(
-            "taskora worker started: %s on %s, prefix %s",
+            "taskora worker started: %s on %s, prefix %s, prefetch %d",
             ", ".join(f"{w.name} (concurrency {w.concurrency})" for w in workers) or "no tasks",
             getattr(self.backend, "url", type(self.backend).__name__),  # never has a password
             self.prefix or "(none)",
+            self.prefetch,
         )
 
     def _retarget(self, url: str | None, prefix: str | None) -> None:
@@ -385,6 +525,8 @@ class App:
             if not self._connected:
                 await self.backend.connect()
                 self._connected = True
+                if self._hub is not None:
+                    self._hub.connected(self.backend)
         return self.backend
 
     def _submit(self, task: str, job: NewJob, flow: Flow | None) -> Any:
@@ -483,6 +625,8 @@ class App:
             if reset is not None:
                 reset()
             self._connected = False
+            if self._hub is not None:
+                self._hub.reset()
         self._home = loop
         self._enqueuer = None
         self._connect_lock = None
@@ -509,6 +653,17 @@ class _Portal:
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def _check_schedule_data(task: Task[Any, Any], data: Any) -> None:
+    """A schedule's data must fit the task's input schema: checked once, at declaration."""
+    if task.input is not None:
+        task.input.to_json(data, "schedule data")
+
+
+def _check_contract(contract: object) -> None:
+    if not isinstance(contract, TaskContract):
+        raise ConfigError(f"expected a contract from taskora.define_task(), got {contract!r}")
 
 
 def _scheduler_options(value: dict[str, Any] | bool | None) -> dict[str, Any] | None:

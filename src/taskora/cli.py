@@ -81,6 +81,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _duration(text: str) -> int:
     value: float | str = text
     try:
@@ -138,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the app's, 30s); a second SIGINT/SIGTERM stops at once",
     )
     worker.add_argument(
+        "--prefetch",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="how many quick jobs a worker claims ahead (default: the app's, 32; 0: none)",
+    )
+    worker.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
@@ -161,6 +178,8 @@ def _worker(args: argparse.Namespace) -> int:
         app._retarget(args.url, args.prefix)
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
+    if args.prefetch is not None:
+        app.prefetch = args.prefetch
     _configure_logging(args.log_level)
     shutdown = None if args.shutdown_timeout is None else args.shutdown_timeout / 1000
     app.run(tasks=tasks, concurrency=args.concurrency, shutdown_timeout=shutdown)

@@ -7,7 +7,7 @@ import builtins
 import concurrent.futures
 import json
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import serializer
 from .backends.base import EnqueueResult, Terminal
@@ -21,6 +21,9 @@ from .errors import (
 )
 from .runtime import Runtime
 from .types import JobState, LogEntry
+
+if TYPE_CHECKING:
+    from .schemas import Schema
 
 __all__ = ["ResultHandle"]
 
@@ -42,6 +45,7 @@ class ResultHandle(Generic[Out]):
         "_app",
         "_event_id",
         "_future",
+        "_output",
         "_reject",
         "enqueued",
         "existing_id",
@@ -56,8 +60,10 @@ class ResultHandle(Generic[Out]):
         job_id: str,
         future: EnqueueFuture | None = None,
         reject: Callable[[EnqueueResult], BaseException | None] | None = None,
+        output: Schema | None = None,
     ) -> None:
         self._app = app
+        self._output = output
         self.task = task
         self.id = job_id
         self._future = future
@@ -137,6 +143,8 @@ class ResultHandle(Generic[Out]):
             if terminal.result is None:
                 raise JobFailedError(job_id, self.task, "result missing")
             value: Out = serializer.loads(terminal.result, "result")
+            if self._output is not None:  # back into the output type (a model for a model)
+                return self._output.validate(value, "result")  # type: ignore[no-any-return]
             return value
         if terminal.state == JobState.FAILED:
             raise JobFailedError(job_id, self.task, terminal.error or "unknown error")

@@ -6,7 +6,7 @@ import math
 import random
 
 from .durations import Duration, optional_ms
-from .errors import TaskoraError, TimeoutError
+from .errors import TaskoraError, TimeoutError, ValidationError
 from .types import Retry
 
 __all__ = ["RetryError", "backoff_ms", "retry_delay_ms"]
@@ -55,8 +55,9 @@ def backoff_ms(policy: Retry, attempt: int, rng: random.Random | None = None) ->
 def retry_delay_ms(policy: Retry | None, attempt: int, error: BaseException) -> int | None:
     """Delay in ms before the next attempt, or None when the failure is permanent.
 
-    A :class:`RetryError` bypasses the filters (its own delay wins); a handler timeout is
-    retried only when ``retry_on`` names a matching class; ``no_retry_on`` always wins.
+    A :class:`RetryError` bypasses the filters (its own delay wins); a handler timeout and
+    a schema rejection (the same data fails again) are retried only when ``retry_on`` names
+    a matching class; ``no_retry_on`` always wins.
     """
     if policy is None or attempt >= policy.attempts:
         return None
@@ -67,6 +68,6 @@ def retry_delay_ms(policy: Retry | None, attempt: int, error: BaseException) -> 
     if policy.retry_on:
         if not isinstance(error, policy.retry_on):
             return None
-    elif isinstance(error, TimeoutError):
+    elif isinstance(error, TimeoutError | ValidationError):
         return None
     return backoff_ms(policy, attempt)

@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from .backends.base import Backend, Flow, ScheduleExpect
-from .errors import ConfigError
+from .errors import ConfigError, ValidationError
 from .handle import ResultHandle
 from .runtime import Runtime
 from .schedule import ScheduleInfo, ScheduleSpec, fire_job_id, plan_fires, to_info
@@ -133,7 +133,11 @@ class Scheduler:
         period = spec.every_ms or 0
         sent = 0
         for fire in plan.fires:
-            job, _ = task._build(spec.data)
+            try:
+                job, _ = task._build(spec.data)
+            except ValidationError as exc:  # stored by another process: left armed, said once
+                self._warn(name, f"schedule {name!r}: its data does not fit the task: {exc}")
+                return 0, False
             job.id = fire_job_id(name, fire)
             flow = Flow(
                 "schedule",

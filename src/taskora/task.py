@@ -14,9 +14,17 @@ from . import serializer
 from .backends.base import EnqueueResult, Flow, NewJob
 from .context import Context, LocalIO
 from .durations import Duration, to_ms
-from .errors import ConfigError, DuplicateJobError, SerializationError, ThrottledError
+from .errors import (
+    ConfigError,
+    DuplicateJobError,
+    SerializationError,
+    ThrottledError,
+    ValidationError,
+)
 from .handle import ResultHandle
+from .middleware import Middleware, check_middleware
 from .runtime import Runtime
+from .schemas import Schema, handler_types, schema_for
 from .types import Debounce, Deduplicate, Retry, Stall, Throttle, coerce_flow
 
 __all__ = ["MAX_PRIORITY", "Task", "TaskOptions"]
@@ -61,6 +69,9 @@ class Task(Generic[In, Out]):
         concurrency_limit: int | None = None,
         stall: Stall = _UNSET,
         on_cancel: Callable[..., Any] | None = None,
+        input: Any = _UNSET,
+        output: Any = _UNSET,
+        middleware: Iterable[Middleware] = (),
     ) -> None:
         self.app = app
         self.name = name
@@ -88,6 +99,17 @@ class Task(Generic[In, Out]):
         self._options: TaskOptions | None = None
         self._arity = _arity(handler) if handler is not None else 1
         self.is_async = handler is not None and _is_async(handler)
+        self.middleware: tuple[Middleware, ...] = check_middleware(middleware, f"task {name!r}")
+        # Schemas are built now (never per job); None means no validation and no cost.
+        hinted_in, hinted_out = (
+            handler_types(handler, f"task {name!r}") if handler is not None else (None, None)
+        )
+        self.input: Schema | None = schema_for(
+            hinted_in if input is _UNSET else input, f"task {name!r} input"
+        )
+        self.output: Schema | None = schema_for(
+            hinted_out if output is _UNSET else output, f"task {name!r} output"
+        )
 
     # -- options --------------------------------------------------------------------
     @property
@@ -114,7 +136,10 @@ class Task(Generic[In, Out]):
     def __call__(self, data: In = None, ctx: Context | None = None) -> Any:  # type: ignore[assignment]
         """Run the handler in-process, returning its result (a coroutine for async handlers)."""
         if self.handler is None:
-            raise ConfigError(f"task {self.name!r} has no handler in this process")
+            raise ConfigError(
+                f"task {self.name!r} has no handler in this process (registered from a "
+                "contract: app.implement(contract, handler) runs it here)"
+            )
         if ctx is None and self._arity >= 2:
             ctx = Context(str(uuid.uuid4()), self.name, 1, int(time.time() * 1000), LocalIO())
         return self.invoke(data, ctx)
@@ -144,22 +169,26 @@ class Task(Generic[In, Out]):
     ) -> ResultHandle[Out]:
         """Enqueue a job in the background and return its handle at once.
 
-        Bad data or options raise here, before anything is written.
+        Bad options and data that is not JSON raise here; data the input schema rejects makes
+        the handle's await raise ValidationError. Either way nothing is written.
         """
-        job, flow = self._build(
-            data,
-            delay,
-            priority,
-            ttl,
-            concurrency_key,
-            concurrency_limit,
-            debounce,
-            throttle,
-            deduplicate,
-        )
+        try:
+            job, flow = self._build(
+                data,
+                delay,
+                priority,
+                ttl,
+                concurrency_key,
+                concurrency_limit,
+                debounce,
+                throttle,
+                deduplicate,
+            )
+        except ValidationError as exc:
+            return self._failed_handle(exc)
         reject = _rejecter(job.id, flow) if throw_on_reject and flow is not None else None
         future = self.app._submit(self.name, job, flow)
-        return ResultHandle(self.app, self.name, job.id, future, reject)
+        return ResultHandle(self.app, self.name, job.id, future, reject, self.output)
 
     def dispatch_many(self, items: Iterable[Mapping[str, Any]]) -> list[ResultHandle[Out]]:
         """Dispatch several jobs; plain ones reach the backend together in one round trip.
@@ -182,18 +211,25 @@ class Task(Generic[In, Out]):
                     job, flow = self._build(item.get("data"), **options)
                 else:
                     job, flow = self._build(item.get("data"))
-            except (ConfigError, SerializationError, TypeError) as exc:
+            except (ConfigError, SerializationError, ValidationError, TypeError) as exc:
                 handles.append(self._failed_handle(exc))
                 continue
             reject = _rejecter(job.id, flow) if throw and flow is not None else None
-            handles.append(ResultHandle(app, name, job.id, submit(name, job, flow), reject))
+            handles.append(
+                ResultHandle(app, name, job.id, submit(name, job, flow), reject, self.output)
+            )
         return handles
+
+    def on(self, event: str, fn: Callable[[Any], Any]) -> Callable[[], None]:
+        """Listen to this task's ``event`` (completed, failed, retrying, progress, active,
+        stalled, cancelled, waiting, delayed) from every process; returns ``unsubscribe()``."""
+        return self.app._listen(self.name, event, fn)
 
     def handle(self, job_id: str) -> ResultHandle[Out]:
         """A handle for a job dispatched earlier, possibly by another process."""
         if not isinstance(job_id, str) or not job_id:
             raise ConfigError(f"job id must be a non-empty string, got {job_id!r}")
-        return ResultHandle(self.app, self.name, job_id)
+        return ResultHandle(self.app, self.name, job_id, output=self.output)
 
     def _failed_handle(self, exc: BaseException) -> ResultHandle[Out]:
         future = self.app._failed_future(exc)
@@ -233,6 +269,8 @@ class Task(Generic[In, Out]):
         elif concurrency_limit is not None:
             raise ConfigError("concurrency_limit needs a concurrency_key")
         flow = _flow(debounce, throttle, deduplicate)
+        if self.input is not None:  # the validated value (defaults applied) is what is stored
+            data = self.input.to_json(data, "input")
         encoded = serializer.dumps(data, lambda: f"data for task {name!r}")
         limit_bytes = self.app.max_payload_bytes
         if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:

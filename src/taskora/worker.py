@@ -6,6 +6,20 @@ on Redis): at concurrency 1 that is one round trip per job, and at concurrency 1
 trip finishes and replaces dozens of jobs. When nothing is claimable the loop blocks on the
 backend's wake-up (``BZPOPMIN`` on Redis), never polling, while outcomes of running jobs
 still go out at once.
+
+Claim-ahead: while jobs are quick (under QUICK_JOB_S on average) the worker also claims
+about PREFETCH_S of work ahead of its free slots (at most ``prefetch`` jobs; 0 turns it
+off). Those jobs are only *reserved*: locked for this worker, still ``waiting`` to everyone
+else. When a slot frees, the next one starts at once (no round trip) and its ``start``
+outcome rides the next finish call, in order (finish N, start N+1): Redis marks it active
+then, so the handler runs up to one round trip before its state reads ``active``. A start
+Redis refuses (the job was cancelled, or the reservation expired and went back to the
+queue, in that instant) cancels the handler and drops its outcome; that is the one window
+in which a job ends ``cancelled`` while its handler ran (its ``on_cancel`` may run too).
+Jobs with a concurrency key or a ttl, and singleton tasks, are never claimed ahead.
+A newly waiting job that outranks a reserved one makes every worker give its reservations
+back (to the front, in order) and claim again; jobs a worker started before it heard of
+that (at most its free slots plus the pub/sub delay's worth) still run first.
 """
 
 from __future__ import annotations
@@ -25,7 +39,8 @@ from . import serializer
 from ._threads import DaemonPool
 from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
 from .context import Context
-from .errors import BackendError, SerializationError, TimeoutError
+from .errors import BackendError, SerializationError, TimeoutError, ValidationError
+from .middleware import run_chain
 from .retry import RetryError, retry_delay_ms
 from .runtime import Runtime
 
@@ -39,7 +54,6 @@ log = logging.getLogger("taskora.worker")
 IDLE_BLOCK_S = 2.0
 QUICK_JOB_S = 0.005  # jobs faster than this on average are prefetched ...
 PREFETCH_S = 0.02  # ... up to about this much work ahead of the free slots
-PREFETCH_MAX = 32
 
 
 @dataclass(eq=False, slots=True)
@@ -51,14 +65,22 @@ class _Running:
     handler_done: bool = False
     cancel_requested: bool = False
     aborted: bool = False
+    revoked: bool = False  # its start was refused: the job is not ours, drop its outcome
 
 
 class Worker:
     """Claims, runs and finishes jobs of one task."""
 
     def __init__(
-        self, app: Runtime, task: Task[Any, Any], backend: Backend, concurrency: int | None = None
+        self,
+        app: Runtime,
+        task: Task[Any, Any],
+        backend: Backend,
+        concurrency: int | None = None,
+        prefetch: int | None = None,
     ):
+        """``prefetch``: at most this many quick jobs claimed ahead (default ``app.prefetch``;
+        0: none, the strict mode where the worker holds only the jobs it runs)."""
         options = task.options
         self.app = app
         self.task = task
@@ -66,6 +88,8 @@ class Worker:
         self.backend = backend
         self.options = options
         self.concurrency = concurrency or options.concurrency
+        depth = app.prefetch if prefetch is None else prefetch
+        self.prefetch = 0 if options.singleton else max(0, int(depth))
         self._claim = ClaimOptions(
             lock_ttl_ms=options.stall.lock_ttl_ms,
             singleton=options.singleton,
@@ -82,9 +106,11 @@ class Worker:
         self._hurry = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._waiter: asyncio.Task[tuple[Claimed, ...]] | None = None
+        self._waiter_want = 0
         self._idle_expected = False  # the last claim found the queue empty
         self._backoff = 0.05
         self._upkeep: list[asyncio.Task[None]] = []
+        self._chain = (*app.middleware, *task.middleware)  # app -> task -> handler
         self._executor: DaemonPool | None = None
         if not task.is_async:
             self._executor = self._new_executor()
@@ -166,17 +192,21 @@ class Worker:
         if self._stopping:
             self._release_ready()
         free = self._fill_from_ready()
+        waiting = self._waiter is not None  # a wait in flight claims for the free slots
         if not self._outcomes:
             if self._stopping and not self._active:
                 # a wait in flight may have claimed jobs just now: give those back first
                 return await self._drop_waiter() > 0
-            if free <= 0:
+            if free <= 0 or waiting:
                 await self._wake.wait()
                 return True
-        want = free + self._prefetch_room()
+        room = 0 if waiting else self._prefetch_room()
+        if waiting:
+            free = 0
+        want = free + room
         outcomes, self._outcomes = self._outcomes, []
         try:
-            report = await self._finish(outcomes, want)
+            report = await self._finish(outcomes, free, room)
         except BackendError as exc:
             self._outcomes[:0] = outcomes
             log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
@@ -184,43 +214,53 @@ class Worker:
             self._backoff = min(self._backoff * 2, 2.0)
             return True
         self._backoff = 0.05
-        self._idle_expected = len(report.claimed) < want
+        if not waiting:
+            self._idle_expected = len(report.claimed) < want
+        self._revoke(report.refused)
         self._ready.extend(report.claimed)
         free = self._fill_from_ready()
-        if self._outcomes or self._stopping or len(report.claimed) >= want or free <= 0:
-            return True  # more to send, or the slots are full (more may be waiting)
-        await self._idle(want)
+        if self._outcomes or self._stopping or free <= 0:
+            return True  # more to send, or the slots are full
+        if not waiting and len(report.claimed) >= want:
+            return True  # more may be waiting
+        await self._idle(free)
         return True
 
-    async def _finish(self, outcomes: list[Outcome], want: int) -> FinishReport:
-        """Send outcomes and claim. A worker with quick jobs that found the queue empty
-        last time sends its next blocking wait along with the finish, in one write."""
+    async def _finish(self, outcomes: list[Outcome], free: int, room: int) -> FinishReport:
+        """Send outcomes, claim ``free`` jobs to run now and ``room`` more ahead. A worker
+        with quick jobs that found the queue empty last time sends its next blocking wait
+        along with the finish, in one write."""
         if (
             outcomes
+            and free > 0  # about to go idle (a wait for reservations alone would outlive
+            # its use: it cannot claim a job that must not be claimed ahead)
             and self._idle_expected
             and self._waiter is None
             and not self._stopping
-            and self._prefetch_room() > 0
+            and self._quick()
         ):
             sent = self.backend.finish_then_wait(
-                self.name, outcomes, want, self._claim, self._token_base, IDLE_BLOCK_S
+                self.name, outcomes, free, self._claim, self._token_base, IDLE_BLOCK_S, room
             )
             if sent is not None:
                 finished, self._waiter = sent
+                self._waiter_want = free + room
                 self._waiter.add_done_callback(self._wake.set_from)
                 return await finished
         return await self.backend.finish_and_claim(
-            self.name, outcomes, want, self._claim, self._token_base
+            self.name, outcomes, free, self._claim, self._token_base, room
         )
 
-    async def _idle(self, want: int) -> None:
+    async def _idle(self, free: int) -> None:
         """Free slots and nothing claimable: block until work arrives (it is claimed on
         arrival, by the wait itself) or a running job ends."""
         while True:
             if self._waiter is None:
+                room = self._prefetch_room()
+                self._waiter_want = free + room
                 self._waiter = asyncio.create_task(
                     self.backend.wait_for_work(
-                        self.name, IDLE_BLOCK_S, want, self._claim, self._token_base
+                        self.name, IDLE_BLOCK_S, free, self._claim, self._token_base, room
                     )
                 )
                 self._waiter.add_done_callback(self._wake.set_from)
@@ -231,19 +271,19 @@ class Worker:
                     return  # an outcome to send
             claimed = _consume(self._waiter)
             self._waiter = None
-            self._idle_expected = len(claimed) < want
+            self._idle_expected = len(claimed) < self._waiter_want
             self._ready.extend(claimed)
             free = self._fill_from_ready()
-            if self._outcomes or self._stopping or free <= 0 or len(claimed) >= want:
+            if self._outcomes or self._stopping or free <= 0 or len(claimed) >= self._waiter_want:
                 return
-            if claimed and self._prefetch_room() > 0:
+            if claimed and self._quick():
                 # Quick jobs just started: their outcomes come in a moment, and that finish
                 # re-arms the wait in the same write. Re-arm alone only if they linger.
                 with contextlib.suppress(builtins.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 2 * PREFETCH_S)
                 if self._outcomes:
                     return
-            want = free + self._prefetch_room()  # the queue is empty: block again at once
+            # the queue is empty: block again at once
 
     async def _drop_waiter(self) -> int:
         """Stop a wait in flight; jobs it claimed go to the buffer. Returns how many."""
@@ -265,14 +305,18 @@ class Worker:
             free -= 1
         return free
 
+    def _quick(self) -> bool:
+        return self._avg_run_s < QUICK_JOB_S
+
     def _prefetch_room(self) -> int:
         """While jobs are quick, claim up to about PREFETCH_S of work ahead of the free
-        slots: those jobs start the moment a slot frees, and one round trip finishes and
-        replaces a batch of them instead of one. Slow jobs are never held back from other
-        workers this way (nothing is prefetched once a job takes QUICK_JOB_S or more)."""
-        if self._stopping or self._avg_run_s >= QUICK_JOB_S:
+        slots (at most ``prefetch`` jobs): those jobs start the moment a slot frees, and one
+        round trip finishes and replaces a batch of them instead of one. Slow jobs are never
+        held back from other workers this way (nothing is prefetched once a job takes
+        QUICK_JOB_S or more)."""
+        if self._stopping or self.prefetch <= 0 or not self._quick():
             return 0
-        target = min(PREFETCH_MAX, max(1, int(PREFETCH_S / max(self._avg_run_s, 1e-6))))
+        target = min(self.prefetch, max(1, int(PREFETCH_S / max(self._avg_run_s, 1e-6))))
         return max(0, target - len(self._ready))
 
     def _release_ready(self) -> None:
@@ -292,6 +336,9 @@ class Worker:
             self._release_ready()
 
     def _start(self, job: Claimed) -> None:
+        if job.reserved:  # claimed ahead: it becomes active in the next call, in order
+            self._outcomes.append(Outcome(job.id, job.token, "start"))
+            self._wake.set()
         io = _JobIO(self, job)
         ctx = Context(job.id, self.name, job.attempt, job.ts, io)
         run = _Running(job, ctx, io)
@@ -304,7 +351,8 @@ class Worker:
     def _report(self, run: _Running, outcome: Outcome) -> None:
         if self._active.get(run.job.id) is run:
             del self._active[run.job.id]
-            self._outcomes.append(outcome)
+            if not run.revoked:
+                self._outcomes.append(outcome)
             self._fill_from_ready()  # the next prefetched job starts now, not a round trip later
             self._wake.set()
 
@@ -327,12 +375,9 @@ class Worker:
 
     async def _outcome(self, run: _Running) -> Outcome:
         job = run.job
-        if job.error is not None:
-            return Outcome(job.id, job.token, "failed", error=job.error)
-        try:
-            data = serializer.loads(job.data, "job data")
-        except SerializationError as exc:
-            return Outcome(job.id, job.token, "failed", error=f"malformed job: {exc}")
+        data = self._input(run)
+        if isinstance(data, Outcome):
+            return data
         try:
             result = await self._call(run, data)
         except asyncio.CancelledError:
@@ -340,6 +385,8 @@ class Worker:
             if task is not None:
                 task.uncancel()
             run.handler_done = True
+            if run.revoked:
+                return Outcome(job.id, job.token, "release")  # dropped: not ours
             if run.cancel_requested:
                 return await self._cancelled(run, data)
             return Outcome(job.id, job.token, "release")
@@ -351,15 +398,40 @@ class Worker:
         run.handler_done = True
         if run.cancel_requested:
             return await self._cancelled(run, data)
+        return self._encode(job, result)
+
+    def _input(self, run: _Running) -> Any:
+        """The job's data, decoded and validated (every job, whoever dispatched it), or the
+        outcome that ends a job whose data is unusable."""
+        job = run.job
+        if job.error is not None:
+            return Outcome(job.id, job.token, "failed", error=job.error)
         try:
-            encoded = serializer.dumps(result, f"result of task {self.name!r}")
+            data = serializer.loads(job.data, "job data")
         except SerializationError as exc:
+            return Outcome(job.id, job.token, "failed", error=f"malformed job: {exc}")
+        if self.task.input is not None:
+            try:
+                return self.task.input.validate(data, "input")
+            except ValidationError as exc:
+                run.handler_done = True
+                return self._failure(job, exc)
+        return data
+
+    def _encode(self, job: Claimed, result: Any) -> Outcome:
+        try:
+            if self.task.output is not None:
+                result = self.task.output.to_json(result, "output")
+            encoded = serializer.dumps(result, f"result of task {self.name!r}")
+        except (SerializationError, ValidationError) as exc:
             return self._failure(job, exc)
         return Outcome(job.id, job.token, "completed", result=encoded)
 
     async def _call(self, run: _Running, data: Any) -> Any:
         timeout_ms = self.options.timeout_ms
         seconds = timeout_ms / 1000 if timeout_ms else None
+        if self._chain:
+            return await self._call_through_middleware(run, data, seconds, timeout_ms)
         if self.task.is_async:
             scope = asyncio.timeout(seconds)
             try:
@@ -384,6 +456,35 @@ class Worker:
             run.ctx._mark_cancelled()
             self._executor.shutdown(wait=False)
             self._executor = self._new_executor()
+            raise TimeoutError(
+                f"Job {run.job.id} timed out after {timeout_ms} ms", run.job.id, timeout_ms
+            ) from None
+
+    async def _call_through_middleware(
+        self, run: _Running, data: Any, seconds: float | None, timeout_ms: int
+    ) -> Any:
+        """The middleware chain and the handler, all inside the job's timeout."""
+        loop = asyncio.get_running_loop()
+
+        async def handler(value: Any) -> Any:
+            if self.task.is_async:
+                return await self.task.invoke(value, run.ctx)
+            assert self._executor is not None
+            return await asyncio.shield(
+                loop.run_in_executor(self._executor, self.task.invoke, value, run.ctx)
+            )
+
+        scope = asyncio.timeout(seconds)
+        try:
+            async with scope:
+                return await run_chain(self._chain, run.ctx, data, handler)
+        except builtins.TimeoutError:
+            if not scope.expired():
+                raise
+            if not self.task.is_async and self._executor is not None:
+                run.ctx._mark_cancelled()  # a thread cannot be stopped: see _call
+                self._executor.shutdown(wait=False)
+                self._executor = self._new_executor()
             raise TimeoutError(
                 f"Job {run.job.id} timed out after {timeout_ms} ms", run.job.id, timeout_ms
             ) from None
@@ -422,13 +523,35 @@ class Worker:
         return Outcome(run.job.id, run.job.token, "cancelled")
 
     # -- cancellation, locks, stalls ----------------------------------------------------------
-    def _cancel_requested(self, job_id: str) -> None:
-        for job in self._ready:  # prefetched, never started: cancelled as it is
+    def _revoke(self, refused: tuple[str, ...]) -> None:
+        """Refused ids still running here are jobs whose start Redis refused (cancelled, or
+        the reservation expired, just before it arrived): stop them, drop their outcome."""
+        for job_id in refused:
+            run = self._active.get(job_id)
+            if run is None or run.revoked:
+                continue
+            run.revoked = True
+            run.ctx._mark_cancelled()
+            if self.task.is_async and not run.handler_done and run.runner is not None:
+                run.runner.cancel()
+
+    def _drop_ready(self, job_id: str) -> Claimed | None:
+        for job in self._ready:
             if job.id == job_id:
                 self._ready.remove(job)
+                return job
+        return None
+
+    def _cancel_requested(self, job_id: str) -> None:
+        if not job_id:  # a job outranking our claimed-ahead ones arrived: give them back
+            self._release_ready()
+            return
+        job = self._drop_ready(job_id)
+        if job is not None:
+            if not job.reserved:  # active but never started: cancelled as it is
                 self._outcomes.append(Outcome(job.id, job.token, "cancelled"))
                 self._wake.set()
-                return
+            return  # claimed ahead: the cancel ended it already
         run = self._active.get(job_id)
         if run is None or run.cancel_requested:
             return
@@ -475,6 +598,8 @@ class Worker:
         for job, reply in zip(ready, replies, strict=True):
             if reply == -1:
                 self._cancel_requested(job.id)
+            elif reply == 0 and job.reserved:  # cancelled, or given back: not ours now
+                self._drop_ready(job.id)
 
     def heartbeat(self, job_id: str) -> None:
         run = self._active.get(job_id)

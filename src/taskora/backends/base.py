@@ -9,7 +9,7 @@ Payloads cross the boundary already serialized (``str``): backends never see use
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -101,14 +101,19 @@ class Claimed:
     ts: int
     token: str
     error: str | None = None  # set when the stored job is malformed: fail it, do not run it
+    reserved: bool = False  # claimed ahead: still waiting until its ``start`` outcome is sent
 
 
-OutcomeKind = Literal["completed", "retry", "failed", "cancelled", "release"]
+OutcomeKind = Literal["start", "completed", "retry", "failed", "cancelled", "release"]
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a held job ended. ``release`` puts it back to waiting (graceful shutdown)."""
+    """How a held job ended. ``release`` puts it back to waiting (graceful shutdown).
+
+    ``start`` is not an end: a job claimed ahead (``Claimed.reserved``) becomes active only
+    when its handler starts, recorded by this outcome in the worker's next call. Outcomes
+    apply in order, so a batch may start a job and finish it."""
 
     id: str
     token: str
@@ -131,6 +136,7 @@ class StallReport:
     recovered: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
     cancelled: tuple[str, ...] = ()
+    returned: tuple[str, ...] = ()  # claimed ahead by a dead worker, never started: no stall
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +215,26 @@ class Backend(Protocol):
         claim: int,
         options: ClaimOptions,
         token_base: str,
+        reserve: int = 0,
     ) -> FinishReport:
-        """Record outcomes, then claim up to ``claim`` waiting jobs, in one atomic step."""
+        """Record outcomes, then claim up to ``claim`` waiting jobs, in one atomic step.
+
+        ``claim`` jobs become active now; up to ``reserve`` more are claimed ahead: locked for
+        this worker but still ``waiting`` (counts, lists, get_state) until their ``start``
+        outcome. Jobs with a concurrency key or a ttl, and singleton tasks, are never claimed
+        ahead. A dead worker's reservations go back to the front without a stall count;
+        cancelling one ends it at once and tells its worker (the cancel listener); a newly
+        waiting job that outranks one tells every worker with an empty id (give the buffer
+        back and claim again)."""
 
     async def wait_for_work(
-        self, task: str, timeout_s: float, claim: int, options: ClaimOptions, token_base: str
+        self,
+        task: str,
+        timeout_s: float,
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int = 0,
     ) -> tuple[Claimed, ...]:
         """Block until work may be claimable (an enqueue, a due delayed job) or ``timeout_s``,
         then claim up to ``claim`` jobs at once; returns them (possibly none)."""
@@ -226,6 +247,7 @@ class Backend(Protocol):
         options: ClaimOptions,
         token_base: str,
         timeout_s: float,
+        reserve: int = 0,
     ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
         """Optional fast path for a worker about to go idle: ``finish_and_claim`` and the
         next ``wait_for_work`` sent together. None: use the two calls."""
@@ -242,7 +264,8 @@ class Backend(Protocol):
         """Delete finished jobs past retention; returns how many were removed."""
 
     async def subscribe_cancel(self, task: str, listener: CancelListener) -> None:
-        """Call ``listener(job_id)`` when cancellation of an active job is requested."""
+        """Call ``listener(job_id)`` when cancellation of an active or claimed-ahead job is
+        requested, and ``listener("")`` when a job outranking claimed-ahead ones arrived."""
 
     async def unsubscribe_cancel(self, task: str) -> None: ...
 
@@ -299,3 +322,30 @@ class Backend(Protocol):
     ) -> bool:
         """Compare-and-set: if the schedule still matches ``expect``, store ``record`` with
         ``next_ms`` (None = paused), or delete it when ``record`` is None. False: it changed."""
+
+
+# -- events streams (taskora.events decodes what a backend hands over) ------------------------
+# Stream entries that carry less than their payload needs: the job-hash fields to read
+# (one pipeline per batch of entries). A field present in the entry itself wins.
+ENRICH: dict[str, tuple[str, ...]] = {
+    "completed": ("attempt", "processedOn", "finishedOn", "result"),
+    "failed": ("attempt", "error"),
+    "active": ("attempt",),
+}
+
+Fields = Mapping[str, str]
+Deliver = Callable[[str, list[tuple[Fields, Fields]]], None]
+
+
+class EventSource(Protocol):
+    """What a backend provides: entries of the watched tasks' streams, in order."""
+
+    def watch(self, tasks: Iterable[str]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def needed_fields(fields: Fields) -> tuple[str, ...]:
+    """Job-hash fields an entry lacks (empty: nothing to read)."""
+    wanted = ENRICH.get(fields.get("event", ""), ())
+    return tuple(name for name in wanted if name not in fields)

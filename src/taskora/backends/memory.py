@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,9 @@ from .base import (
     CancelListener,
     Claimed,
     ClaimOptions,
+    Deliver,
     EnqueueResult,
+    Fields,
     FinishReport,
     Flow,
     JobSnapshot,
@@ -30,6 +32,7 @@ from .base import (
     ScheduleExpect,
     StallReport,
     Terminal,
+    needed_fields,
 )
 from .memory_schedules import ScheduleStore
 
@@ -37,6 +40,7 @@ __all__ = ["MemoryBackend"]
 
 Job = dict[str, Any]
 STALL_MESSAGE = "Job stalled and exceeded max stalled count"
+EVENTS_MAXLEN = 10_000
 DONE_MAXLEN = 10_000  # ends kept per task, as the Redis done stream (lib.lua EVENTS_MAXLEN)
 MAX_INLINE_RESULT = 4096  # larger results live only in the job, as on Redis
 
@@ -47,6 +51,7 @@ def _system_clock() -> int:
 
 @dataclass(eq=False)
 class _Task:
+    name: str = ""
     jobs: dict[str, Job] = field(default_factory=dict)
     logs: dict[str, list[str]] = field(default_factory=dict)
     wait: deque[str] = field(default_factory=deque)  # appendleft = LPUSH, pop = RPOP
@@ -55,6 +60,8 @@ class _Task:
     delayed: list[tuple[int, str]] = field(default_factory=list)
     due: dict[str, int] = field(default_factory=dict)
     active: dict[str, None] = field(default_factory=dict)
+    reserved: dict[str, float] = field(default_factory=dict)  # claimed ahead: id -> rank score
+    reserved_seq: int = 0
     locks: dict[str, tuple[str, int]] = field(default_factory=dict)
     finished: dict[str, OrderedDict[str, int]] = field(
         default_factory=lambda: {
@@ -70,9 +77,13 @@ class _Task:
     )  # key -> (value, expiry)
     marker: int | None = None
     marker_event: asyncio.Event | None = None
+    events: deque[tuple[str, dict[str, str]]] = field(
+        default_factory=lambda: deque(maxlen=EVENTS_MAXLEN)
+    )  # the events stream: (entry id, fields)
 
     def waiting_count(self) -> int:
-        return len(self.wait) + len(self.prio_score) + sum(map(len, self.parked.values()))
+        parked = sum(map(len, self.parked.values()))
+        return len(self.wait) + len(self.prio_score) + parked + len(self.reserved)
 
     def queued_count(self) -> int:
         return len(self.wait) + len(self.prio_score)
@@ -92,6 +103,8 @@ class MemoryBackend:
         self._token_seq = 0
         self._closed_event: asyncio.Event | None = None
         self.schedules = ScheduleStore(self.now_ms)
+        self._event_sources: list[_EventSource] = []
+        self._event_last = (0, 0)
 
     def configure(self, *, prefix: str | None) -> None:
         self.prefix = prefix
@@ -113,6 +126,7 @@ class MemoryBackend:
         for t in self._tasks.values():
             t.marker_event = None
         self._waiters.clear()
+        self._event_sources.clear()  # they belonged to the old event loop
 
     def now_ms(self) -> int:
         return self.clock()
@@ -123,17 +137,52 @@ class MemoryBackend:
     def _t(self, task: str) -> _Task:
         t = self._tasks.get(task)
         if t is None:
-            t = self._tasks[task] = _Task()
+            t = self._tasks[task] = _Task(name=task)
         return t
 
+    def _emit(self, t: _Task, job_id: str, kind: str, *pairs: str | int) -> None:
+        """XADD to the task's events stream (the same entries as the Lua scripts write);
+        listeners of this backend get it at once, with the job fields it needs."""
+        fields = {"event": kind, "jobId": job_id}
+        for i in range(0, len(pairs), 2):
+            fields[str(pairs[i])] = str(pairs[i + 1])
+        now = self.now_ms()
+        ms, seq = self._event_last
+        self._event_last = (ms, seq + 1) if now <= ms else (now, 0)
+        t.events.append((f"{self._event_last[0]}-{self._event_last[1]}", fields))
+        for source in self._event_sources:
+            if t.name in source.tasks:
+                job = t.jobs.get(job_id, {})
+                extra = {n: str(job[n]) for n in needed_fields(fields) if job.get(n) is not None}
+                source.deliver(t.name, [(fields, extra)])
+
+    def open_events(
+        self, deliver: Deliver, on_error: Callable[[BaseException], None]
+    ) -> _EventSource:
+        """Events of the watched tasks, handed over as they happen (in-process)."""
+        return _EventSource(self, deliver)
+
     # -- queue primitives (the Lua helpers of lib.lua) -------------------------------------
-    def _requeue(self, t: _Task, job_id: str, priority: int, ts: int) -> None:
+    def _requeue(
+        self, t: _Task, job_id: str, priority: int, ts: int, arrival: bool = False
+    ) -> None:
+        """An arrival (not a job put back in front) may outrank jobs claimed ahead: tell the
+        workers to give those back (lib.lua's requeue)."""
         if priority > 0:
-            score = -priority * 1e13 + ts
-            t.prio_score[job_id] = score
-            heapq.heappush(t.prioritized, (score, job_id))
+            self._add_prioritized(t, job_id, -priority * 1e13 + ts)
+            if arrival and t.reserved and t.prio_score[job_id] < max(t.reserved.values()):
+                self._tell(t.name, "")
         else:
             t.wait.appendleft(job_id)
+
+    def _add_prioritized(self, t: _Task, job_id: str, score: float) -> None:
+        t.prio_score[job_id] = score
+        heapq.heappush(t.prioritized, (score, job_id))
+
+    def _tell(self, task: str, message: str) -> None:
+        listener = self._cancel_listeners.get(task)
+        if listener is not None:
+            asyncio.get_running_loop().call_soon(listener, message)
 
     def _requeue_front(self, t: _Task, job_id: str, job: Job) -> None:
         if job["priority"] > 0:
@@ -141,18 +190,22 @@ class MemoryBackend:
         else:
             t.wait.append(job_id)
 
-    def _pop_waiting(self, t: _Task) -> str | None:
+    def _pop_waiting(self, t: _Task) -> tuple[str, float | None] | None:
         while t.prioritized:
             score, job_id = heapq.heappop(t.prioritized)
             if t.prio_score.get(job_id) == score:
                 del t.prio_score[job_id]
-                return job_id
+                return job_id, score
         if t.wait:
-            return t.wait.pop()
+            return t.wait.pop(), None
         return None
 
     def _remove_waiting(self, t: _Task, job_id: str) -> None:
         if t.prio_score.pop(job_id, None) is not None:
+            return
+        if t.reserved.pop(job_id, None) is not None:
+            t.locks.pop(job_id, None)
+            self._tell(t.name, job_id)
             return
         try:
             t.wait.remove(job_id)
@@ -235,6 +288,7 @@ class MemoryBackend:
         job = t.jobs[job_id]
         job.update(state="expired", finishedOn=now)
         self._release_dedup(t, job.get("dedupKey"), job_id)
+        self._emit(t, job_id, "expired")
         self._finish(task, t, job_id, "expired", now, Terminal("expired"))
 
     def _promote(self, task: str, t: _Task, now: int) -> None:
@@ -251,24 +305,38 @@ class MemoryBackend:
             if expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
             else:
-                self._requeue(t, job_id, job["priority"], now)
+                self._requeue(t, job_id, job["priority"], now, arrival=True)
                 job["state"] = "waiting"
+                self._emit(t, job_id, "promoted")
 
     def _claim(
-        self, task: str, t: _Task, now: int, want: int, options: ClaimOptions, token_base: str
+        self,
+        task: str,
+        t: _Task,
+        now: int,
+        want: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int = 0,
     ) -> tuple[list[Claimed], bool]:
         out: list[Claimed] = []
-        if want <= 0:
+        if options.singleton:
+            reserve = 0
+        if want + reserve <= 0:
             return out, False
         if options.singleton:  # at most one active job of the task
+            if want <= 0:
+                return out, False
             if t.active:
                 return out, True
             want = 1
+        total = want + reserve
         pops = 0
-        while len(out) < want and pops < want + 100:
-            job_id = self._pop_waiting(t)
-            if job_id is None:
+        while len(out) < total and pops < total + 100:
+            popped = self._pop_waiting(t)
+            if popped is None:
                 break
+            job_id, score = popped
             pops += 1
             job = t.jobs.get(job_id)
             if job is None or job["state"] != "waiting":
@@ -279,18 +347,45 @@ class MemoryBackend:
                 self._expire(task, t, job_id, now)
             elif key is not None and t.conc.get(key, 0) >= job["concurrencyLimit"]:
                 t.parked.setdefault(key, deque()).append(job_id)  # waits for its key's slot
+            elif len(out) >= want and (key is not None or expire_at is not None):
+                if score is not None:  # never claimed ahead: back where it was, stop here
+                    self._add_prioritized(t, job_id, score)
+                else:
+                    t.wait.append(job_id)
+                break
             else:
-                if key is not None:
-                    t.conc[key] = t.conc.get(key, 0) + 1
-                self._token_seq += 1
-                token = f"{token_base}:{self._token_seq}"
-                t.active[job_id] = None
-                t.locks[job_id] = (token, now + options.lock_ttl_ms)
-                job.update(state="active", processedOn=now)
-                out.append(
-                    Claimed(job_id, job["data"], job["_v"], job["attempt"], job["ts"], token)
-                )
+                out.append(self._hold(t, job_id, score, now, len(out) >= want, options, token_base))
         return out, False
+
+    def _hold(
+        self,
+        t: _Task,
+        job_id: str,
+        score: float | None,
+        now: int,
+        ahead: bool,
+        options: ClaimOptions,
+        token_base: str,
+    ) -> Claimed:
+        """Lock a claimed job for the worker: active now, or reserved (claimed ahead)."""
+        job = t.jobs[job_id]
+        self._token_seq += 1
+        token = f"{token_base}:{self._token_seq}"
+        t.locks[job_id] = (token, now + options.lock_ttl_ms)
+        if ahead:
+            if score is None:  # a plain job's rank: a claim sequence number (lib.lua)
+                t.reserved_seq += 1
+                score = t.reserved_seq
+            t.reserved[job_id] = score
+        else:
+            key = job.get("concurrencyKey")
+            if key is not None:
+                t.conc[key] = t.conc.get(key, 0) + 1
+            t.active[job_id] = None
+            job.update(state="active", processedOn=now)
+            self._emit(t, job_id, "active")
+        data, version, attempt, ts = job["data"], job["_v"], job["attempt"], job["ts"]
+        return Claimed(job_id, data, version, attempt, ts, token, reserved=ahead)
 
     def _rearm(self, t: _Task, now: int, gated: bool, released: bool) -> None:
         if t.queued_count() > 0:
@@ -366,7 +461,8 @@ class MemoryBackend:
         if new.delay_ms > 0:
             self._add_delayed(t, new.id, now + new.delay_ms)
         else:
-            self._requeue(t, new.id, new.priority, now)
+            self._requeue(t, new.id, new.priority, now, arrival=True)
+        self._emit(t, new.id, job["state"])
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         from .memory_flow import enqueue_flow
@@ -381,6 +477,7 @@ class MemoryBackend:
         claim: int,
         options: ClaimOptions,
         token_base: str,
+        reserve: int = 0,
     ) -> FinishReport:
         t = self._t(task)
         now = self.now_ms()
@@ -393,6 +490,11 @@ class MemoryBackend:
             if lock is None or lock[0] != o.token or lock[1] <= now or job is None:
                 refused.append(o.id)
                 continue
+            if o.kind == "start" or o.id in t.reserved:
+                if not self._reserved_outcome(t, o, job, now, options):
+                    refused.append(o.id)
+                released = released or o.kind != "start"
+                continue
             del t.locks[o.id]
             t.active.pop(o.id, None)
             if self._release_concurrency(t, job.get("concurrencyKey")):
@@ -401,6 +503,7 @@ class MemoryBackend:
             if o.kind == "completed":
                 job.update(state="completed", finishedOn=now, result=o.result or "")
                 self._release_dedup(t, dedup, o.id)
+                self._emit(t, o.id, "completed")
                 self._finish(
                     task, t, o.id, "completed", now, Terminal("completed", result=o.result)
                 )
@@ -409,34 +512,65 @@ class MemoryBackend:
                 job["attempt"] += 1
                 job.update(state="retrying", error=o.error or "")
                 self._add_delayed(t, o.id, now + o.retry_delay_ms)
+                self._emit(
+                    t, o.id, "retrying", "attempt", job["attempt"],
+                    "nextAttemptAt", now + o.retry_delay_ms, "error", o.error or "",
+                )  # fmt: skip
             elif o.kind == "failed":
                 job.update(state="failed", finishedOn=now, error=o.error or "")
                 self._release_dedup(t, dedup, o.id)
+                self._emit(t, o.id, "failed", "error", o.error or "")
                 self._finish(task, t, o.id, "failed", now, Terminal("failed", error=o.error))
                 n_failed += 1
             elif o.kind == "cancelled":
                 job.update(state="cancelled", finishedOn=now)
                 self._release_dedup(t, dedup, o.id)
                 reason = job.get("cancelReason") or None
+                self._emit(t, o.id, "cancelled", "reason", job.get("cancelReason") or "")
                 self._finish(task, t, o.id, "cancelled", now, Terminal("cancelled", reason=reason))
             else:
                 job["state"] = "waiting"
                 self._requeue_front(t, o.id, job)
                 released = True
+                self._emit(t, o.id, "waiting")
         if n_completed:
             self._trim_count(t, "completed", options.keep_completed, 2 * n_completed + 10)
         if n_failed:
             self._trim_count(t, "failed", options.keep_failed, 2 * n_failed + 10)
         self._promote(task, t, now)
-        claimed, gated = self._claim(task, t, now, claim, options, token_base)
+        claimed, gated = self._claim(task, t, now, claim, options, token_base, reserve)
         self._rearm(t, now, gated, released)
         return FinishReport(tuple(refused), tuple(claimed))
 
+    def _reserved_outcome(
+        self, t: _Task, o: Outcome, job: Job, now: int, options: ClaimOptions
+    ) -> bool:
+        """A start, or any other outcome for a job still claimed ahead (it goes back to the
+        front). False: refused."""
+        if o.kind != "start":
+            del t.reserved[o.id]
+            del t.locks[o.id]
+            self._requeue_front(t, o.id, job)
+            return True
+        if t.reserved.pop(o.id, None) is None:
+            return bool(job["state"] == "active")  # started already (a retried call), else refused
+        t.locks[o.id] = (o.token, now + options.lock_ttl_ms)
+        t.active[o.id] = None
+        job.update(state="active", processedOn=now)
+        self._emit(t, o.id, "active")
+        return True
+
     async def wait_for_work(
-        self, task: str, timeout_s: float, claim: int, options: ClaimOptions, token_base: str
+        self,
+        task: str,
+        timeout_s: float,
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int = 0,
     ) -> tuple[Claimed, ...]:
         await self._wait_marker(task, timeout_s)
-        report = await self.finish_and_claim(task, (), claim, options, token_base)
+        report = await self.finish_and_claim(task, (), claim, options, token_base, reserve)
         return report.claimed
 
     async def _wait_marker(self, task: str, timeout_s: float) -> None:
@@ -473,6 +607,7 @@ class MemoryBackend:
         options: ClaimOptions,
         token_base: str,
         timeout_s: float,
+        reserve: int = 0,
     ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
         return None  # in-process: nothing to save
 
@@ -495,8 +630,19 @@ class MemoryBackend:
     async def stalled_check(self, task: str, max_count: int) -> StallReport:
         t = self._t(task)
         now = self.now_ms()
-        recovered, failed, cancelled = [], [], []
+        recovered, failed, cancelled, returned = [], [], [], []
         released = False
+        for job_id in sorted(t.reserved, key=t.reserved.__getitem__, reverse=True):
+            lock = t.locks.get(job_id)
+            if lock is not None and lock[1] > now:
+                continue
+            del t.reserved[job_id]  # claimed ahead by a dead worker: back in front, no stall
+            t.locks.pop(job_id, None)
+            job = t.jobs.get(job_id)
+            if job is not None and job["state"] == "waiting":
+                self._requeue_front(t, job_id, job)
+                released = True
+                returned.append(job_id)
         for job_id in list(t.stalled):
             t.stalled.discard(job_id)
             lock = t.locks.get(job_id)
@@ -514,6 +660,7 @@ class MemoryBackend:
                 job.update(state="cancelled", finishedOn=now)
                 self._release_dedup(t, job.get("dedupKey"), job_id)
                 reason = job.get("cancelReason") or None
+                self._emit(t, job_id, "cancelled", "reason", job.get("cancelReason") or "")
                 self._finish(
                     task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason)
                 )
@@ -523,6 +670,9 @@ class MemoryBackend:
             if job["stalledCount"] > max_count:
                 job.update(state="failed", finishedOn=now, error=STALL_MESSAGE)
                 self._release_dedup(t, job.get("dedupKey"), job_id)
+                count = job["stalledCount"]
+                self._emit(t, job_id, "stalled", "count", count, "action", "failed")
+                self._emit(t, job_id, "failed", "error", STALL_MESSAGE)
                 self._finish(
                     task, t, job_id, "failed", now, Terminal("failed", error=STALL_MESSAGE)
                 )
@@ -530,11 +680,13 @@ class MemoryBackend:
             else:
                 job["state"] = "waiting"
                 self._requeue_front(t, job_id, job)
+                count = job["stalledCount"]
+                self._emit(t, job_id, "stalled", "count", count, "action", "recovered")
                 recovered.append(job_id)
         t.stalled.update(t.active)
         if released:
             self._rearm(t, now, False, True)
-        return StallReport(tuple(recovered), tuple(failed), tuple(cancelled))
+        return StallReport(tuple(recovered), tuple(failed), tuple(cancelled), tuple(returned))
 
     async def trim(self, task: str, retention: Retention) -> int:
         t = self._t(task)
@@ -562,9 +714,11 @@ class MemoryBackend:
         self._cancel_listeners.pop(task, None)
 
     async def set_progress(self, task: str, job_id: str, value: str) -> None:
-        job = self._t(task).jobs.get(job_id)
+        t = self._t(task)
+        job = t.jobs.get(job_id)
         if job is not None:
             job["progress"] = value
+        self._emit(t, job_id, "progress", "value", value)
 
     async def add_logs(self, task: str, job_id: str, entries: Sequence[str]) -> None:
         logs = self._t(task).logs.setdefault(job_id, [])
@@ -595,15 +749,14 @@ class MemoryBackend:
                 t.due.pop(job_id, None)
             job.update(state="cancelled", finishedOn=now, cancelReason=reason or "")
             self._release_dedup(t, job.get("dedupKey"), job_id)
+            self._emit(t, job_id, "cancelled", "reason", reason or "")
             self._finish(
                 task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason or None)
             )
             return "cancelled"
         if state == "active":
             job.update(cancelledAt=now, cancelReason=reason or "")
-            listener = self._cancel_listeners.get(task)
-            if listener is not None:
-                asyncio.get_running_loop().call_soon(listener, job_id)
+            self._tell(task, job_id)
             return "flagged"
         return "not_cancellable"
 
@@ -678,8 +831,9 @@ class MemoryBackend:
             ids = [job_id for _, job_id in sorted((due, j) for j, due in t.due.items())]
         elif state == "active":
             ids = list(reversed(t.active))
-        elif state == "waiting":
-            ids = [j for _, j in sorted((score, j) for j, score in t.prio_score.items())]
+        elif state == "waiting":  # claim order; claimed-ahead jobs merge by score (lib.lua)
+            scored = list(t.prio_score.items()) + list(t.reserved.items())
+            ids = [j for _, j in sorted((score, j) for j, score in scored)]
             ids += list(reversed(t.wait))
             ids = [j for j in ids if t.jobs.get(j, {}).get("state") == "waiting"]
         else:
@@ -730,7 +884,8 @@ class MemoryBackend:
             ):
                 job.pop(name, None)
             job.update(state="waiting", attempt=1, ts=now)
-            self._requeue(t, job_id, job["priority"], now)
+            self._requeue(t, job_id, job["priority"], now, arrival=True)
+            self._emit(t, job_id, "waiting")
             done.append(job_id)
         if done:
             self._set_marker(t, 0)
@@ -739,3 +894,34 @@ class MemoryBackend:
     async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
         job = self._t(task).jobs.get(job_id, {})
         return {k: str(v) for k, v in job.items()}
+
+
+class _EventSource:
+    """The memory backend's event source: entries are handed over as they are written."""
+
+    def __init__(self, backend: MemoryBackend, deliver: Deliver) -> None:
+        self.backend = backend
+        self._deliver = deliver
+        self.tasks: set[str] = set()
+        self._pending: list[tuple[str, list[tuple[Fields, Fields]]]] = []
+        backend._event_sources.append(self)
+
+    def deliver(self, task: str, entries: list[tuple[Fields, Fields]]) -> None:
+        """Called inside a backend step: hand over right after it, never in the middle
+        (a listener may dispatch, and a step must look atomic)."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append((task, entries))
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for task, entries in pending:
+            self._deliver(task, entries)
+
+    def watch(self, tasks: Iterable[str]) -> None:
+        self.tasks = set(tasks)
+
+    async def close(self) -> None:
+        self.tasks = set()
+        if self in self.backend._event_sources:
+            self.backend._event_sources.remove(self)

@@ -49,6 +49,7 @@ def _debounce(
         if previous is not None and previous["state"] == "delayed":
             del t.due[old]  # its heap entry goes stale and is skipped
             backend._delete(t, old)
+            backend._emit(t, old, "debounced", "replacedBy", job.id)
             backend._notify(
                 task,
                 old,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
-from collections.abc import Awaitable, Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError, ConfigError, WireVersionError
 from ...types import Retention
@@ -36,7 +37,13 @@ from .resp import Address, ReplyError, RespClient, Subscriber, parse_address
 from .scripts import SCRIPTS
 from .waiter import ResultWaiter
 
+if TYPE_CHECKING:
+    from ..base import Deliver
+    from .events_reader import EventsReader
+
 __all__ = ["WIRE_VERSION", "RedisBackend"]
+
+log = logging.getLogger("taskora.redis")
 
 WIRE_VERSION = 6
 MIN_COMPAT = 6
@@ -106,14 +113,22 @@ class RedisBackend:
             return
         client = self._new_client("main")
         try:
-            start = time.time()
+            # The Redis clock, read against our monotonic clock: a host clock that is off, or
+            # jumps later, never shifts a due time we compute (decisions.md 2).
+            start = time.monotonic()
             seconds, micros = await client.execute("TIME")
-            end = time.time()
+            end = time.monotonic()
             self._offset_ms = int(seconds) * 1000 + int(micros) / 1000 - (start + end) * 500
-            loaded = await client.pipeline([("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values()])
+            policy, *loaded = await client.pipeline(
+                [
+                    ("CONFIG", "GET", "maxmemory-policy"),
+                    *(("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values()),
+                ]
+            )
             for reply in loaded:
                 if isinstance(reply, Exception):
                     raise reply
+            self._check_eviction(policy)
             stored = await SCRIPTS["handshake"](
                 client,
                 [root(self.prefix) + ":meta"],
@@ -158,7 +173,28 @@ class RedisBackend:
         return out
 
     def now_ms(self) -> int:
-        return int(time.time() * 1000 + self._offset_ms)
+        """The Redis server's clock, estimated locally (offset measured at connect)."""
+        return int(time.monotonic() * 1000 + self._offset_ms)
+
+    def _check_eviction(self, reply: Any) -> None:
+        """Warn when Redis may evict keys: an evicted job hash, lock or queue is a job lost
+        or run twice without any error. Servers that refuse CONFIG (ACL, managed Redis)
+        are not checked."""
+        if isinstance(reply, Exception):
+            log.info(
+                "Redis at %s: cannot read maxmemory-policy (%s); make sure it is noeviction",
+                self.url,
+                reply.code if isinstance(reply, ReplyError) else type(reply).__name__,
+            )
+            return
+        policy = _str(reply[1]) if isinstance(reply, list) and len(reply) > 1 else None
+        if policy is not None and policy != "noeviction":
+            log.warning(
+                "Redis at %s has maxmemory-policy %s: under memory pressure it will evict "
+                "taskora's keys and silently lose jobs; set maxmemory-policy noeviction",
+                self.url,
+                policy,
+            )
 
     async def verify(self) -> str | None:
         """The meta hash is written at first connect and never deleted by taskora: if it is
@@ -187,6 +223,13 @@ class RedisBackend:
             raise self._error(exc) from None
 
     def _error(self, exc: BaseException) -> BackendError:
+        if isinstance(exc, ReplyError) and exc.code == "OOM":
+            # A script over maxmemory is refused at its first write, so nothing was written.
+            return BackendError(
+                f"Redis at {self.url} is out of memory (used memory over maxmemory): the "
+                "write was refused and nothing was written; free memory (drain queues, "
+                "shorter retention) or raise maxmemory"
+            )
         detail = str(exc) or type(exc).__name__
         return BackendError(f"Redis at {self.url}: {detail}")
 
@@ -248,9 +291,10 @@ class RedisBackend:
         claim: int,
         options: ClaimOptions,
         token_base: str,
+        reserve: int = 0,
     ) -> FinishReport:
         keys = self.keys(task)
-        args = self._finish_args(keys, outcomes, claim, options, token_base)
+        args = self._finish_args(keys, outcomes, claim, options, token_base, reserve=reserve)
         with self.errors():
             refused, flat, next_due = await SCRIPTS["finish_claim"](
                 self.client, keys.standard, args
@@ -266,13 +310,14 @@ class RedisBackend:
         options: ClaimOptions,
         token_base: str,
         after_wait: bool = False,
+        reserve: int = 0,
     ) -> list[Any]:
         args: list[Any] = [keys.base, len(outcomes)]
         for o in outcomes:
             payload = o.result if o.kind == "completed" else (o.error or "")
             args += (o.id, o.token, o.kind, payload or "", o.retry_delay_ms)
         seq = self._token_seq
-        self._token_seq += claim
+        self._token_seq += claim + reserve
         args += (
             claim,
             options.lock_ttl_ms,
@@ -282,17 +327,24 @@ class RedisBackend:
             options.keep_completed,
             options.keep_failed,
             "1" if after_wait else "0",
+            reserve,
         )
         return args
 
     async def wait_for_work(
-        self, task: str, timeout_s: float, claim: int, options: ClaimOptions, token_base: str
+        self,
+        task: str,
+        timeout_s: float,
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int = 0,
     ) -> tuple[Claimed, ...]:
         """BZPOPMIN the task's marker with a claim queued right behind it on the same
         connection: Redis runs the claim the moment work arrives, with no round trip back to
         this process first (both replies come back together). When nothing was claimable
         and a delayed job is due sooner than the timeout, block again until it is due."""
-        return await self._wait(task, timeout_s, claim, options, token_base, None)
+        return await self._wait(task, timeout_s, claim, options, token_base, None, reserve)
 
     def finish_then_wait(
         self,
@@ -302,6 +354,7 @@ class RedisBackend:
         options: ClaimOptions,
         token_base: str,
         timeout_s: float,
+        reserve: int = 0,
     ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
         """Send a finish and the next blocking wait (with its claim) in one write on the
         blocking connection; Redis answers the finish at once and the wait when work comes.
@@ -315,7 +368,9 @@ class RedisBackend:
         # wait right behind it returns at once and claims it.
         finish_args = self._finish_args(keys, outcomes, 0, options, token_base)
         wait_s = self._until_due(task, timeout_s)
-        wait_args = self._finish_args(keys, (), claim, options, token_base, after_wait=True)
+        wait_args = self._finish_args(
+            keys, (), claim, options, token_base, after_wait=True, reserve=reserve
+        )
         futures = conn.send_many_now(
             [
                 ("EVALSHA", sha, len(keys.standard), *keys.standard, *finish_args),
@@ -329,7 +384,7 @@ class RedisBackend:
             future.add_done_callback(_retrieved)
         first = (futures[1], futures[2], wait_args)
         waiter = asyncio.ensure_future(
-            self._wait(task, timeout_s, claim, options, token_base, first)
+            self._wait(task, timeout_s, claim, options, token_base, first, reserve)
         )
         return self._finished(task, keys, futures[0], finish_args), waiter
 
@@ -355,6 +410,7 @@ class RedisBackend:
         options: ClaimOptions,
         token_base: str,
         first: tuple[asyncio.Future[Any], asyncio.Future[Any], list[Any]] | None,
+        reserve: int = 0,
     ) -> tuple[Claimed, ...]:
         conn = self._blocking.get(task)
         if conn is None:
@@ -370,7 +426,7 @@ class RedisBackend:
                         first = None
                     else:
                         popped, claimed, next_due = await self._pop_and_claim(
-                            conn, keys, wait_s, claim, options, token_base
+                            conn, keys, wait_s, claim, options, token_base, reserve
                         )
                     self._next_due[task] = next_due
                     remaining = deadline - time.monotonic()
@@ -395,8 +451,11 @@ class RedisBackend:
         claim: int,
         options: ClaimOptions,
         token_base: str,
+        reserve: int = 0,
     ) -> tuple[Any, tuple[Claimed, ...], int]:
-        args = self._finish_args(keys, (), claim, options, token_base, after_wait=True)
+        args = self._finish_args(
+            keys, (), claim, options, token_base, after_wait=True, reserve=reserve
+        )
         script = SCRIPTS["finish_claim"]
         popped, reply = await conn.pipeline(
             [
@@ -434,10 +493,10 @@ class RedisBackend:
     async def stalled_check(self, task: str, max_count: int) -> StallReport:
         keys = self.keys(task)
         with self.errors():
-            recovered, failed, cancelled = await SCRIPTS["stalled_check"](
+            recovered, failed, cancelled, returned = await SCRIPTS["stalled_check"](
                 self.client, keys.standard, [keys.base, max_count]
             )
-        return StallReport(_strs(recovered), _strs(failed), _strs(cancelled))
+        return StallReport(_strs(recovered), _strs(failed), _strs(cancelled), _strs(returned))
 
     async def trim(self, task: str, retention: Retention) -> int:
         keys = self.keys(task)
@@ -506,6 +565,14 @@ class RedisBackend:
                 )
             )
 
+    def open_events(
+        self, deliver: Deliver, on_error: Callable[[BaseException], None]
+    ) -> EventsReader:
+        """The process's events reader (see events_reader.py); the App keeps one."""
+        from .events_reader import EventsReader
+
+        return EventsReader(self, deliver, on_error)
+
     async def add_logs(self, task: str, job_id: str, entries: Sequence[str]) -> None:
         key = self.keys(task).logs(job_id)
         with self.errors():
@@ -558,12 +625,14 @@ class RedisBackend:
                         ("ZCARD", k("cancelled")),
                         ("ZCARD", k("expired")),
                         ("GET", k("parked")),
+                        ("ZCARD", k("reserved")),
                     ]
                 )
             )
-        wait, prio, delayed, active, completed, failed, cancelled, expired, parked = replies
+        wait, prio, delayed, active, completed, failed, cancelled, expired, parked, ahead = replies
         return {
-            "waiting": wait + prio + int(parked or 0),  # parked: waiting for their key's slot
+            # parked: waiting for their key's slot; ahead: claimed ahead, not started yet
+            "waiting": wait + prio + int(parked or 0) + ahead,
             "delayed": delayed,
             "active": active,
             "completed": completed,
@@ -598,15 +667,30 @@ class RedisBackend:
         return out
 
     async def _waiting_ids(self, keys: TaskKeys, offset: int, limit: int) -> list[Any]:
+        """Claim order: claimed-ahead jobs (a few per worker) merge with the prioritized set
+        by score (a plain job's score is its ts, after every prioritized one), then the list."""
         run = self.client.execute
-        prioritized = await run("ZRANGE", keys.key("prioritized"), offset, offset + limit - 1)
-        if len(prioritized) >= limit:
-            return list(prioritized)
-        skip = max(0, offset - await run("ZCARD", keys.key("prioritized")))
-        want = limit - len(prioritized)
+        ahead_raw, prioritized_raw = await self.client.pipeline(
+            [
+                ("ZRANGE", keys.key("reserved"), 0, -1, "WITHSCORES"),
+                ("ZRANGE", keys.key("prioritized"), 0, offset + limit - 1, "WITHSCORES"),
+            ]
+        )
+        scored = [
+            (float(raw[i + 1]), raw[i])
+            for raw in (ahead_raw, prioritized_raw)
+            for i in range(0, len(raw), 2)
+        ]
+        head = [job_id for _, job_id in sorted(scored, key=lambda pair: pair[0])]
+        if len(head) >= offset + limit:
+            return head[offset : offset + limit]
+        total = len(ahead_raw) // 2 + await run("ZCARD", keys.key("prioritized"))
+        picked = head[offset:]
+        skip = max(0, offset - total)
+        want = limit - len(picked)
         # the list is popped from its right end: claim order is right to left
         plain = await run("LRANGE", keys.key("wait"), -(skip + want), -(skip + 1))
-        return list(prioritized) + list(reversed(plain))
+        return picked + list(reversed(plain))
 
     async def expire_due(self, task: str, ids: Sequence[str]) -> list[str]:
         """End these jobs if their ttl passed before any worker claimed them."""
@@ -715,7 +799,7 @@ def _done(value: Any) -> asyncio.Future[Any]:
 
 
 def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:
-    """The claim part of finish_claim's reply: id, data, _v, attempt, ts, token per job."""
+    """The claim part of finish_claim's reply: id, data, _v, attempt, ts, token, reserved."""
     return tuple(
         Claimed(
             id=flat[i].decode(),
@@ -724,8 +808,9 @@ def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:
             attempt=_int(flat[i + 3], 1),
             ts=_int(flat[i + 4], 0),
             token=flat[i + 5].decode(),
+            reserved=flat[i + 6] == b"1",
         )
-        for i in range(0, len(flat), 6)
+        for i in range(0, len(flat), 7)
     )
 
 

@@ -1,4 +1,4 @@
--- CANCEL: cancel a job. Not yet running: cancelled at once. Active: flagged, and every
+-- CANCEL: cancel a job. Not yet running (claimed ahead included): cancelled at once. Active: flagged, and every
 -- worker of the task hears it on the cancel channel; the one running it stops it.
 -- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, id, reason.

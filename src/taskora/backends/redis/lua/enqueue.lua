@@ -5,14 +5,19 @@
 -- Returns per job its creation time as '<ms>-0' (it orders the job against a result
 -- waiter's subscription), or '' when the id already existed (an enqueue retried after a
 -- lost reply must not create the job twice).
--- No 'waiting'/'delayed' event is written: the job hash records the creation, and the
--- event would cost a sixth of a waiting job's memory and a stream append per dispatch.
+-- Each job gets its creation entry in the events stream ('waiting' or 'delayed', wire
+-- format v6), as the reference's ENQUEUE scripts write it: Node listeners and boards see it.
 local B = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()
 local created = now .. '-0'
 local out = {}
 local waiting, min_due = false, nil
+-- checked before the first write, so a foreign key fails the call with nothing changed
+local events_type = redis.call('TYPE', K.events).ok
+if events_type ~= 'stream' and events_type ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. K.events .. ' is not a stream')
+end
 for i = 0, count - 1 do
   local o = 3 + i * 9
   local id = ARGV[o]
@@ -46,6 +51,7 @@ for i = 0, count - 1 do
       end
       redis.call('HSET', jk, unpack(fields))
     end
+    emit(K.events, 'event', delay > 0 and 'delayed' or 'waiting', 'jobId', id)
     out[i + 1] = created
   end
 end

@@ -61,7 +61,8 @@ local function create_job(extra)
     redis.call('ZADD', K.marker, 0, '0')
   end
   redis.call('HSET', jk, unpack(fields))
-  return now .. '-0'  -- creation time (no creation event: see enqueue.lua)
+  emit(K.events, 'event', state, 'jobId', id) -- the creation entry, as enqueue.lua writes it
+  return now .. '-0'  -- creation time
 end
 
 if kind == 'debounce' then

@@ -4,13 +4,17 @@
 -- ARGV: B, count, then per outcome: id, token, kind, payload, retryDelayMs;
 --       then want, lockTtlMs, tokenBase, tokenSeq, singleton ('1'/'0'),
 --       completedMax, failedMax (retention by count, trimmed here as jobs finish),
---       afterWait ('1' when queued behind the caller's own BZPOPMIN of the marker).
--- kind: completed (payload = result JSON) | failed | retry (payload = error message)
+--       afterWait ('1' when queued behind the caller's own BZPOPMIN of the marker),
+--       reserve (how many more jobs to claim ahead of the free slots).
+-- kind: start (a job claimed ahead now runs: it becomes active here)
+--       | completed (payload = result JSON) | failed | retry (payload = error message)
 --       | cancelled | release (back to waiting, e.g. at shutdown).
--- Returns { refused ids, claimed jobs flat (id, data, _v, attempt, ts, token), next due ms
--- of a delayed job when nothing is waiting (0 = none) }.
+-- Outcomes apply in the order the worker saw them (finish N, start N+1, finish N+1, ...).
+-- Returns { refused ids, claimed jobs flat (id, data, _v, attempt, ts, token, reserved),
+-- next due ms of a delayed job when nothing is waiting (0 = none) }.
 -- An outcome is refused when the job's lock is not the caller's token: the job was
--- recovered from this worker (stall) and belongs to someone else now.
+-- recovered from this worker (stall), or cancelled before it started, and is not ours.
+-- Any outcome other than start for a job still claimed ahead gives it back, to the front.
 local B = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()
@@ -38,6 +42,20 @@ for i = 0, count - 1 do
   local jk = B .. id
   if redis.call('GET', jk .. ':lock') ~= token or redis.call('TYPE', jk).ok ~= 'hash' then
     refused[#refused + 1] = id
+  elseif kind == 'start' then
+    if redis.call('ZREM', K.reserved, id) == 1 then
+      redis.call('PEXPIRE', jk .. ':lock', ARGV[base + 1])
+      redis.call('LPUSH', K.active, id)
+      redis.call('HSET', jk, 'state', 'active', 'processedOn', now)
+      emit(K.events, 'event', 'active', 'jobId', id)
+    elseif redis.call('HGET', jk, 'state') ~= 'active' then
+      refused[#refused + 1] = id
+    end -- else started already, by an earlier run of this call whose reply was lost
+  elseif redis.call('ZREM', K.reserved, id) == 1 then -- never started: back to the front
+    redis.call('DEL', jk .. ':lock')
+    local f = redis.call('HMGET', jk, 'priority', 'ts')
+    requeue(K, id, tonumber(f[1] or '0') or 0, tonumber(f[2] or '') or now, true)
+    released = true
   else
     redis.call('DEL', jk .. ':lock')
     redis.call('LREM', K.active, 1, id)
@@ -92,7 +110,7 @@ if n_completed > 0 or n_failed > 0 then
 end
 
 promote(K, B, now)
-local claimed, gated = claim(K, B, now, tonumber(ARGV[base]), tonumber(ARGV[base + 1]),
-  ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4])
+local claimed, gated = claim(K, B, now, tonumber(ARGV[base]), tonumber(ARGV[base + 8] or '0'),
+  tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4])
 local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1')
 return { refused, claimed, next_due }

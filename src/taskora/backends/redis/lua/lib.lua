@@ -8,6 +8,12 @@ local K = {
   events = KEYS[5], marker = KEYS[6], completed = KEYS[7], failed = KEYS[8],
   cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11], done = KEYS[12],
 }
+-- Jobs a worker claimed ahead of its free slots (additive to wire format v6): a zset of ids
+-- scored by claim rank (a prioritized job's own score, below 0; a plain job's claim sequence
+-- number from B..'reserved:seq', above 0: claim order, and the order they go back in). They stay `waiting`
+-- in their hash, hold a lock (B..id..':lock') like an active job, and become active only
+-- when their worker starts them (the 'start' outcome of FINISH_AND_CLAIM).
+K.reserved = string.sub(KEYS[1], 1, -5) .. 'reserved'
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -56,9 +62,19 @@ end
 -- waits in a FIFO list (LPUSH in, RPOP out). `front` puts a job that was claimed once before
 -- (recovered from a dead worker, given back at shutdown, unparked) ahead of its band, with
 -- its original ts: it is older than anything still waiting.
+-- A newly waiting prioritized job that outranks a job some worker holds claimed ahead
+-- publishes an empty message on the cancel channel: workers give their buffers back and
+-- claim again, so it runs first.
 local function requeue(K, id, priority, ts, front)
   if priority > 0 then
-    redis.call('ZADD', K.prioritized, -priority * 1e13 + ts, id)
+    local score = -priority * 1e13 + ts
+    redis.call('ZADD', K.prioritized, score, id)
+    if not front then
+      local last = redis.call('ZRANGE', K.reserved, -1, -1, 'WITHSCORES')
+      if last[2] and score < tonumber(last[2]) then
+        redis.call('PUBLISH', string.sub(K.reserved, 1, -9) .. 'cancel', '')
+      end
+    end
   elseif front then
     redis.call('RPUSH', K.wait, id)
   else
@@ -91,8 +107,14 @@ local function release_concurrency(K, B, key)
 end
 
 -- Take a waiting job out of wherever it waits (list, prioritized set, or parked by its key).
+-- A job claimed ahead is taken from its worker (which hears it on the cancel channel).
 local function unqueue_waiting(K, B, id, conc_key)
   if redis.call('ZREM', K.prioritized, id) == 1 then return true end
+  if redis.call('ZREM', K.reserved, id) == 1 then
+    redis.call('DEL', B .. id .. ':lock')
+    redis.call('PUBLISH', B .. 'cancel', id)
+    return true
+  end
   if redis.call('LREM', K.wait, 0, id) > 0 then return true end
   if conc_key and redis.call('LREM', B .. 'parked:' .. conc_key, 0, id) > 0 then
     redis.call('DECR', B .. 'parked')
@@ -161,25 +183,32 @@ end
 
 -- Claim up to `want` waiting jobs in (priority desc, dispatch time asc) order: every job
 -- in the prioritized set outranks every priority-0 job in the list (docs/design.md#decisions, 1).
--- Returns the claimed jobs (flat: id, data, _v, attempt, ts, token per job) and whether
--- jobs were left waiting because a concurrency key or the singleton gate blocked them.
-local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
+-- The first `want` become active (their handlers start now); up to `reserve` more are
+-- claimed ahead (reserved, still `waiting`). A job with a concurrency key or a ttl is never
+-- claimed ahead: it goes back where it was and the claim stops there, keeping the order.
+-- Returns the claimed jobs (flat: id, data, _v, attempt, ts, token, reserved '1'/'0' per
+-- job) and whether jobs were left waiting because a concurrency key or the singleton gate
+-- blocked them.
+local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, singleton)
   local out = {}
-  if want <= 0 then return out, false end
+  if singleton == '1' then reserve = 0 end
+  if want + reserve <= 0 then return out, false end
   local active_type = redis.call('TYPE', K.active).ok
   if active_type ~= 'list' and active_type ~= 'none' then
     -- before any pop, so nothing is lost; the client repairs the key and runs again
     error({ err = 'WRONGTYPE ' .. K.active .. ' is not a list' })
   end
   if singleton == '1' then -- at most one active job of the task, across all workers
+    if want <= 0 then return out, false end
     if redis.call('LLEN', K.active) > 0 then return out, true end
     want = 1
   end
+  local total = want + reserve
   local got, pops = 0, 0
-  while got < want and pops < want + 100 do
-    local id
+  while got < total and pops < total + 100 do
+    local id, score
     local z = redis.call('ZPOPMIN', K.prioritized, 1)
-    if z[1] then id = z[1] else id = redis.call('RPOP', K.wait) end
+    if z[1] then id = z[1]; score = tonumber(z[2]) else id = redis.call('RPOP', K.wait) end
     if not id then break end
     pops = pops + 1
     local jk = B .. id
@@ -202,20 +231,30 @@ local function claim(K, B, now, want, lock_ttl, token_base, seq, singleton)
         expire_job(K, B, id, now)
       elseif f[3] and tonumber(redis.call('GET', B .. 'conc:' .. f[3]) or '0') >= limit then
         park(B, id, f[3])
+      elseif got >= want and (f[2] or f[3]) then
+        if score then redis.call('ZADD', K.prioritized, score, id) else redis.call('RPUSH', K.wait, id) end
+        break
       else
-        if f[3] then redis.call('INCR', B .. 'conc:' .. f[3]) end
         got = got + 1
         local token = token_base .. ':' .. (seq + got)
-        redis.call('LPUSH', K.active, id)
         redis.call('SET', jk .. ':lock', token, 'PX', lock_ttl)
-        redis.call('HSET', jk, 'state', 'active', 'processedOn', now)
-        emit(K.events, 'event', 'active', 'jobId', id)
+        local ahead = got > want
+        if ahead then
+          -- a plain job's rank is a claim sequence number (jobs dispatched together share a ts)
+          redis.call('ZADD', K.reserved, score or redis.call('INCR', K.reserved .. ':seq'), id)
+        else
+          if f[3] then redis.call('INCR', B .. 'conc:' .. f[3]) end
+          redis.call('LPUSH', K.active, id)
+          redis.call('HSET', jk, 'state', 'active', 'processedOn', now)
+          emit(K.events, 'event', 'active', 'jobId', id)
+        end
         out[#out + 1] = id
         out[#out + 1] = f[5]
         out[#out + 1] = f[6] or '1'
         out[#out + 1] = f[7] or '1'
         out[#out + 1] = f[8] or '0'
         out[#out + 1] = token
+        out[#out + 1] = ahead and '1' or '0'
       end
     end
   end

@@ -2,20 +2,33 @@
 -- an id seen active at the previous check, whose lock has since expired, is stalled.
 -- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, maxStalledCount.
--- Returns { recovered ids, failed ids, cancelled ids }.
+-- Jobs claimed ahead whose lock expired (their worker died before starting them) go back
+-- to the front of the queue in claim order, with no stall count: they never ran.
+-- Returns { recovered ids, failed ids, cancelled ids, returned ids }.
 local B = ARGV[1]
 local max_count = tonumber(ARGV[2])
 local now = now_ms()
-local recovered, failed, cancelled = {}, {}, {}
+local recovered, failed, cancelled, returned = {}, {}, {}, {}
 local released = false
+for _, id in ipairs(redis.call('ZREVRANGE', K.reserved, 0, -1)) do -- the last first: each goes in front
+  local jk = B .. id
+  if redis.call('EXISTS', jk .. ':lock') == 0 then
+    redis.call('ZREM', K.reserved, id)
+    local f = redis.call('HMGET', jk, 'state', 'priority', 'ts')
+    if f[1] == 'waiting' then
+      requeue(K, id, tonumber(f[2] or '0') or 0, tonumber(f[3] or '') or now, true)
+      released = true
+      returned[#returned + 1] = id
+    end
+  end
+end
 for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
   redis.call('SREM', K.stalled, id)
   local jk = B .. id
   if redis.call('EXISTS', jk .. ':lock') == 0 then
     local kind = redis.call('TYPE', jk).ok
-    if kind == 'none' and redis.call('LREM', K.active, 0, id) == 0 then
-      -- it finished and retention deleted it since the last check: nothing to recover (a
-      -- job hash gone while the job is still active is data loss: that one ends failed)
+    if kind == 'none' and not redis.call('LPOS', K.active, id) then
+      -- it finished after the last check and retention already removed it: nothing to do
     elseif kind ~= 'hash' then
       fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
       failed[#failed + 1] = id
@@ -57,4 +70,4 @@ for i = 1, #active, 1000 do
   redis.call('SADD', K.stalled, unpack(active, i, math.min(i + 999, #active)))
 end
 if released then rearm(K, now, false, true, false) end
-return { recovered, failed, cancelled }
+return { recovered, failed, cancelled, returned }
