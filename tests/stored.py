@@ -18,6 +18,27 @@ async def _connected(app: taskora.App) -> Any:
     return await app._connected_backend()
 
 
+async def clock_passes(app: taskora.App, ms: int) -> None:
+    """Wait until the clock that decides due times and ttls is past ``ms``: the Redis
+    server's own TIME, not the process's estimate of it (``now_ms``), which is off by up to
+    half the round trip it was measured with, long on a loaded machine."""
+    from tests.conftest import wait_until
+
+    async def past() -> bool:
+        return await backend_now_ms(app) > ms
+
+    await wait_until(past, timeout=30)
+
+
+async def backend_now_ms(app: taskora.App) -> int:
+    """The backend's clock: the Redis server's TIME, or the memory backend's own."""
+    backend = await _connected(app)
+    if isinstance(backend, taskora.MemoryBackend):
+        return backend.now_ms()
+    seconds, micros = await backend.client.execute("TIME")
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 async def fields(app: taskora.App, task: str, job_id: str) -> dict[str, str]:
     backend = await _connected(app)
     result: dict[str, str] = await backend.job_fields(task, job_id)

@@ -19,15 +19,9 @@ import redis.asyncio as aioredis
 import taskora
 from taskora.backends.base import ClaimOptions, NewJob
 from tests.conftest import AppFactory, wait_until
-from tests.stored import Store, _base, _connected, fields
+from tests.stored import Store, _base, _connected, backend_now_ms, clock_passes, fields
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-async def clock_passes(app: taskora.App, ms: int) -> None:
-    """Wait until the backend's clock (the Redis server's for Redis) is past ``ms``."""
-    backend = await _connected(app)
-    await wait_until(lambda: backend.now_ms() > ms, timeout=30)
 
 
 async def next_ms(app: taskora.App) -> None:
@@ -206,10 +200,14 @@ async def test_promoted_delayed_job_outranks_waiting_lower_priority(make_app: Ap
     assert order == ["p10-delayed", "p0-0", "p0-1", "p0-2"]
 
 
+async def _retrying(handle: taskora.ResultHandle[Any]) -> bool:
+    """Its failed attempt is recorded (waiting: already promoted, its retry due)."""
+    return await handle.get_state() in (taskora.JobState.RETRYING, taskora.JobState.WAITING)
+
+
 async def test_retried_job_keeps_its_priority(make_app: AppFactory) -> None:
     app = make_app()
     order: list[tuple[str, int]] = []
-    failed_at: list[int] = []
     retry_ms = 300
 
     @app.task(
@@ -218,10 +216,11 @@ async def test_retried_job_keeps_its_priority(make_app: AppFactory) -> None:
     async def record(data: str, ctx: taskora.Context) -> str:
         order.append((data, ctx.attempt))
         if data == "urgent" and ctx.attempt == 1:
-            failed_at.append(app.backend.now_ms())
             raise RuntimeError("first attempt fails")
-        if data == "gate":  # hold the only slot until the retry is due
-            await clock_passes(app, failed_at[0] + retry_ms + 50)
+        if data == "gate":  # hold the only slot until the retry is due: its failure is
+            # recorded (due = that moment + retry_ms, on the backend's clock) before now
+            await wait_until(lambda: _retrying(urgent))
+            await clock_passes(app, await backend_now_ms(app) + retry_ms)
         return data
 
     urgent = record.dispatch("urgent", priority=10)

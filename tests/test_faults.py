@@ -246,8 +246,9 @@ async def test_poison_pill_fails_after_max_stalls(tmp_path: Path) -> None:
 
 
 async def test_redis_restart_with_aof_loses_nothing(tmp_path: Path) -> None:
-    """T2a: kill -9 Redis (AOF everysec) under load and restart it: no accepted job lost;
-    dispatches during the outage raise; workers and waiters carry on by themselves."""
+    """T2a: kill -9 Redis (AOF, written before each reply: see RedisServer) under load and
+    restart it: no accepted job lost; dispatches during the outage raise; workers and
+    waiters carry on by themselves."""
     with cluster(tmp_path, persistence=True) as (server, workers, prefix):
         workers.spawn(10)
         workers.spawn(10)

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 import taskora
 from taskora.backends.base import ClaimOptions, Flow, NewJob
 from tests.conftest import AppFactory, wait_until
-from tests.stored import Store, _base, _connected, fields
+from tests.stored import Store, _base, _connected, clock_passes, fields
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -480,8 +480,7 @@ async def test_dedup_key_released_when_the_job_expires(make_app: AppFactory, sto
     short = report.dispatch("short", deduplicate=dedup, ttl=0.2)
     await short
     expire_at = int((await fields(app, "report", short.id))["expireAt"])
-    backend = await _connected(app)
-    await wait_until(lambda: backend.now_ms() > expire_at + 50)
+    await clock_passes(app, expire_at)
     async with app:
         with pytest.raises(taskora.JobExpiredError):
             await short.wait_for(20)

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
@@ -18,6 +19,25 @@ def _spawn(*args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+def _wait_blocked_on_work(url: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Wait until every worker process has a connection blocked waiting for work (its
+    BZPOPMIN on the task's marker): from then on it is woken by the next dispatch."""
+    deadline = time.monotonic() + timeout
+    with redis.Redis.from_url(url) as r:
+        while time.monotonic() < deadline:
+            blocked = {
+                c.get("name", "").rpartition(":")[2]
+                for c in r.client_list()
+                if c.get("cmd") == "bzpopmin" and "b" in c.get("flags", "")
+            }
+            if all(str(p.pid) in blocked for p in procs):
+                return
+            for p in procs:
+                assert p.poll() is None, f"a worker exited: {p.communicate()[0].decode()}"
+            time.sleep(0.05)
+    raise AssertionError(f"workers not all waiting for work after {timeout}s")
 
 
 def _wait_lines(path: Path, count: int, timeout: float) -> list[str]:
@@ -38,9 +58,14 @@ def test_producer_and_two_workers_run_each_job_once(
 ) -> None:
     ledger = tmp_path / "ledger.txt"
     ids_file = tmp_path / "ids.txt"
+    """Every job runs exactly once, across two worker processes that both take part.
+    A worker takes part only once it is running: the jobs are dispatched when both are
+    waiting for work (a worker process still starting up, on a loaded machine, would
+    find the queue already drained by the other: issue 17)."""
     count = 600
     workers = [_spawn("worker", redis_url, prefix, str(ledger), "8") for _ in range(2)]
     try:
+        _wait_blocked_on_work(redis_url, workers, timeout=60)
         mode = "wait" if wait_results else ""
         producer = _spawn("produce", redis_url, prefix, str(count), str(ids_file), mode)
         out, _ = producer.communicate(timeout=120)

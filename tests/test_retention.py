@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import redis.asyncio as aioredis
 
 import taskora
+from taskora.backends.base import ClaimOptions, NewJob, Outcome, Terminal
+from taskora.backends.redis.backend import RedisBackend
 from tests.conftest import AppFactory, wait_until
 
 
@@ -74,3 +77,34 @@ async def test_trimmed_jobs_leave_no_keys_behind(redis_url: str, prefix: str) ->
         assert await r.xlen(f"taskora:{prefix}:{{work}}:events") <= 12_000
     finally:
         await r.aclose()
+
+
+async def test_a_lost_end_message_of_a_trimmed_job_is_read_from_the_done_stream(
+    redis_url: str, prefix: str
+) -> None:
+    """The sweep's side of the waiter's guarantee (Redis: the memory backend has no messages
+    to lose). Ordered explicitly: the waiter is subscribed and registered, the job's end
+    message is lost (as with a subscription down), retention deletes the job, then the sweep
+    runs before any replay: it must read the end from the done stream, not report the job
+    missing."""
+    app = taskora.App(redis_url, prefix=prefix)
+    try:
+        backend = await app._connected_backend()
+        assert isinstance(backend, RedisBackend)
+        waiter = backend.waiter
+        job_id = str(uuid.uuid4())
+        (created,) = await backend.enqueue("t", [NewJob(id=job_id, data="1")])
+        waiting = asyncio.ensure_future(backend.wait_terminal("t", job_id, None, created.event_id))
+        await wait_until(lambda: waiter._sweeper is not None)  # checked: still waiting
+        assert not waiting.done()
+        del waiter._channels[backend.keys("t").done]  # from here on, its messages are lost
+        opts = ClaimOptions(lock_ttl_ms=30_000)
+        (claimed,) = (await backend.finish_and_claim("t", [], 1, opts, "w")).claimed
+        done = Outcome(job_id, claimed.token, "completed", result='"late"')
+        await backend.finish_and_claim("t", [done], 0, opts, "w")
+        assert await backend.trim("t", taskora.Retention(completed_max=0)) == 1
+        assert not waiting.done()  # the message never arrived
+        await waiter._sweep([("t", job_id)])
+        assert await waiting == Terminal("completed", result='"late"')
+    finally:
+        await app.close()

@@ -41,6 +41,8 @@ __all__ = ["MemoryBackend"]
 Job = dict[str, Any]
 STALL_MESSAGE = "Job stalled and exceeded max stalled count"
 EVENTS_MAXLEN = 10_000
+DONE_MAXLEN = 10_000  # ends kept per task, as the Redis done stream (lib.lua EVENTS_MAXLEN)
+MAX_INLINE_RESULT = 4096  # larger results live only in the job, as on Redis
 
 
 def _system_clock() -> int:
@@ -67,6 +69,7 @@ class _Task:
         }
     )
     stalled: set[str] = field(default_factory=set)
+    ends: OrderedDict[str, Terminal] = field(default_factory=OrderedDict)  # the done stream
     conc: dict[str, int] = field(default_factory=dict)
     parked: dict[str, deque[str]] = field(default_factory=dict)  # per concurrency key, FIFO
     flow_keys: dict[str, tuple[str, int | None]] = field(
@@ -243,6 +246,15 @@ class MemoryBackend:
         self._notify(task, job_id, terminal)
 
     def _notify(self, task: str, job_id: str, terminal: Terminal) -> None:
+        ends = self._t(task).ends
+        end, result = terminal, terminal.result
+        if result is not None and len(result) * 4 > MAX_INLINE_RESULT:  # maybe over, in bytes
+            if len(result.encode()) > MAX_INLINE_RESULT:
+                end = Terminal("missing", reason="completed, but its large result was trimmed")
+        ends.pop(job_id, None)
+        ends[job_id] = end
+        if len(ends) > DONE_MAXLEN:
+            ends.popitem(last=False)
         for future in self._waiters.pop((task, job_id), ()):
             if not future.done():
                 future.set_result(terminal)
@@ -754,9 +766,10 @@ class MemoryBackend:
     async def wait_terminal(
         self, task: str, job_id: str, timeout_s: float | None, event_id: str | None
     ) -> Terminal | None:
-        job = self._t(task).jobs.get(job_id)
-        if job is None:
-            return Terminal("missing", reason="no such job")
+        t = self._t(task)
+        job = t.jobs.get(job_id)
+        if job is None:  # trimmed, its end still readable while kept (as on Redis)
+            return t.ends.get(job_id) or Terminal("missing", reason="no such job")
         state = job["state"]
         if state in ("completed", "failed", "cancelled", "expired"):
             return Terminal(

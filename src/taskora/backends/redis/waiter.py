@@ -16,8 +16,15 @@ Correctness without polling each job:
   ``_recent``.
 - Pub/sub is not durable, the stream is: after a reconnect the reader replays the ``done``
   stream from the last entry it saw. A sweep re-checks, in one pipeline, the state of every
-  waiter older than a few seconds, for what no entry announces (a job trimmed, data lost
-  with a Redis restart, a ttl that passed with no worker), so nothing waits forever.
+  waiter older than a few seconds, for what no entry announces (data lost with a Redis
+  restart, a ttl that passed with no worker), so nothing waits forever.
+
+What a waiter may rely on: an end stays readable for as long as its entry is in the task's
+``done`` stream (the last ~10,000 ends), whatever the retention of the job hashes. A check or
+sweep that finds no job hash looks the job up in the stream before it reports the job
+missing: a job that completed and was trimmed before its waiter first looked (or while the
+subscription was down) still gives its result. Only results larger than the inline limit
+(4 KiB) live in the job hash alone, and go with it.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import BackendError
 from ..base import Terminal
 from .resp import ReplyError, Subscriber
+from .scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -58,6 +66,7 @@ class ResultWaiter:
         self._last_wait: dict[str, float] = {}
         self._pending: dict[Key, list[asyncio.Future[Terminal]]] = {}
         self._registered: dict[Key, float] = {}
+        self._created: dict[Key, int] = {}  # server ms of the job's creation, when known
         self._recent: OrderedDict[Key, Terminal] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
         self._checks: list[Key] = []
@@ -75,6 +84,8 @@ class ResultWaiter:
         future: asyncio.Future[Terminal] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append(future)
         self._registered.setdefault(key, time.monotonic())
+        if event_id is not None:
+            self._created.setdefault(key, _ms(event_id))
         self._last_wait[task] = time.monotonic()
         try:
             since = self._since.get(task)
@@ -113,6 +124,7 @@ class ResultWaiter:
                     future.set_exception(BackendError("the backend was closed while waiting"))
         self._pending.clear()
         self._registered.clear()
+        self._created.clear()
         self._channels.clear()
         self._since.clear()
         self._last_entry.clear()
@@ -132,6 +144,7 @@ class ResultWaiter:
         if not futures:
             del self._pending[key]
             self._registered.pop(key, None)
+            self._created.pop(key, None)
 
     def _remember(self, key: Key, terminal: Terminal) -> None:
         self._recent[key] = terminal
@@ -257,16 +270,45 @@ class ResultWaiter:
         """Resolve waiters whose job has ended; end jobs whose ttl passed unclaimed."""
         now = self._backend.now_ms()
         due: dict[str, list[str]] = {}
+        gone: dict[str, list[str]] = {}
         for key, reply in zip(keys, rows, strict=True):
             terminal = _from_fields(reply)
-            if terminal is not None:
+            if terminal is not None and terminal.state == "missing":
+                gone.setdefault(key[0], []).append(key[1])
+            elif terminal is not None:
                 self._resolve(key, terminal)
             elif _expire_at(reply) <= now:
                 due.setdefault(key[0], []).append(key[1])
+        for task, ids in gone.items():
+            await self._from_stream(task, ids)
         for task, ids in due.items():
             expired = await self._backend.expire_due(task, ids)
             for job_id in expired:
                 self._resolve((task, job_id), Terminal("expired"))
+
+    async def _from_stream(self, task: str, ids: list[str]) -> None:
+        """Jobs with no hash: their end may still be in the done stream (trimmed by retention
+        before this waiter looked); only a job the stream does not know is missing."""
+        backend = self._backend
+        starts = [self._created.get((task, job_id)) for job_id in ids]
+        known = [ms for ms in starts if ms is not None]
+        start = f"{min(known)}-0" if len(known) == len(starts) else "-"  # its end came later
+        keys = backend.keys(task)
+        with backend.errors():
+            flat = await SCRIPTS["find_ends"](backend.client, keys.standard, [start, *ids])
+        ends: dict[str, Terminal] = {}
+        for job, state, detail in zip(flat[::3], flat[1::3], flat[2::3], strict=True):
+            text = None if detail is None else detail.decode("utf-8", "replace")
+            if state == b"completed" and text is None:  # a large result went with its job
+                ends[job.decode()] = Terminal(
+                    "missing", reason="completed, but its large result was trimmed"
+                )
+            elif state != b"waiting":  # "waiting": it started over, and is gone since
+                ends[job.decode()] = _terminal(state.decode(), text)
+        for job_id in ids:
+            self._resolve(
+                (task, job_id), ends.get(job_id) or Terminal("missing", reason="no such job")
+            )
 
     async def _sweep_loop(self) -> None:
         while self._pending:
