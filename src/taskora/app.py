@@ -151,9 +151,7 @@ class App:
         ``"worker:closing"``, ``"worker:error"``; returns ``unsubscribe()``. See taskora.events."""
         return self._listen(None, event, fn)
 
-    def _listen(
-        self, task: str | None, event: str, fn: Callable[[Any], Any]
-    ) -> Callable[[], None]:
+    def _listen(self, task: str | None, event: str, fn: Callable[[Any], Any]) -> Callable[[], None]:
         return self._events().on(task, event, fn)
 
     def _events(self) -> EventHub:
