@@ -19,6 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	@bash scripts/ensure-redis-server.sh
 	$(PY) -m ruff check src tests
+	$(PY) -m ruff format --check src tests
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider
