@@ -31,6 +31,7 @@ from .base import (
     StallReport,
     Terminal,
 )
+from .memory_collect import Buffer, collect_drain, collect_push
 from .memory_schedules import ScheduleStore
 
 __all__ = ["MemoryBackend"]
@@ -67,6 +68,7 @@ class _Task:
     )  # key -> (value, expiry)
     marker: int | None = None
     marker_event: asyncio.Event | None = None
+    collect: dict[str, Buffer] = field(default_factory=dict)  # collect key -> its buffer
 
     def waiting_count(self) -> int:
         return len(self.wait) + len(self.prio_score) + sum(map(len, self.parked.values()))
@@ -236,7 +238,11 @@ class MemoryBackend:
             if job is None or job["state"] not in ("delayed", "retrying"):
                 continue
             expire_at = job.get("expireAt")
-            if expire_at is not None and expire_at <= now:
+            if "collectKey" in job and job["state"] == "delayed":
+                if collect_drain(self, task, t, job_id, job["collectKey"], now):
+                    self._requeue(t, job_id, job["priority"], now)
+                    job["state"] = "waiting"
+            elif expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
             else:
                 self._requeue(t, job_id, job["priority"], now)
@@ -357,9 +363,21 @@ class MemoryBackend:
             self._requeue(t, new.id, new.priority, now)
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
+        if flow.kind == "collect":
+            return collect_push(self, task, job, flow)
         from .memory_flow import enqueue_flow
 
         return enqueue_flow(self, task, job, flow)
+
+    async def collect_peek(self, task: str, key: str) -> list[str]:
+        buffer = self._t(task).collect.get(key)
+        return [] if buffer is None else list(buffer.items)
+
+    async def collect_info(self, task: str, key: str) -> tuple[int, int, int] | None:
+        buffer = self._t(task).collect.get(key)
+        if buffer is None or not buffer.items:
+            return None
+        return len(buffer.items), buffer.first_at, buffer.last_at
 
     # -- worker ---------------------------------------------------------------------------
     async def finish_and_claim(
