@@ -12,6 +12,7 @@ import pytest
 
 import taskora
 from taskora import Collect
+from taskora.backends.base import Flow, NewJob
 from tests.conftest import AppFactory, wait_until
 
 
@@ -254,3 +255,33 @@ async def test_a_collect_dispatch_is_one_round_trip(make_app: AppFactory) -> Non
         await add.dispatch(i)
     assert backend.round_trips()["main"] - trips == 11
     await asyncio.sleep(0)
+
+
+async def test_items_are_checked_against_a_list_schema_at_dispatch(make_app: AppFactory) -> None:
+    app = make_app()
+
+    @app.task(collect=Collect(key="k", delay="1h"))
+    async def add(items: list[int]) -> int:
+        return sum(items)
+
+    with pytest.raises(taskora.ValidationError):
+        await add.dispatch("not a number")
+    await add.dispatch("7")  # pydantic's lax mode: the stored item is the validated value
+    assert await add.peek_collect("k") == [7]
+
+
+async def test_the_same_dispatch_sent_twice_is_appended_once(make_app: AppFactory) -> None:
+    app = make_app()
+
+    @app.task(collect=Collect(key="k", delay="1h"))
+    async def add(items: list[int]) -> None:
+        return None
+
+    backend = await app._connected_backend()
+    first, second = NewJob(id="a", data="1"), NewJob(id="b", data="2")
+    flow = Flow("collect", "k", delay_ms=3_600_000)
+    for job in (first, second, second, first):  # a reply lost, the call re-sent
+        result = await backend.enqueue_flow("add", job, flow)
+        assert result.enqueued
+    assert await add.peek_collect("k") == [1, 2]
+    assert (await add.inspect_collect("k") or taskora.CollectInfo(0, 0, 0)).count == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -115,6 +116,12 @@ class Task(Generic[In, Out]):
         self.output: Schema | None = schema_for(
             hinted_out if output is _UNSET else output, f"task {name!r} output"
         )
+        # A collect task's input is the batch; a list[X] schema checks each item at dispatch.
+        self._item: Schema | None = None
+        if collect is not None and self.input is not None:
+            if typing.get_origin(self.input.type) is list and typing.get_args(self.input.type):
+                item_type = typing.get_args(self.input.type)[0]
+                self._item = schema_for(item_type, f"task {name!r} collect item")
 
     # -- options --------------------------------------------------------------------
     @property
@@ -313,10 +320,12 @@ class Task(Generic[In, Out]):
 
     def _build_item(self, data: Any) -> tuple[NewJob, Flow]:
         """One collect item: the key is checked before anything is sent, so a bad key writes
-        nothing. The input schema applies to the batch (what the handler receives), so it is
-        checked by the worker, not per item here."""
+        nothing. The input schema applies to the batch (what the handler receives); when it
+        is ``list[X]`` each item is checked against ``X`` here, as a plain task's data is."""
         assert self.collect is not None
         key = collect_key(self.collect, data)
+        if self._item is not None:
+            data = self._item.to_json(data, "input")
         encoded = serializer.dumps(data, lambda: f"data for task {self.name!r}")
         limit_bytes = self.app.max_payload_bytes
         if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:

@@ -69,6 +69,7 @@ class _Task:
     marker: int | None = None
     marker_event: asyncio.Event | None = None
     collect: dict[str, Buffer] = field(default_factory=dict)  # collect key -> its buffer
+    collect_seen: OrderedDict[str, int] = field(default_factory=OrderedDict)  # id -> appended at
 
     def waiting_count(self) -> int:
         return len(self.wait) + len(self.prio_score) + sum(map(len, self.parked.values()))

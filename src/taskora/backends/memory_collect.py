@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Buffer", "collect_drain", "collect_push"]
 
+SEEN_MS = 120_000  # how long a dispatch id is remembered, as in collect.lua
+
 
 @dataclass(eq=False)
 class Buffer:
@@ -28,6 +30,12 @@ class Buffer:
 def collect_push(backend: MemoryBackend, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
     t = backend._t(task)
     now = backend.now_ms()
+    seen = t.collect_seen  # dispatch ids of the last SEEN_MS, oldest first (collect:seen)
+    while seen and next(iter(seen.values())) < now - SEEN_MS:
+        seen.popitem(last=False)
+    if job.id in seen:
+        return EnqueueResult(True)  # this dispatch was already appended
+    seen[job.id] = now
     buffer = t.collect.get(flow.key)
     batch = buffer.job_id if buffer is not None else None
     pending = t.jobs.get(batch) if batch is not None else None

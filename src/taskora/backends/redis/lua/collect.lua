@@ -8,7 +8,7 @@
 --   B..'collect:'..key..':meta'   hash count, firstAt, lastAt
 --   B..'collect:'..key..':job'    id of the buffer's batch job (deleted when it flushes)
 --   B..'collect:seen'             zset of recent dispatch ids: a call re-sent after a lost
---                                 reply appends nothing (kept 10 minutes)
+--                                 reply appends nothing (kept 2 minutes)
 -- The batch job is an ordinary delayed job (data '[]', field collectKey) scored at
 -- min(last append + delay, first append + maxWait); each append moves that score, and the
 -- promotion that makes it due moves the items into its data (collect_drain in lib.lua).
@@ -27,7 +27,7 @@ for k, want in pairs({ [K.wait] = 'list', [K.delayed] = 'zset', [K.marker] = 'zs
   end
 end
 local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - 600000)
+redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - 120000)
 if redis.call('ZADD', seen, 'NX', now, id) == 0 then
   return { 1, '', '', '' } -- this dispatch was already appended
 end
