@@ -204,6 +204,12 @@ class Backend(Protocol):
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         """Create a job under debounce, throttle or dedup, decided atomically."""
 
+    async def collect_push(
+        self, task: str, items: Sequence[tuple[NewJob, Flow]]
+    ) -> list[EnqueueResult]:
+        """Append collect items (``Flow`` kind ``collect``) in order, in one round trip;
+        each result's ``existing_id`` is the batch job the item joined (None: its own id)."""
+
     async def collect_peek(self, task: str, key: str) -> list[str]:
         """The items buffered under a collect key, in dispatch order (serialized)."""
 

@@ -370,6 +370,11 @@ class MemoryBackend:
 
         return enqueue_flow(self, task, job, flow)
 
+    async def collect_push(
+        self, task: str, items: Sequence[tuple[NewJob, Flow]]
+    ) -> list[EnqueueResult]:
+        return [collect_push(self, task, job, flow) for job, flow in items]
+
     async def collect_peek(self, task: str, key: str) -> list[str]:
         buffer = self._t(task).collect.get(key)
         return [] if buffer is None else list(buffer.items)

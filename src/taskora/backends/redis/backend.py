@@ -237,12 +237,17 @@ class RedisBackend:
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         if flow.kind == "collect":
-            from .collect import collect_push
-
-            return await collect_push(self, task, job, flow)
+            return (await self.collect_push(task, [(job, flow)]))[0]
         from .flow import enqueue_flow
 
         return await enqueue_flow(self, task, job, flow)
+
+    async def collect_push(
+        self, task: str, items: Sequence[tuple[NewJob, Flow]]
+    ) -> list[EnqueueResult]:
+        from .collect import collect_push
+
+        return await collect_push(self, task, items)
 
     async def collect_peek(self, task: str, key: str) -> list[str]:
         from .collect import collect_peek

@@ -3,6 +3,7 @@ plain reads for peek and inspect."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..base import EnqueueResult, Flow, NewJob
@@ -14,23 +15,32 @@ if TYPE_CHECKING:
 __all__ = ["collect_info", "collect_peek", "collect_push"]
 
 
-async def collect_push(backend: RedisBackend, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
+CHUNK = 500  # items per script call: bounds the time one call holds the server
+
+
+async def collect_push(
+    backend: RedisBackend, task: str, items: Sequence[tuple[NewJob, Flow]]
+) -> list[EnqueueResult]:
     keys = backend.keys(task)
-    args = [
-        keys.base,
-        job.id,
-        job.data,
-        job.version,
-        job.max_attempts,
-        flow.key,
-        flow.delay_ms,
-        flow.max,
-        flow.window_ms,
-    ]
-    with backend.errors():
-        reply = await SCRIPTS["collect"](backend.client, keys.standard, args)
-    batch = _text(reply[1])
-    return EnqueueResult(True, existing_id=batch or None)
+    results: list[EnqueueResult] = []
+    for lo in range(0, len(items), CHUNK):
+        chunk = items[lo : lo + CHUNK]
+        args: list[Any] = [keys.base, len(chunk)]
+        for job, flow in chunk:
+            args += (
+                job.id,
+                job.data,
+                job.version,
+                job.max_attempts,
+                flow.key,
+                flow.delay_ms,
+                flow.max,
+                flow.window_ms,
+            )
+        with backend.errors():
+            reply = await SCRIPTS["collect"](backend.client, keys.standard, args)
+        results += (EnqueueResult(True, existing_id=_text(batch) or None) for batch in reply)
+    return results
 
 
 async def collect_peek(backend: RedisBackend, task: str, key: str) -> list[str]:
