@@ -16,6 +16,8 @@ import taskora
 PUBLIC = [
     "App",
     "BackendError",
+    "Collect",
+    "CollectInfo",
     "ConfigError",
     "Context",
     "DeadLetters",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .app import App
+from .collect import Collect, CollectInfo
 from .context import Context
 from .contracts import TaskContract, define_task
 from .errors import (
@@ -51,6 +52,8 @@ from .types import (
 __all__ = [  # noqa: RUF022 - public names sorted, the dunder last (tests/test_public_api.py)
     "App",
     "BackendError",
+    "Collect",
+    "CollectInfo",
     "ConfigError",
     "Context",
     "DeadLetters",

@@ -7,7 +7,9 @@ written to the connection straight from the flush callback, without creating a t
 the backend is connected (``Backend.enqueue_now``). Jobs from one process reach the backend in
 dispatch order: batches are written in order to one connection. A batch whose fast send
 failed (a lost connection, a flushed script cache) is sent again by the ordinary, retrying
-path; enqueue is idempotent by job id, so nothing is created twice.
+path; enqueue is idempotent by job id, so nothing is created twice. Collect items are
+batched the same way (``Backend.collect_push``: one round trip per task per turn, in
+dispatch order; docs/design.md#collect).
 """
 
 from __future__ import annotations
@@ -35,16 +37,20 @@ class Enqueuer:
         self._connect = connect
         self._connected = connected
         self._pending: list[_Item] = []
+        self._collect: list[tuple[str, NewJob, Flow, asyncio.Future[EnqueueResult]]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Future[Any]] = set()
 
     def submit(self, task: str, job: NewJob, flow: Flow | None) -> asyncio.Future[EnqueueResult]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[EnqueueResult] = loop.create_future()
-        if flow is not None:
+        if flow is not None and flow.kind == "collect":
+            self._collect.append((task, job, flow, future))
+        elif flow is not None:
             self._track(asyncio.ensure_future(self._send_flow(task, job, flow, future)))
             return future
-        self._pending.append((task, job, future))
+        else:
+            self._pending.append((task, job, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -56,6 +62,13 @@ class Enqueuer:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._collect:
+            collect, self._collect = self._collect, []
+            per_task: dict[str, list[tuple[NewJob, Flow, asyncio.Future[EnqueueResult]]]] = {}
+            for task, job, flow, future in collect:
+                per_task.setdefault(task, []).append((job, flow, future))
+            for task, entries in per_task.items():
+                self._track(asyncio.ensure_future(self._send_collect(task, entries)))
         batch, self._pending = self._pending, []
         if not batch:
             return
@@ -110,6 +123,23 @@ class Enqueuer:
             return
         if not future.done():
             future.set_result(result)
+
+    async def _send_collect(
+        self, task: str, entries: list[tuple[NewJob, Flow, asyncio.Future[EnqueueResult]]]
+    ) -> None:
+        try:
+            backend = await self._connect()
+            results = await backend.collect_push(task, [(job, flow) for job, flow, _ in entries])
+        except BaseException as exc:
+            for _, _, future in entries:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, _, future), result in zip(entries, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def drain(self) -> None:
         """Wait until every submitted job has been sent (used by ``App.close``)."""

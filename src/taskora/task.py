@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from . import serializer
 from .backends.base import EnqueueResult, Flow, NewJob
+from .collect import Collect, CollectInfo, check_key, collect_flow, collect_key
 from .context import Context, LocalIO
 from .durations import Duration, to_ms
 from .errors import (
@@ -72,6 +74,7 @@ class Task(Generic[In, Out]):
         input: Any = _UNSET,
         output: Any = _UNSET,
         middleware: Iterable[Middleware] = (),
+        collect: Collect | None = None,
     ) -> None:
         self.app = app
         self.name = name
@@ -89,6 +92,9 @@ class Task(Generic[In, Out]):
             _int_at_least(concurrency_limit, f"task {name!r}: concurrency_limit", 1)
         if on_cancel is not None and not callable(on_cancel):
             raise ConfigError(f"task {name!r}: on_cancel must be callable")
+        if collect is not None and not isinstance(collect, Collect):
+            raise ConfigError(f"task {name!r}: collect must be a taskora.Collect, got {collect!r}")
+        self.collect = collect
         self._retry = retry
         self._timeout = timeout
         self._concurrency = concurrency
@@ -110,6 +116,12 @@ class Task(Generic[In, Out]):
         self.output: Schema | None = schema_for(
             hinted_out if output is _UNSET else output, f"task {name!r} output"
         )
+        # A collect task's input is the batch; a list[X] schema checks each item at dispatch.
+        self._item: Schema | None = None
+        if collect is not None and self.input is not None:
+            if typing.get_origin(self.input.type) is list and typing.get_args(self.input.type):
+                item_type = typing.get_args(self.input.type)[0]
+                self._item = schema_for(item_type, f"task {name!r} collect item")
 
     # -- options --------------------------------------------------------------------
     @property
@@ -248,6 +260,27 @@ class Task(Generic[In, Out]):
         deduplicate: Any = None,
     ) -> tuple[NewJob, Flow | None]:
         name = self.name
+        if self.collect is not None:
+            given = [
+                k
+                for k, v in (
+                    ("delay", delay),
+                    ("priority", priority),
+                    ("ttl", ttl),
+                    ("concurrency_key", concurrency_key),
+                    ("concurrency_limit", concurrency_limit),
+                    ("debounce", debounce),
+                    ("throttle", throttle),
+                    ("deduplicate", deduplicate),
+                )
+                if v is not None
+            ]
+            if given:  # the reference ignores them silently; a batch has no per-item options
+                raise ConfigError(
+                    f"task {name!r} collects its dispatches: {given[0]} is not "
+                    "available (docs/design.md#collect)"
+                )
+            return self._build_item(data)
         delay_ms = 0 if delay is None else to_ms(delay, "delay")
         if priority is None:
             priority = 0
@@ -289,6 +322,57 @@ class Task(Generic[In, Out]):
             concurrency_limit=limit,
         )
         return job, flow
+
+    def _build_item(self, data: Any) -> tuple[NewJob, Flow]:
+        """One collect item: the key is checked before anything is sent, so a bad key writes
+        nothing. The input schema applies to the batch (what the handler receives); when it
+        is ``list[X]`` each item is checked against ``X`` here, as a plain task's data is."""
+        assert self.collect is not None
+        key = collect_key(self.collect, data)
+        if self._item is not None:
+            data = self._item.to_json(data, "input")
+        encoded = serializer.dumps(data, lambda: f"data for task {self.name!r}")
+        limit_bytes = self.app.max_payload_bytes
+        if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:
+            raise SerializationError(
+                f"data for task {self.name!r} is larger than max_payload_bytes ({limit_bytes})"
+            )
+        retry = self.options.retry
+        job = NewJob(id=new_id(), data=encoded, max_attempts=retry.attempts if retry else 1)
+        return job, collect_flow(self.collect, key)
+
+    # -- collect ------------------------------------------------------------------------
+    async def peek_collect(self, key: str) -> list[Any]:
+        """The items buffered under ``key`` (a resolved key string), in dispatch order;
+        ``[]`` when none. Items that are not valid JSON are skipped."""
+        self._collect_key(key)
+        raw = await self.app._route(lambda: self._peek(key))
+        items = []
+        for item in raw:
+            try:
+                items.append(serializer.loads(item, "collect item"))
+            except SerializationError:
+                continue
+        return items
+
+    async def inspect_collect(self, key: str) -> CollectInfo | None:
+        """Count and first/last append times (epoch ms) of the buffer of ``key``, or None."""
+        self._collect_key(key)
+        info = await self.app._route(lambda: self._info(key))
+        return None if info is None else CollectInfo(*info)
+
+    def _collect_key(self, key: object) -> None:
+        if self.collect is None:
+            raise ConfigError(f"task {self.name!r} is not a collect task")
+        check_key(key)
+
+    async def _peek(self, key: str) -> list[str]:
+        backend = await self.app._connected_backend()
+        return await backend.collect_peek(self.name, key)
+
+    async def _info(self, key: str) -> tuple[int, int, int] | None:
+        backend = await self.app._connected_backend()
+        return await backend.collect_info(self.name, key)
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"

@@ -53,9 +53,12 @@ class Flow:
     ``schedule`` is one fire time of a schedule (``key`` = its name, ``fire_ms``, ``overlap``,
     ``window_ms`` = how long the per-schedule mark lives): created at most once, and not while
     the schedule's previous job is unfinished unless ``overlap``.
+
+    ``collect`` appends the job's data as one item to the buffer of ``key`` (``delay_ms`` of
+    quiet, ``max`` items, ``window_ms`` since the first item; docs/design.md#collect).
     """
 
-    kind: Literal["debounce", "throttle", "dedup", "schedule"]
+    kind: Literal["debounce", "throttle", "dedup", "schedule", "collect"]
     key: str
     delay_ms: int = 0
     max: int = 0
@@ -208,6 +211,18 @@ class Backend(Protocol):
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         """Create a job under debounce, throttle or dedup, decided atomically."""
+
+    async def collect_push(
+        self, task: str, items: Sequence[tuple[NewJob, Flow]]
+    ) -> list[EnqueueResult]:
+        """Append collect items (``Flow`` kind ``collect``) in order, in one round trip;
+        each result's ``existing_id`` is the batch job the item joined (None: its own id)."""
+
+    async def collect_peek(self, task: str, key: str) -> list[str]:
+        """The items buffered under a collect key, in dispatch order (serialized)."""
+
+    async def collect_info(self, task: str, key: str) -> tuple[int, int, int] | None:
+        """(count, first append ms, last append ms) of a collect buffer, None when empty."""
 
     # -- worker -------------------------------------------------------------------
     async def finish_and_claim(

@@ -34,6 +34,7 @@ from .base import (
     Terminal,
     needed_fields,
 )
+from .memory_collect import Buffer, collect_drain, collect_push
 from .memory_schedules import ScheduleStore
 
 __all__ = ["MemoryBackend"]
@@ -80,6 +81,8 @@ class _Task:
     events: deque[tuple[str, dict[str, str]]] = field(
         default_factory=lambda: deque(maxlen=EVENTS_MAXLEN)
     )  # the events stream: (entry id, fields)
+    collect: dict[str, Buffer] = field(default_factory=dict)  # collect key -> its buffer
+    collect_seen: OrderedDict[str, int] = field(default_factory=OrderedDict)  # id -> appended at
 
     def waiting_count(self) -> int:
         parked = sum(map(len, self.parked.values()))
@@ -301,6 +304,9 @@ class MemoryBackend:
             job = t.jobs.get(job_id)
             if job is None or job["state"] not in ("delayed", "retrying"):
                 continue
+            if "collectKey" in job and job["state"] == "delayed":
+                if not collect_drain(self, task, t, job_id, job["collectKey"], now):
+                    continue  # an empty batch: it ended cancelled
             expire_at = job.get("expireAt")
             if expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
@@ -439,7 +445,14 @@ class MemoryBackend:
         future.set_result(self._enqueue(task, jobs))
         return future
 
-    def _create(self, t: _Task, new: NewJob, now: int, extra: dict[str, Any] | None = None) -> None:
+    def _create(
+        self,
+        t: _Task,
+        new: NewJob,
+        now: int,
+        extra: dict[str, Any] | None = None,
+        event: bool = True,
+    ) -> None:
         job: Job = {
             "ts": now,
             "_v": new.version,
@@ -465,12 +478,30 @@ class MemoryBackend:
             self._add_delayed(t, new.id, now + new.delay_ms)
         else:
             self._requeue(t, new.id, new.priority, now, arrival=True)
-        self._emit(t, new.id, job["state"])
+        if event:  # a creation event (a collect batch job gets its own: memory_collect)
+            self._emit(t, new.id, job["state"])
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
+        if flow.kind == "collect":
+            return collect_push(self, task, job, flow)
         from .memory_flow import enqueue_flow
 
         return enqueue_flow(self, task, job, flow)
+
+    async def collect_push(
+        self, task: str, items: Sequence[tuple[NewJob, Flow]]
+    ) -> list[EnqueueResult]:
+        return [collect_push(self, task, job, flow) for job, flow in items]
+
+    async def collect_peek(self, task: str, key: str) -> list[str]:
+        buffer = self._t(task).collect.get(key)
+        return [] if buffer is None else list(buffer.items)
+
+    async def collect_info(self, task: str, key: str) -> tuple[int, int, int] | None:
+        buffer = self._t(task).collect.get(key)
+        if buffer is None or not buffer.items:
+            return None
+        return len(buffer.items), buffer.first_at, buffer.last_at
 
     # -- worker ---------------------------------------------------------------------------
     async def finish_and_claim(

@@ -279,9 +279,28 @@ class RedisBackend:
         return replies
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
+        if flow.kind == "collect":
+            return (await self.collect_push(task, [(job, flow)]))[0]
         from .flow import enqueue_flow
 
         return await enqueue_flow(self, task, job, flow)
+
+    async def collect_push(
+        self, task: str, items: Sequence[tuple[NewJob, Flow]]
+    ) -> list[EnqueueResult]:
+        from .collect import collect_push
+
+        return await collect_push(self, task, items)
+
+    async def collect_peek(self, task: str, key: str) -> list[str]:
+        from .collect import collect_peek
+
+        return await collect_peek(self, task, key)
+
+    async def collect_info(self, task: str, key: str) -> tuple[int, int, int] | None:
+        from .collect import collect_info
+
+        return await collect_info(self, task, key)
 
     # -- worker ---------------------------------------------------------------------------
     async def finish_and_claim(

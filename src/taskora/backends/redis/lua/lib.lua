@@ -152,6 +152,24 @@ local function expire_job(K, B, id, now)
   finished(id, 'expired')
 end
 
+-- Flush a collect buffer into its batch job (docs/design.md#collect): the buffered items
+-- become the job's data, a JSON array in dispatch order (items are JSON: decision 9), and
+-- the buffer is gone, in the same script that makes the job runnable, so an append either
+-- lands in this batch or starts the next one. Only the buffer's own batch job (`:job`)
+-- takes the items. Returns how many items the batch holds.
+local function collect_drain(B, id, key)
+  local ck = B .. 'collect:' .. key
+  local n = 0
+  if redis.call('GET', ck .. ':job') == id then
+    local items = redis.call('LRANGE', ck .. ':items', 0, -1)
+    n = #items
+    redis.call('DEL', ck .. ':items', ck .. ':meta', ck .. ':job')
+    redis.call('HSET', B .. id, 'data', '[' .. table.concat(items, ',') .. ']')
+  end
+  redis.call('HDEL', B .. id, 'collectKey') -- a retry runs the same batch again
+  return n
+end
+
 -- Move due delayed/retrying jobs to waiting (or expire them), oldest due first.
 local function promote(K, B, now)
   local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 200)
@@ -161,8 +179,13 @@ local function promote(K, B, now)
     if redis.call('TYPE', jk).ok ~= 'hash' then
       fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
     else
-      local f = redis.call('HMGET', jk, 'state', 'expireAt', 'priority')
-      if f[1] == 'delayed' or f[1] == 'retrying' then
+      local f = redis.call('HMGET', jk, 'state', 'expireAt', 'priority', 'collectKey')
+      if f[4] and f[1] == 'delayed' and collect_drain(B, id, f[4]) == 0 then
+        -- a batch job whose buffer another batch took (or none had items): nothing to run
+        redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now)
+        redis.call('ZADD', K.cancelled, now, id)
+        finished(id, 'cancelled', 'reason', 'empty collect batch')
+      elseif f[1] == 'delayed' or f[1] == 'retrying' then
         local expire_at = f[2] and tonumber(f[2])
         local priority = tonumber(f[3] or '0')
         if f[2] and not expire_at then
