@@ -8,7 +8,23 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["TaskKeys", "root", "schedule_keys", "task_keys"]
+__all__ = ["TASK_KEY_NAMES", "TaskKeys", "root", "schedule_keys", "task_keys"]
+
+TASK_KEY_NAMES = (
+    "wait",
+    "prioritized",
+    "delayed",
+    "active",
+    "events",
+    "marker",
+    "completed",
+    "failed",
+    "cancelled",
+    "expired",
+    "stalled",
+    "done",
+)
+"""The KEYS of every per-task script (``--- KEYS: @task``), in lib.lua's order."""
 
 
 def root(prefix: str | None) -> str:
@@ -23,21 +39,7 @@ class TaskKeys:
     def __init__(self, prefix: str | None, task: str) -> None:
         self.base = f"{root(prefix)}:{{{task}}}:"
         b = self.base
-        names = (
-            "wait",
-            "prioritized",
-            "delayed",
-            "active",
-            "events",
-            "marker",
-            "completed",
-            "failed",
-            "cancelled",
-            "expired",
-            "stalled",
-            "done",
-        )
-        self.standard: tuple[str, ...] = tuple(b + name for name in names)
+        self.standard: tuple[str, ...] = tuple(b + name for name in TASK_KEY_NAMES)
         self.events = b + "events"
         self.done = b + "done"  # stream, and channel of the same name: one entry per end
         self.cancel_channel = b + "cancel"
