@@ -32,7 +32,8 @@ from ..base import (
     StallReport,
     Terminal,
 )
-from .keys import TaskKeys, root, task_keys
+from ..keys import meta_key
+from .keys import TaskKeys, task_keys
 from .resp import Address, ReplyError, RespClient, Subscriber, parse_address
 from .scripts import (
     SCRIPTS,
@@ -211,7 +212,7 @@ class RedisBackend:
     async def verify(self) -> str | None:
         """The meta hash is written at first connect and never deleted by taskora: if it is
         gone, Redis restarted without persistence (or was flushed) and jobs were lost."""
-        meta = root(self.prefix) + ":meta"
+        meta = meta_key(self.prefix)
         with self.errors():
             if await self.client.execute("EXISTS", meta):
                 return None
@@ -780,9 +781,7 @@ def _convert(
 
 
 def _handshake(prefix: str | None) -> Handshake:
-    return Handshake(
-        root(prefix) + ":meta", WIRE_VERSION, MIN_COMPAT, f"taskora-wire-{WIRE_VERSION}"
-    )
+    return Handshake(meta_key(prefix), WIRE_VERSION, MIN_COMPAT, f"taskora-wire-{WIRE_VERSION}")
 
 
 def _check_compat(stored: Meta) -> None:

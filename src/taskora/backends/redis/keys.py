@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from ..keys import root, schedule_base, task_base
+
 __all__ = ["TASK_KEY_NAMES", "TaskKeys", "root", "schedule_keys", "task_keys"]
 
 TASK_KEY_NAMES = (
@@ -27,17 +29,13 @@ TASK_KEY_NAMES = (
 """The KEYS of every per-task script (``--- KEYS: @task``), in lib.lua's order."""
 
 
-def root(prefix: str | None) -> str:
-    return "taskora" if not prefix else f"taskora:{prefix}"
-
-
 class TaskKeys:
     """Keys of one task. ``standard`` is the KEYS list every per-task script receives."""
 
     __slots__ = ("base", "cancel_channel", "done", "events", "standard")
 
     def __init__(self, prefix: str | None, task: str) -> None:
-        self.base = f"{root(prefix)}:{{{task}}}:"
+        self.base = task_base(prefix, task)
         b = self.base
         self.standard: tuple[str, ...] = tuple(b + name for name in TASK_KEY_NAMES)
         self.events = b + "events"
@@ -72,5 +70,5 @@ def schedule_keys(prefix: str | None) -> tuple[str, str, str]:
     hash tag ``{schedules}`` so the three share one cluster slot (decision 11). They cannot
     meet a task's keys: those all continue ``{task}:`` with a job id or a fixed name.
     """
-    base = f"{root(prefix)}:{{schedules}}"
+    base = schedule_base(prefix)
     return base, base + ":next", base + ":lock"
