@@ -7,11 +7,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 import taskora
+from taskora.backends.keys import meta_key, root, task_base
 
 
 def _base(app: taskora.App, task: str) -> str:
-    root = "taskora" if not app.prefix else f"taskora:{app.prefix}"
-    return f"{root}:{{{task}}}:"
+    return task_base(app.prefix, task)
 
 
 async def _connected(app: taskora.App) -> Any:
@@ -99,6 +99,6 @@ class Store:
             t = backend._t(task)
             assert not t.jobs and not t.flow_keys
         else:
-            root = f"taskora:{app.prefix}:"
-            keys = [k.decode() async for k in self.rdb.scan_iter(match=root + "*")]
-            assert keys == [root + "meta"]
+            meta = meta_key(app.prefix)
+            keys = [k.decode() async for k in self.rdb.scan_iter(match=root(app.prefix) + ":*")]
+            assert keys == [meta]

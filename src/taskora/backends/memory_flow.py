@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 from ..types import NON_TERMINAL_STATES
 from .base import EnqueueResult, Flow, NewJob, Terminal
+from .keys import task_base
 
 if TYPE_CHECKING:
     from .memory import MemoryBackend, _Task
@@ -137,8 +138,7 @@ def _get(t: _Task, key: str, now: int) -> str | None:
 
 def _base(prefix: str | None, task: str) -> str:
     """The task's key base as on Redis, so ``dedupKey`` holds the same full key name."""
-    root = "taskora" if not prefix else f"taskora:{prefix}"
-    return f"{root}:{{{task}}}:"
+    return task_base(prefix, task)
 
 
 def _check(flow: Flow) -> None:

@@ -32,9 +32,26 @@ from ..base import (
     StallReport,
     Terminal,
 )
-from .keys import TaskKeys, root, task_keys
+from ..keys import meta_key
+from .keys import TaskKeys, task_keys
 from .resp import Address, ReplyError, RespClient, Subscriber, parse_address
-from .scripts import SCRIPTS
+from .scripts import (
+    SCRIPTS,
+    Cancel,
+    EnqueueJobs,
+    ExpireDue,
+    ExtendLocks,
+    FinishClaim,
+    FinishClaimReply,
+    FinishOutcome,
+    Handshake,
+    HeldLock,
+    Meta,
+    RetryFailed,
+    StalledCheck,
+    Trim,
+    run_pipelined,
+)
 from .waiter import ResultWaiter
 
 if TYPE_CHECKING:
@@ -129,11 +146,7 @@ class RedisBackend:
                 if isinstance(reply, Exception):
                     raise reply
             self._check_eviction(policy)
-            stored = await SCRIPTS["handshake"](
-                client,
-                [root(self.prefix) + ":meta"],
-                [WIRE_VERSION, MIN_COMPAT, f"taskora-wire-{WIRE_VERSION}"],
-            )
+            stored = await _handshake(self.prefix).run(client)
             _check_compat(stored)
         except WireVersionError:
             await client.close()
@@ -199,13 +212,11 @@ class RedisBackend:
     async def verify(self) -> str | None:
         """The meta hash is written at first connect and never deleted by taskora: if it is
         gone, Redis restarted without persistence (or was flushed) and jobs were lost."""
-        meta = root(self.prefix) + ":meta"
+        meta = meta_key(self.prefix)
         with self.errors():
             if await self.client.execute("EXISTS", meta):
                 return None
-            stored = await SCRIPTS["handshake"](
-                self.client, [meta], [WIRE_VERSION, MIN_COMPAT, f"taskora-wire-{WIRE_VERSION}"]
-            )
+            stored = await _handshake(self.prefix).run(self.client)
         _check_compat(stored)
         return (
             f"Redis at {self.url} lost taskora's data (restarted without persistence, or "
@@ -236,47 +247,28 @@ class RedisBackend:
     # -- producer -----------------------------------------------------------------------
     async def enqueue(self, task: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         keys = self.keys(task)
-        script = SCRIPTS["enqueue"]
-        chunks = [jobs[i : i + ENQUEUE_CHUNK] for i in range(0, len(jobs), ENQUEUE_CHUNK)]
-        arg_lists = [_enqueue_args(keys.base, chunk) for chunk in chunks]
+        calls = [
+            EnqueueJobs(keys, jobs[i : i + ENQUEUE_CHUNK])
+            for i in range(0, len(jobs), ENQUEUE_CHUNK)
+        ]
         with self.errors():
-            if len(chunks) == 1:
-                replies = [await script(self.client, keys.standard, arg_lists[0])]
-            else:
-                replies = await self._pipelined(script.name, keys.standard, arg_lists)
-        results: list[EnqueueResult] = []
-        for reply in replies:
-            results += enqueue_results(reply)
-        return results
+            if len(calls) == 1:
+                return await calls[0].run(self.client)
+            replies = await run_pipelined(self.client, calls)
+        return [result for reply in replies for result in reply]
 
     def enqueue_now(
         self, task: str, jobs: Sequence[NewJob]
     ) -> asyncio.Future[list[EnqueueResult]] | None:
         if self._client is None or len(jobs) > ENQUEUE_CHUNK:
             return None
-        keys = self.keys(task)
-        args = _enqueue_args(keys.base, jobs)
-        raw = self._client.send_now(
-            "EVALSHA", SCRIPTS["enqueue"].sha, len(keys.standard), *keys.standard, *args
-        )
+        call = EnqueueJobs(self.keys(task), jobs)
+        raw = self._client.send_now(*call.command())
         if raw is None:
             return None
         out: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
-        raw.add_done_callback(functools.partial(_convert, out))
+        raw.add_done_callback(functools.partial(_convert, out, call))
         return out
-
-    async def _pipelined(
-        self, name: str, keys: tuple[str, ...], arg_lists: list[list[Any]]
-    ) -> list[Any]:
-        script = SCRIPTS[name]
-        calls = [("EVALSHA", script.sha, len(keys), *keys, *args) for args in arg_lists]
-        replies = await self.client.pipeline(calls)
-        for i, reply in enumerate(replies):
-            if isinstance(reply, ReplyError) and reply.code == "NOSCRIPT":
-                replies[i] = await script(self.client, keys, arg_lists[i])
-            elif isinstance(reply, Exception):
-                raise reply
-        return replies
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         if flow.kind == "collect":
@@ -312,16 +304,15 @@ class RedisBackend:
         token_base: str,
         reserve: int = 0,
     ) -> FinishReport:
-        keys = self.keys(task)
-        args = self._finish_args(keys, outcomes, claim, options, token_base, reserve=reserve)
+        call = self._finish_call(
+            self.keys(task), outcomes, claim, options, token_base, reserve=reserve
+        )
         with self.errors():
-            refused, flat, next_due = await SCRIPTS["finish_claim"](
-                self.client, keys.standard, args
-            )
-        self._next_due[task] = int(next_due)
-        return FinishReport(tuple(r.decode() for r in refused), _claimed(flat))
+            reply = await call.run(self.client)
+        self._next_due[task] = reply.next_due
+        return FinishReport(reply.refused, reply.claimed)
 
-    def _finish_args(
+    def _finish_call(
         self,
         keys: TaskKeys,
         outcomes: Sequence[Outcome],
@@ -330,25 +321,31 @@ class RedisBackend:
         token_base: str,
         after_wait: bool = False,
         reserve: int = 0,
-    ) -> list[Any]:
-        args: list[Any] = [keys.base, len(outcomes)]
-        for o in outcomes:
-            payload = o.result if o.kind == "completed" else (o.error or "")
-            args += (o.id, o.token, o.kind, payload or "", o.retry_delay_ms)
+    ) -> FinishClaim:
         seq = self._token_seq
         self._token_seq += claim + reserve
-        args += (
-            claim,
-            options.lock_ttl_ms,
-            token_base,
-            seq,
-            "1" if options.singleton else "0",
-            options.keep_completed,
-            options.keep_failed,
-            "1" if after_wait else "0",
-            reserve,
+        return FinishClaim(
+            keys,
+            [
+                FinishOutcome(
+                    o.id,
+                    o.token,
+                    o.kind,
+                    (o.result if o.kind == "completed" else o.error) or "",
+                    o.retry_delay_ms,
+                )
+                for o in outcomes
+            ],
+            want=claim,
+            lock_ttl_ms=options.lock_ttl_ms,
+            token_base=token_base,
+            token_seq=seq,
+            singleton=options.singleton,
+            completed_max=options.keep_completed,
+            failed_max=options.keep_failed,
+            after_wait=after_wait,
+            reserve=reserve,
         )
-        return args
 
     async def wait_for_work(
         self,
@@ -382,44 +379,38 @@ class RedisBackend:
         if conn is None or self._client is None:
             return None
         keys = self.keys(task)
-        sha = SCRIPTS["finish_claim"].sha
         # The finish claims nothing: if work is waiting it leaves the marker at 0, so the
         # wait right behind it returns at once and claims it.
-        finish_args = self._finish_args(keys, outcomes, 0, options, token_base)
+        finish = self._finish_call(keys, outcomes, 0, options, token_base)
         wait_s = self._until_due(task, timeout_s)
-        wait_args = self._finish_args(
+        wait = self._finish_call(
             keys, (), claim, options, token_base, after_wait=True, reserve=reserve
         )
         futures = conn.send_many_now(
-            [
-                ("EVALSHA", sha, len(keys.standard), *keys.standard, *finish_args),
-                ("BZPOPMIN", keys.key("marker"), wait_s),
-                ("EVALSHA", sha, len(keys.standard), *keys.standard, *wait_args),
-            ]
+            [finish.command(), ("BZPOPMIN", keys.key("marker"), wait_s), wait.command()]
         )
         if futures is None:
             return None
         for future in futures[1:]:  # the wait may be cancelled before it reads them
             future.add_done_callback(_retrieved)
-        first = (futures[1], futures[2], wait_args)
+        first = (futures[1], futures[2], wait)
         waiter = asyncio.ensure_future(
             self._wait(task, timeout_s, claim, options, token_base, first, reserve)
         )
-        return self._finished(task, keys, futures[0], finish_args), waiter
+        return self._finished(task, futures[0], finish), waiter
 
     async def _finished(
-        self, task: str, keys: TaskKeys, future: asyncio.Future[Any], args: list[Any]
+        self, task: str, future: asyncio.Future[Any], call: FinishClaim
     ) -> FinishReport:
         try:
-            reply = await future
+            reply = call.decode(await future)
         except (ReplyError, ConnectionError):
             # NOSCRIPT (nothing ran), a key to repair, or a lost connection (it may have run:
             # a second run refuses what was already applied): the careful path
             with self.errors():
-                reply = await SCRIPTS["finish_claim"](self.client, keys.standard, args)
-        refused, flat, next_due = reply
-        self._next_due[task] = int(next_due)
-        return FinishReport(tuple(r.decode() for r in refused), _claimed(flat))
+                reply = await call.run(self.client)
+        self._next_due[task] = reply.next_due
+        return FinishReport(reply.refused, reply.claimed)
 
     async def _wait(
         self,
@@ -428,7 +419,7 @@ class RedisBackend:
         claim: int,
         options: ClaimOptions,
         token_base: str,
-        first: tuple[asyncio.Future[Any], asyncio.Future[Any], list[Any]] | None,
+        first: tuple[asyncio.Future[Any], asyncio.Future[Any], FinishClaim] | None,
         reserve: int = 0,
     ) -> tuple[Claimed, ...]:
         conn = self._blocking.get(task)
@@ -441,7 +432,7 @@ class RedisBackend:
             with self.errors():
                 while True:
                     if first is not None:
-                        popped, claimed, next_due = await self._claimed_on_wake(keys, *first)
+                        popped, claimed, next_due = await self._claimed_on_wake(*first)
                         first = None
                     else:
                         popped, claimed, next_due = await self._pop_and_claim(
@@ -472,70 +463,58 @@ class RedisBackend:
         token_base: str,
         reserve: int = 0,
     ) -> tuple[Any, tuple[Claimed, ...], int]:
-        args = self._finish_args(
+        call = self._finish_call(
             keys, (), claim, options, token_base, after_wait=True, reserve=reserve
         )
-        script = SCRIPTS["finish_claim"]
         popped, reply = await conn.pipeline(
-            [
-                ("BZPOPMIN", keys.key("marker"), timeout_s),
-                ("EVALSHA", script.sha, len(keys.standard), *keys.standard, *args),
-            ]
+            [("BZPOPMIN", keys.key("marker"), timeout_s), call.command()]
         )
-        return await self._claimed_on_wake(keys, _done(popped), _done(reply), args)
+        return await self._claimed_on_wake(_done(popped), _done(reply), call)
 
     async def _claimed_on_wake(
         self,
-        keys: TaskKeys,
         popped_future: asyncio.Future[Any],
         reply_future: asyncio.Future[Any],
-        args: list[Any],
+        call: FinishClaim,
     ) -> tuple[Any, tuple[Claimed, ...], int]:
         popped = await popped_future
+        reply: FinishClaimReply
         try:
-            reply = await reply_future
+            reply = call.decode(await reply_future)
         except ReplyError:  # NOSCRIPT, WRONGTYPE...: the careful path
-            reply = await SCRIPTS["finish_claim"](self.client, keys.standard, args)
-        return popped, _claimed(reply[1]), int(reply[2])
+            reply = await call.run(self.client)
+        return popped, reply.claimed, reply.next_due
 
     async def extend_locks(
         self, task: str, held: Sequence[tuple[str, str]], lock_ttl_ms: int
     ) -> list[int]:
-        keys = self.keys(task)
-        args: list[Any] = [keys.base, lock_ttl_ms]
-        for job_id, token in held:
-            args += (job_id, token)
+        call = ExtendLocks(self.keys(task), lock_ttl_ms, [HeldLock(*pair) for pair in held])
         with self.errors():
-            reply = await SCRIPTS["extend_locks"](self.client, keys.standard, args)
-        return [int(r) for r in reply]
+            return await call.run(self.client)
 
     async def stalled_check(self, task: str, max_count: int) -> StallReport:
-        keys = self.keys(task)
         with self.errors():
-            recovered, failed, cancelled, returned = await SCRIPTS["stalled_check"](
-                self.client, keys.standard, [keys.base, max_count]
-            )
-        return StallReport(_strs(recovered), _strs(failed), _strs(cancelled), _strs(returned))
+            return await StalledCheck(self.keys(task), max_count).run(self.client)
 
     async def trim(self, task: str, retention: Retention) -> int:
-        keys = self.keys(task)
         r = retention
-        args = [
-            keys.base,
-            TRIM_BATCH,
-            r.completed_age_ms,
-            r.completed_max,
-            r.failed_age_ms,
-            r.failed_max,
-            r.failed_age_ms,
-            r.failed_max,
-            r.failed_age_ms,
-            r.failed_max,
-        ]
+        call = Trim(
+            self.keys(task),
+            batch=TRIM_BATCH,
+            completed_age_ms=r.completed_age_ms,
+            completed_max=r.completed_max,
+            # cancelled and expired jobs are kept like failed ones
+            failed_age_ms=r.failed_age_ms,
+            failed_max=r.failed_max,
+            cancelled_age_ms=r.failed_age_ms,
+            cancelled_max=r.failed_max,
+            expired_age_ms=r.failed_age_ms,
+            expired_max=r.failed_max,
+        )
         total = 0
         with self.errors():
             for _ in range(20):
-                removed = int(await SCRIPTS["trim"](self.client, keys.standard, args))
+                removed = await call.run(self.client)
                 total += removed
                 if removed < TRIM_BATCH:
                     break
@@ -617,12 +596,8 @@ class RedisBackend:
         return [_str(r) or "" for r in raw]
 
     async def cancel(self, task: str, job_id: str, reason: str | None) -> str:
-        keys = self.keys(task)
         with self.errors():
-            reply = await SCRIPTS["cancel"](
-                self.client, keys.standard, [keys.base, job_id, reason or ""]
-            )
-        return reply.decode() if isinstance(reply, bytes) else str(reply)
+            return await Cancel(self.keys(task), job_id, reason or "").run(self.client)
 
     async def wait_terminal(
         self, task: str, job_id: str, timeout_s: float | None, event_id: str | None
@@ -713,10 +688,8 @@ class RedisBackend:
 
     async def expire_due(self, task: str, ids: Sequence[str]) -> list[str]:
         """End these jobs if their ttl passed before any worker claimed them."""
-        keys = self.keys(task)
         with self.errors():
-            reply = await SCRIPTS["expire_due"](self.client, keys.standard, [keys.base, *ids])
-        return [_str(r) or "" for r in reply]
+            return await ExpireDue(self.keys(task), ids).run(self.client)
 
     # -- schedules (redis/schedules.py) -------------------------------------------------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
@@ -744,12 +717,8 @@ class RedisBackend:
         return await schedule_write(self, name, expect, record, next_ms)
 
     async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
-        keys = self.keys(task)
         with self.errors():
-            reply = await SCRIPTS["retry_failed"](
-                self.client, keys.standard, [keys.base, limit, *(ids or ())]
-            )
-        retried = [_str(r) or "" for r in reply]
+            retried = await RetryFailed(self.keys(task), limit, ids or ()).run(self.client)
         for job_id in retried:
             self.waiter.forget(task, job_id)
         return retried
@@ -817,25 +786,9 @@ def _done(value: Any) -> asyncio.Future[Any]:
     return future
 
 
-def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:
-    """The claim part of finish_claim's reply: id, data, _v, attempt, ts, token, reserved,
-    trace per job."""
-    return tuple(
-        Claimed(
-            id=flat[i].decode(),
-            data=flat[i + 1],
-            version=_int(flat[i + 2], 1),
-            attempt=_int(flat[i + 3], 1),
-            ts=_int(flat[i + 4], 0),
-            token=flat[i + 5].decode(),
-            reserved=flat[i + 6] == b"1",
-            trace=_str(flat[i + 7]) or None,
-        )
-        for i in range(0, len(flat), 8)
-    )
-
-
-def _convert(out: asyncio.Future[list[EnqueueResult]], raw: asyncio.Future[Any]) -> None:
+def _convert(
+    out: asyncio.Future[list[EnqueueResult]], call: EnqueueJobs, raw: asyncio.Future[Any]
+) -> None:
     if out.done():
         return
     if raw.cancelled():
@@ -843,35 +796,16 @@ def _convert(out: asyncio.Future[list[EnqueueResult]], raw: asyncio.Future[Any])
     elif raw.exception() is not None:
         out.set_exception(raw.exception())  # type: ignore[arg-type]
     else:
-        out.set_result(enqueue_results(raw.result()))
+        out.set_result(call.decode(raw.result()))
 
 
-def enqueue_results(reply: list[Any]) -> list[EnqueueResult]:
-    """The enqueue script's reply: per job its creation time, or '' if it already existed."""
-    return [EnqueueResult(True, event_id=_str(created) or None) for created in reply]
+def _handshake(prefix: str | None) -> Handshake:
+    return Handshake(meta_key(prefix), WIRE_VERSION, MIN_COMPAT, f"taskora-wire-{WIRE_VERSION}")
 
 
-def _enqueue_args(base: str, jobs: Sequence[NewJob]) -> list[Any]:
-    args: list[Any] = [base, len(jobs)]
-    for j in jobs:
-        args += (
-            j.id,
-            j.data,
-            j.version,
-            j.max_attempts,
-            j.priority,
-            j.delay_ms,
-            j.ttl_ms,
-            j.concurrency_key,
-            j.concurrency_limit,
-            j.trace,
-        )
-    return args
-
-
-def _check_compat(stored: list[Any]) -> None:
+def _check_compat(stored: Meta) -> None:
     ours = {"wireVersion": WIRE_VERSION, "minCompat": MIN_COMPAT}
-    raw = [_str(v) for v in stored]
+    raw = list(stored)
     theirs = {"wireVersion": raw[0], "minCompat": raw[1], "writtenBy": raw[2], "writtenAt": raw[3]}
     try:
         version, min_compat = int(raw[0] or ""), int(raw[1] or "")
@@ -903,14 +837,3 @@ def _str(value: Any) -> str | None:
     if value is None:
         return None
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _strs(values: list[Any]) -> tuple[str, ...]:
-    return tuple(v.decode() for v in values)
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default

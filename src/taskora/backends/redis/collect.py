@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..base import EnqueueResult, Flow, NewJob
-from .scripts import SCRIPTS
+from .scripts import CollectItem, CollectPush
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -25,21 +25,24 @@ async def collect_push(
     results: list[EnqueueResult] = []
     for lo in range(0, len(items), CHUNK):
         chunk = items[lo : lo + CHUNK]
-        args: list[Any] = [keys.base, len(chunk)]
-        for job, flow in chunk:
-            args += (
-                job.id,
-                job.data,
-                job.version,
-                job.max_attempts,
-                flow.key,
-                flow.delay_ms,
-                flow.max,
-                flow.window_ms,
-            )
+        call = CollectPush(
+            keys,
+            [
+                CollectItem(
+                    job.id,
+                    job.data,
+                    job.version,
+                    job.max_attempts,
+                    flow.key,
+                    flow.delay_ms,
+                    flow.max,
+                    flow.window_ms,
+                )
+                for job, flow in chunk
+            ],
+        )
         with backend.errors():
-            reply = await SCRIPTS["collect"](backend.client, keys.standard, args)
-        results += (EnqueueResult(True, existing_id=_text(batch) or None) for batch in reply)
+            results += await call.run(backend.client)
     return results
 
 

@@ -12,51 +12,31 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigError
 from ...types import NON_TERMINAL_STATES
 from ..base import EnqueueResult, Flow, NewJob
-from .scripts import SCRIPTS
+from .keys import TaskKeys
+from .scripts import EnqueueFlow
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
 
-__all__ = ["enqueue_flow", "flow_args"]
+__all__ = ["enqueue_flow", "flow_call"]
 
 # Dedup blocks in every non-terminal state unless told otherwise (docs/design.md#decisions, 6).
 DEFAULT_DEDUP_STATES = tuple(sorted(str(s) for s in NON_TERMINAL_STATES))
 
 
 async def enqueue_flow(backend: RedisBackend, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
-    keys = backend.keys(task)
-    args = flow_args(keys.base, job, flow)
+    call = flow_call(backend.keys(task), job, flow)
     with backend.errors():
-        reply = await SCRIPTS["enqueue_flow"](backend.client, keys.standard, args)
-    enqueued, existing, replaced, event_id = (_text(v) for v in reply)
-    return EnqueueResult(
-        enqueued == "1",
-        existing_id=existing or None,
-        replaced_id=replaced or None,
-        event_id=event_id or None,
-    )
+        return await call.run(backend.client)
 
 
-def flow_args(base: str, job: NewJob, flow: Flow) -> list[Any]:
-    """ARGV of ``enqueue_flow.lua``; raises ConfigError for a flow no dispatch could build."""
+def flow_call(keys: TaskKeys, job: NewJob, flow: Flow) -> EnqueueFlow:
+    """The ``enqueue_flow.lua`` call; raises ConfigError for a flow no dispatch could build."""
     if not isinstance(flow.key, str) or not flow.key:
         raise ConfigError(f"{flow.kind} key must be a non-empty string, got {flow.key!r}")
     # Debounce ignores the dispatch's delay: the job waits out the debounce window instead.
     delay = flow.delay_ms if flow.kind == "debounce" else job.delay_ms
-    args: list[Any] = [
-        base,
-        flow.kind,
-        job.id,
-        job.data,
-        job.version,
-        job.max_attempts,
-        job.priority,
-        delay,
-        job.ttl_ms,
-        job.concurrency_key,
-        job.concurrency_limit,
-        flow.key,
-    ]
+    args: list[Any] = []
     if flow.kind == "debounce":
         _positive(flow.delay_ms, "debounce delay")
         args.append(flow.delay_ms)
@@ -70,7 +50,21 @@ def flow_args(base: str, job: NewJob, flow: Flow) -> list[Any]:
         args += (flow.fire_ms, "1" if flow.overlap else "0", flow.window_ms)
     else:
         raise ConfigError(f"unknown flow control kind {flow.kind!r}")
-    return args
+    return EnqueueFlow(
+        keys,
+        kind=flow.kind,
+        id=job.id,
+        data=job.data,
+        version=job.version,
+        max_attempts=job.max_attempts,
+        priority=job.priority,
+        delay_ms=delay,
+        ttl_ms=job.ttl_ms,
+        concurrency_key=job.concurrency_key,
+        concurrency_limit=job.concurrency_limit,
+        flow_key=flow.key,
+        kind_args=args,
+    )
 
 
 def dedup_states(flow: Flow) -> tuple[str, ...]:
@@ -88,9 +82,3 @@ def dedup_states(flow: Flow) -> tuple[str, ...]:
 def _positive(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return "" if value is None else str(value)

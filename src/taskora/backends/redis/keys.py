@@ -8,11 +8,25 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["TaskKeys", "root", "schedule_keys", "task_keys"]
+from ..keys import root, schedule_base, task_base
 
+__all__ = ["TASK_KEY_NAMES", "TaskKeys", "root", "schedule_keys", "task_keys"]
 
-def root(prefix: str | None) -> str:
-    return "taskora" if not prefix else f"taskora:{prefix}"
+TASK_KEY_NAMES = (
+    "wait",
+    "prioritized",
+    "delayed",
+    "active",
+    "events",
+    "marker",
+    "completed",
+    "failed",
+    "cancelled",
+    "expired",
+    "stalled",
+    "done",
+)
+"""The KEYS of every per-task script (``--- KEYS: @task``), in lib.lua's order."""
 
 
 class TaskKeys:
@@ -21,23 +35,9 @@ class TaskKeys:
     __slots__ = ("base", "cancel_channel", "done", "events", "standard")
 
     def __init__(self, prefix: str | None, task: str) -> None:
-        self.base = f"{root(prefix)}:{{{task}}}:"
+        self.base = task_base(prefix, task)
         b = self.base
-        names = (
-            "wait",
-            "prioritized",
-            "delayed",
-            "active",
-            "events",
-            "marker",
-            "completed",
-            "failed",
-            "cancelled",
-            "expired",
-            "stalled",
-            "done",
-        )
-        self.standard: tuple[str, ...] = tuple(b + name for name in names)
+        self.standard: tuple[str, ...] = tuple(b + name for name in TASK_KEY_NAMES)
         self.events = b + "events"
         self.done = b + "done"  # stream, and channel of the same name: one entry per end
         self.cancel_channel = b + "cancel"
@@ -70,5 +70,5 @@ def schedule_keys(prefix: str | None) -> tuple[str, str, str]:
     hash tag ``{schedules}`` so the three share one cluster slot (decision 11). They cannot
     meet a task's keys: those all continue ``{task}:`` with a job id or a fixed name.
     """
-    base = f"{root(prefix)}:{{schedules}}"
+    base = schedule_base(prefix)
     return base, base + ":next", base + ":lock"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import ScheduleExpect
 from .keys import schedule_keys
-from .scripts import SCRIPTS
+from .scripts import ScheduleDue, ScheduleLock, ScheduleRead, ScheduleWrite
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -19,40 +19,23 @@ __all__ = ["schedule_due", "schedule_lock", "schedule_read", "schedule_write"]
 async def schedule_lock(backend: RedisBackend, token: str, ttl_ms: int, release: bool) -> bool:
     lock = schedule_keys(backend.prefix)[2]
     with backend.errors():
-        held = await SCRIPTS["schedule_lock"](
-            backend.client, [lock], [token, ttl_ms, "1" if release else "0"]
-        )
-    return bool(held)
+        return await ScheduleLock(lock, token, ttl_ms, release).run(backend.client)
 
 
 async def schedule_due(
     backend: RedisBackend, token: str, limit: int
 ) -> tuple[int, list[tuple[str, int, str]]] | None:
+    records, times, lock = schedule_keys(backend.prefix)
     with backend.errors():
-        reply = await SCRIPTS["schedule_due"](
-            backend.client, list(schedule_keys(backend.prefix)), [token, limit]
-        )
-    if reply is None:
-        return None
-    now = int(reply[0])
-    due = [
-        (_text(reply[i]), int(float(_text(reply[i + 1]))), _text(reply[i + 2]))
-        for i in range(1, len(reply), 3)
-    ]
-    return now, due
+        return await ScheduleDue(records, times, lock, token, limit).run(backend.client)
 
 
 async def schedule_read(
     backend: RedisBackend, name: str | None
 ) -> list[tuple[str, str, int | None]]:
-    records, nexts, _ = schedule_keys(backend.prefix)
+    records, times, _ = schedule_keys(backend.prefix)
     with backend.errors():
-        reply = await SCRIPTS["schedule_read"](backend.client, [records, nexts], [name or ""])
-    out = []
-    for i in range(0, len(reply), 3):
-        score = _text(reply[i + 2])
-        out.append((_text(reply[i]), _text(reply[i + 1]), int(float(score)) if score else None))
-    return out
+        return await ScheduleRead(records, times, name or "").run(backend.client)
 
 
 async def schedule_write(
@@ -62,12 +45,22 @@ async def schedule_write(
     record: str | None,
     next_ms: int | None,
 ) -> bool:
-    records, nexts, _ = schedule_keys(backend.prefix)
-    args: list[Any] = [name, *_mode(expect.record), *_mode(expect.next_ms)]
-    args += ["" if record is None else record, "" if next_ms is None else next_ms]
+    records, times, _ = schedule_keys(backend.prefix)
+    record_mode, expected_record = _mode(expect.record)
+    next_mode, expected_next_ms = _mode(expect.next_ms)
+    call = ScheduleWrite(
+        records,
+        times,
+        name=name,
+        record_mode=record_mode,
+        expected_record=expected_record,
+        next_mode=next_mode,
+        expected_next_ms=expected_next_ms,
+        record="" if record is None else record,
+        next_ms="" if next_ms is None else next_ms,
+    )
     with backend.errors():
-        done = await SCRIPTS["schedule_write"](backend.client, [records, nexts], args)
-    return bool(done)
+        return await call.run(backend.client)
 
 
 def _mode(value: Any) -> tuple[str, Any]:
@@ -76,9 +69,3 @@ def _mode(value: Any) -> tuple[str, Any]:
     if value is None:
         return "none", ""
     return "is", value
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return "" if value is None else str(value)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import BackendError
 from ..base import Terminal
 from .resp import ReplyError, Subscriber
-from .scripts import SCRIPTS
+from .scripts import FindEnds
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -295,16 +295,15 @@ class ResultWaiter:
         start = f"{min(known)}-0" if len(known) == len(starts) else "-"  # its end came later
         keys = backend.keys(task)
         with backend.errors():
-            flat = await SCRIPTS["find_ends"](backend.client, keys.standard, [start, *ids])
+            found = await FindEnds(keys, start, ids).run(backend.client)
         ends: dict[str, Terminal] = {}
-        for job, state, detail in zip(flat[::3], flat[1::3], flat[2::3], strict=True):
-            text = None if detail is None else detail.decode("utf-8", "replace")
-            if state == b"completed" and text is None:  # a large result went with its job
-                ends[job.decode()] = Terminal(
+        for job, state, text in found:
+            if state == "completed" and text is None:  # a large result went with its job
+                ends[job] = Terminal(
                     "missing", reason="completed, but its large result was trimmed"
                 )
-            elif state != b"waiting":  # "waiting": it started over, and is gone since
-                ends[job.decode()] = _terminal(state.decode(), text)
+            elif state != "waiting":  # "waiting": it started over, and is gone since
+                ends[job] = _terminal(state, text)
         for job_id in ids:
             self._resolve(
                 (task, job_id), ends.get(job_id) or Terminal("missing", reason="no such job")

@@ -1,6 +1,7 @@
+--- KEYS: @task
+--- ARGV: B id reason
 -- CANCEL: cancel a job. Not yet running (claimed ahead included): cancelled at once. Active: flagged, and every
 -- worker of the task hears it on the cancel channel; the one running it stops it.
--- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, id, reason.
 -- Returns 'cancelled' | 'flagged' | 'not_cancellable'.
 local B, id, reason = ARGV[1], ARGV[2], ARGV[3]

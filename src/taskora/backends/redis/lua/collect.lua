@@ -1,3 +1,5 @@
+--- KEYS: @task
+--- ARGV: B #items items{id item version maxAttempts key delayMs maxSize maxWaitMs}
 -- COLLECT: append items to collect buffers and (re)arm their batch jobs, in one step
 -- (the reference's COLLECT_PUSH, same keys; docs/design.md#collect). Every collect dispatch
 -- of a task made in the same event-loop turn shares one call, in dispatch order.

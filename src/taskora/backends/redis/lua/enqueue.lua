@@ -1,5 +1,6 @@
+--- KEYS: @task
+--- ARGV: B #jobs jobs{id data version maxAttempts priority delayMs ttlMs concurrencyKey concurrencyLimit trace}
 -- ENQUEUE: create one or more jobs (plain dispatch and dispatch_many).
--- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, count, then per job: id, data, _v, maxAttempts, priority, delayMs, ttlMs,
 --       concurrencyKey ('' = none), concurrencyLimit, trace ('' = none: no field written).
 -- Returns per job its creation time as '<ms>-0' (it orders the job against a result

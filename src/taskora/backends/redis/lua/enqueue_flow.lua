@@ -1,7 +1,9 @@
+--- KEYS: @task
+--- ARGV: B kind id data version maxAttempts priority delayMs ttlMs concurrencyKey concurrencyLimit
+--- ARGV: flowKey kindArgs...
 -- ENQUEUE_FLOW: create one job under flow control, the decision and the write in one step
 -- (the reference's DEBOUNCE, THROTTLE_ENQUEUE and DEDUPLICATE_ENQUEUE, with the same effects
 -- on the same keys). Nothing in between can see the check without its write.
--- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, kind ('debounce' | 'throttle' | 'dedup' | 'schedule'), id, data, _v, maxAttempts, priority,
 --       delayMs, ttlMs, concurrencyKey ('' = none), concurrencyLimit, flowKey (the user's key),
 --       then per kind:

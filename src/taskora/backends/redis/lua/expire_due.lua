@@ -1,6 +1,7 @@
+--- KEYS: @task
+--- ARGV: B ids...
 -- EXPIRE_DUE: end jobs whose ttl passed while no worker claimed them, so their waiters
 -- never hang (docs/design.md#decisions, 3). Called by a result waiter that saw a past expireAt.
--- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, then job ids.
 -- Returns the ids that were expired now (others were not due, or already moved on).
 local B = ARGV[1]

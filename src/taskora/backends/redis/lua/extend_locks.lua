@@ -1,5 +1,6 @@
+--- KEYS: @task
+--- ARGV: B ttlMs held{id token}
 -- EXTEND_LOCKS: renew the locks of jobs a worker holds.
--- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, ttlMs, then pairs id, token.
 -- Returns per job: 1 renewed, 0 lost (not ours any more), -1 renewed but cancellation
 -- was requested (the worker stops the handler; pub/sub is the fast path, this the net).

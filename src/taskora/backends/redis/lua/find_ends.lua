@@ -1,3 +1,5 @@
+--- KEYS: @task
+--- ARGV: start ids...
 -- FIND_ENDS: the latest entry of each given job in the task's `done` stream. A waiter asks
 -- only for jobs whose hash is gone: a job trimmed by retention before its waiter looked still
 -- has its end (small results inline) in the stream, and the waiter reads it from there.

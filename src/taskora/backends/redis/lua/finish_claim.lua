@@ -1,6 +1,8 @@
+--- KEYS: @task
+--- ARGV: B #outcomes outcomes{id token kind payload retryDelayMs}
+--- ARGV: want lockTtlMs tokenBase tokenSeq singleton completedMax failedMax afterWait reserve
 -- FINISH_AND_CLAIM: record the outcomes of held jobs, then claim up to `want` new ones.
 -- One call per worker loop pass: the hot path costs one round trip per batch of jobs.
--- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, count, then per outcome: id, token, kind, payload, retryDelayMs;
 --       then want, lockTtlMs, tokenBase, tokenSeq, singleton ('1'/'0'),
 --       completedMax, failedMax (retention by count, trimmed here as jobs finish),

@@ -1,5 +1,6 @@
+--- KEYS: meta
+--- ARGV: wireVersion minCompat writtenBy
 -- HANDSHAKE: record this wire version in the meta hash on first use; return what is stored.
--- KEYS: meta. ARGV: wireVersion, minCompat, writtenBy.
 local now = redis.call('TIME')
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'wireVersion', ARGV[1], 'minCompat', ARGV[2], 'writtenBy', ARGV[3],

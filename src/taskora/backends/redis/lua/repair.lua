@@ -1,7 +1,8 @@
+--- KEYS: @task
+--- ARGV:
 -- REPAIR: a task's structural key holds the wrong type (written by something else):
 -- move it aside as <key>:malformed:<ms> so the queue works again and nothing is deleted.
 -- Called by the client after a script failed with WRONGTYPE, before retrying it.
--- KEYS: the standard per-task keys (lib.lua). ARGV: none.
 -- Returns the keys that were moved.
 local want = { 'list', 'zset', 'zset', 'list', 'stream', 'zset', 'zset', 'zset', 'zset', 'zset', 'set',
   'stream' }

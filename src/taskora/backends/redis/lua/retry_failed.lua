@@ -1,5 +1,6 @@
+--- KEYS: @task
+--- ARGV: B limit ids...
 -- RETRY_FAILED: move dead-lettered (failed) jobs back to waiting, atomically per job.
--- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, limit, then job ids (none = the `limit` oldest failed jobs).
 -- Each retried job starts over: attempt 1, no error/result/finish time, a fresh ts.
 -- Returns the ids that were retried (ids not in the failed set are skipped).

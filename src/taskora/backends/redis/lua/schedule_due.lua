@@ -1,3 +1,5 @@
+--- KEYS: records times lock
+--- ARGV: token limit
 -- SCHEDULE_DUE: the schedules whose fire time has come, read by the leader.
 -- KEYS: <root>:{schedules} (hash: name -> record JSON), <root>:{schedules}:next (zset: name ->
 --       next fire time ms; absent = paused), <root>:{schedules}:lock

@@ -1,3 +1,5 @@
+--- KEYS: lock
+--- ARGV: token ttlMs release
 -- SCHEDULE_LOCK: take, renew or give up the scheduler's leader lock (docs/design.md#scheduling).
 -- KEYS: <root>:{schedules}:lock (the only key: one cluster slot)
 -- ARGV: token, ttlMs, release ('1' = give it up if we hold it)

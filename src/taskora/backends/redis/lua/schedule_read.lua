@@ -1,3 +1,5 @@
+--- KEYS: records times
+--- ARGV: name
 -- SCHEDULE_READ: schedules with their next fire time, in one consistent read.
 -- KEYS: <root>:{schedules}, <root>:{schedules}:next
 -- ARGV: name ('' = all)

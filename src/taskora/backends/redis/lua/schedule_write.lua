@@ -1,3 +1,5 @@
+--- KEYS: records times
+--- ARGV: name recordMode expectedRecord nextMode expectedNextMs record nextMs
 -- SCHEDULE_WRITE: compare-and-set of one schedule's record and next fire time. Every change
 -- (register, re-arm after a tick, pause, resume, update, remove) is one of these, made only if
 -- the schedule still is what the caller read: two leaders, or a leader and an update, cannot

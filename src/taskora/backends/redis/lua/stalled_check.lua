@@ -1,6 +1,7 @@
+--- KEYS: @task
+--- ARGV: B maxStalledCount
 -- STALLED_CHECK: recover jobs whose worker died (two phases, like BullMQ and Taskora):
 -- an id seen active at the previous check, whose lock has since expired, is stalled.
--- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, maxStalledCount.
 -- Jobs claimed ahead whose lock expired (their worker died before starting them) go back
 -- to the front of the queue in claim order, with no stall count: they never ran.

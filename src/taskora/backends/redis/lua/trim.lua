@@ -1,5 +1,7 @@
+--- KEYS: @task
+--- ARGV: B batch completedAgeMs completedMax failedAgeMs failedMax cancelledAgeMs cancelledMax
+--- ARGV: expiredAgeMs expiredMax
 -- TRIM: retention for finished jobs, by age and by count, at most `batch` per set per call.
--- KEYS: the standard per-task keys (lib.lua).
 -- ARGV: B, batch, then (maxAgeMs, maxItems) for completed, failed, cancelled, expired.
 -- Returns the number of jobs deleted (the caller repeats while a batch came back full).
 local B = ARGV[1]

@@ -1,0 +1,27 @@
+"""Key names shared by both backends and the tests (wire format v6, docs/design.md#redis-layout).
+
+The memory backend keeps no Redis keys, but it stores full key names where Redis does (a
+job's ``dedupKey``), so both build them here and cannot disagree.
+"""
+
+from __future__ import annotations
+
+__all__ = ["meta_key", "root", "schedule_base", "task_base"]
+
+
+def root(prefix: str | None) -> str:
+    """``taskora`` or ``taskora:<prefix>``: every key of one app starts with it."""
+    return "taskora" if not prefix else f"taskora:{prefix}"
+
+
+def task_base(prefix: str | None, task: str) -> str:
+    """A task's key base ``<root>:{task}:``; the hash tag keeps a task on one cluster slot."""
+    return f"{root(prefix)}:{{{task}}}:"
+
+
+def meta_key(prefix: str | None) -> str:
+    return root(prefix) + ":meta"
+
+
+def schedule_base(prefix: str | None) -> str:
+    return f"{root(prefix)}:{{schedules}}"
