@@ -35,8 +35,8 @@ def _worker(app: taskora.App) -> Worker:
 async def _held_ahead(app: taskora.App, at_least: int) -> list[str]:
     """Wait until the worker holds ``at_least`` jobs claimed ahead; return their ids."""
     worker = _worker(app)
-    await wait_until(lambda: len(worker._ready) >= at_least, timeout=30, interval=0.0005)
-    return [job.id for job in worker._ready]
+    await wait_until(lambda: len(worker.slots.buffered) >= at_least, timeout=30, interval=0.0005)
+    return [slot.id for slot in worker.slots.buffered]
 
 
 async def test_claimed_ahead_jobs_read_as_waiting(make_app: AppFactory) -> None:
@@ -57,7 +57,7 @@ async def test_claimed_ahead_jobs_read_as_waiting(make_app: AppFactory) -> None:
         while True:
             counts = await app.counts("noop")
             head = await backend.list_jobs("noop", "waiting", 0, 40)
-            ahead_seen = max(ahead_seen, len(worker._ready))
+            ahead_seen = max(ahead_seen, len(worker.slots.buffered))
             samples += 1
             max_active = max(max_active, counts["active"])
             for job_id, fields in head:  # (read after the ids: it may have moved on since)
@@ -87,7 +87,7 @@ async def test_strict_mode_holds_only_the_running_job(make_app: AppFactory) -> N
         worker = _worker(app)
         most = 0
         while (await app.counts("noop"))["completed"] < 300:
-            most = max(most, len(worker._ready))
+            most = max(most, len(worker.slots.buffered))
             await asyncio.sleep(0)
     assert most == 0
 
@@ -121,7 +121,9 @@ async def test_cancelling_a_claimed_ahead_job_cancels_it_at_once(make_app: AppFa
         assert answer == "cancelled"
         assert await victim.get_state() == taskora.JobState.CANCELLED
         worker = _worker(app)
-        await wait_until(lambda: victim.id not in [job.id for job in worker._ready], timeout=10)
+        await wait_until(
+            lambda: victim.id not in [slot.id for slot in worker.slots.buffered], timeout=10
+        )
         await wait_until(lambda: len(ran) >= 399, timeout=60)
         counts = await app.counts("short")
     with pytest.raises(taskora.JobCancelledError):

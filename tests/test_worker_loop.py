@@ -1,4 +1,4 @@
-"""The worker loop's invariants, checked on its internals with the memory backend."""
+"""The claim loop's invariants, checked with the memory backend."""
 
 from __future__ import annotations
 
@@ -27,14 +27,15 @@ async def test_jobs_claimed_by_a_finished_wait_are_never_stranded() -> None:
         report = await backend.finish_and_claim("job", (), 1, ClaimOptions(lock_ttl_ms=30_000), "w")
         return report.claimed
 
-    worker._waiter = asyncio.ensure_future(claimed_on_wake())
-    await worker._waiter  # done, and its wake-up is gone: nothing else will ever wake the loop
-    worker._wake.clear()
-    loop = asyncio.create_task(worker._loop())
+    claimer = worker.claimer
+    # the one internal this test sets: a wait that finished while the loop was elsewhere
+    claimer._waiter = waiter = asyncio.ensure_future(claimed_on_wake())
+    await waiter  # done, and its wake-up is gone: nothing else will ever wake the loop
+    claimer.wake.clear()
+    loop = asyncio.create_task(claimer.run())
     try:
         await asyncio.wait_for(ran.wait(), 10)
     finally:
-        worker._stopping = True
-        worker._wake.set()
+        worker.slots.stop()
         await asyncio.wait_for(loop, 10)
     await app.close()

@@ -113,7 +113,8 @@ class App:
         self.defaults = defaults or TaskDefaults()
         self.retention = retention or Retention()
         # quick jobs a worker claims ahead of its free slots (reserved, still waiting to
-        # everyone else; see worker.py); 0: none, a worker holds only the jobs it runs
+        # everyone else; docs/design.md#claim-ahead); 0: none, a worker holds only the jobs
+        # it runs
         self.prefetch = prefetch
         if backend is None:
             backend = os.environ.get("TASKORA_URL") or "memory://"

@@ -1,0 +1,265 @@
+"""The claim side of a worker: the one loop that talks to the backend about jobs.
+
+Each pass sends every outcome recorded in the hand-off since the last pass together with a
+claim for the free slots, as one backend call (one Lua script on Redis): at concurrency 1
+that is one round trip per job, and at concurrency 100 one round trip finishes and replaces
+dozens of jobs. When nothing is claimable the loop blocks on the backend's wake-up
+(``BZPOPMIN`` on Redis), never polling, while outcomes of running jobs still go out at once.
+
+Claim-ahead (``docs/design.md#claim-ahead``): while jobs are quick (under QUICK_JOB_S on
+average) the claim also asks for about PREFETCH_S of work beyond the free slots (at most
+``prefetch`` jobs). Those are reserved; the hand-off starts them as slots free and records
+their ``start`` outcomes, which ride the next finish call in order (finish N, start N+1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
+from .errors import BackendError
+from .handoff import Handoff, Slot
+
+__all__ = ["IDLE_BLOCK_S", "PREFETCH_S", "QUICK_JOB_S", "Claimer", "Signal"]
+
+log = logging.getLogger("taskora.worker")
+
+IDLE_BLOCK_S = 2.0
+QUICK_JOB_S = 0.005  # jobs faster than this on average are prefetched ...
+PREFETCH_S = 0.02  # ... up to about this much work ahead of the free slots
+
+
+class Signal:
+    """A cheap wake-up for the claim loop (an asyncio.Event costs a task per wait here)."""
+
+    __slots__ = ("_future", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._future: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def set_from(self, _: object) -> None:
+        self.set()
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        self._future = asyncio.get_running_loop().create_future()
+        try:
+            await self._future
+        finally:
+            self._future = None
+
+
+class Claimer:
+    """Sends outcomes, claims jobs into the hand-off, and waits for work when idle."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        slots: Handoff[Any],
+        wake: Signal,
+        claim: ClaimOptions,
+        token_base: str,
+        prefetch: int,
+        fill: Callable[[], None],
+        revoked: Callable[[list[Slot[Any]]], None],
+    ):
+        self.name = name
+        self.backend = backend
+        self.slots = slots
+        self.wake = wake
+        self.prefetch = prefetch
+        self.avg_run_s = float("inf")  # moving average of how long a job takes here
+        self._claim = claim
+        self._token_base = token_base
+        self._fill = fill
+        self._revoked = revoked
+        self._waiter: asyncio.Task[tuple[Claimed, ...]] | None = None
+        self._waiter_want = 0
+        self._idle_expected = False  # the last claim found the queue empty
+        self._backoff = 0.05
+
+    # -- pace ---------------------------------------------------------------------------
+    def note_run(self, seconds: float) -> None:
+        avg = self.avg_run_s
+        self.avg_run_s = seconds if avg == float("inf") else 0.8 * avg + 0.2 * seconds
+
+    def quick(self) -> bool:
+        return self.avg_run_s < QUICK_JOB_S
+
+    def prefetch_room(self) -> int:
+        """While jobs are quick, claim up to about PREFETCH_S of work ahead of the free
+        slots (at most ``prefetch`` jobs): those jobs start the moment a slot frees, and one
+        round trip finishes and replaces a batch of them instead of one. Slow jobs are never
+        held back from other workers this way (nothing is prefetched once a job takes
+        QUICK_JOB_S or more)."""
+        if self.slots.stopping or self.prefetch <= 0 or not self.quick():
+            return 0
+        target = min(self.prefetch, max(1, int(PREFETCH_S / max(self.avg_run_s, 1e-6))))
+        return max(0, target - len(self.slots.buffered))
+
+    def hold_check(self, slot: Slot[Any]) -> None:
+        """A job turned out slow while others wait claimed ahead behind it: give them back,
+        so another worker (or a higher-priority job that arrived since) goes first."""
+        if self.slots.get(slot.id) is slot and self.slots.buffered:
+            self.avg_run_s = max(self.avg_run_s, 2 * PREFETCH_S)  # no prefetch for now
+            self.slots.give_back()
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            while await self._pass():
+                pass
+        finally:
+            await self._drop_waiter()
+
+    def _take(self, claimed: tuple[Claimed, ...]) -> int:
+        """Claimed jobs join the hand-off and start in free slots; returns the slots still
+        free (a stopping worker gives them straight back)."""
+        self.slots.reserve(claimed)
+        if self.slots.stopping:
+            self.slots.give_back()
+        self._fill()
+        return self.slots.free
+
+    async def _pass(self) -> bool:
+        """One turn: send outcomes and claim for the free slots; False when stopped."""
+        self.wake.clear()
+        slots = self.slots
+        waiter = self._waiter
+        if waiter is not None and waiter.done():  # it claimed work while we were busy
+            self._waiter = None
+            self.slots.reserve(_consume(waiter))
+        free = self._take(())
+        waiting = self._waiter is not None  # a wait in flight claims for the free slots
+        if not slots.has_outgoing:
+            if slots.stopping and not slots.running:
+                # a wait in flight may have claimed jobs just now: give those back first
+                return await self._drop_waiter() > 0
+            if free <= 0 or waiting:
+                await self.wake.wait()
+                return True
+        room = 0 if waiting else self.prefetch_room()
+        if waiting:
+            free = 0
+        want = free + room
+        outcomes = slots.drain_outgoing()
+        try:
+            report = await self._finish(outcomes, free, room)
+        except BackendError as exc:
+            slots.put_back(outcomes)
+            log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, 2.0)
+            return True
+        self._backoff = 0.05
+        if not waiting:
+            self._idle_expected = len(report.claimed) < want
+        self._revoked(slots.revoke(report.refused))
+        free = self._take(report.claimed)
+        if slots.has_outgoing or slots.stopping or free <= 0:
+            return True  # more to send, or the slots are full
+        if not waiting and len(report.claimed) >= want:
+            return True  # more may be waiting
+        await self._idle(free)
+        return True
+
+    async def _finish(self, outcomes: list[Outcome], free: int, room: int) -> FinishReport:
+        """Send outcomes, claim ``free`` jobs to run now and ``room`` more ahead. A worker
+        with quick jobs that found the queue empty last time sends its next blocking wait
+        along with the finish, in one write."""
+        if (
+            outcomes
+            and free > 0  # about to go idle (a wait for reservations alone would outlive
+            # its use: it cannot claim a job that must not be claimed ahead)
+            and self._idle_expected
+            and self._waiter is None
+            and not self.slots.stopping
+            and self.quick()
+        ):
+            sent = self.backend.finish_then_wait(
+                self.name, outcomes, free, self._claim, self._token_base, IDLE_BLOCK_S, room
+            )
+            if sent is not None:
+                finished, self._waiter = sent
+                self._waiter_want = free + room
+                self._waiter.add_done_callback(self.wake.set_from)
+                return await finished
+        return await self.backend.finish_and_claim(
+            self.name, outcomes, free, self._claim, self._token_base, room
+        )
+
+    async def _idle(self, free: int) -> None:
+        """Free slots and nothing claimable: block until work arrives (it is claimed on
+        arrival, by the wait itself) or a running job ends."""
+        while True:
+            if self._waiter is None:
+                room = self.prefetch_room()
+                self._waiter_want = free + room
+                self._waiter = asyncio.create_task(
+                    self.backend.wait_for_work(
+                        self.name, IDLE_BLOCK_S, free, self._claim, self._token_base, room
+                    )
+                )
+                self._waiter.add_done_callback(self.wake.set_from)
+            if not self._waiter.done():
+                await self.wake.wait()
+                self.wake.clear()
+                if not self._waiter.done():
+                    return  # an outcome to send
+            claimed = _consume(self._waiter)
+            self._waiter = None
+            self._idle_expected = len(claimed) < self._waiter_want
+            free = self._take(claimed)
+            slots = self.slots
+            if slots.has_outgoing or slots.stopping or free <= 0:
+                return
+            if len(claimed) >= self._waiter_want:
+                return
+            if claimed and self.quick():
+                # Quick jobs just started: their outcomes come in a moment, and that finish
+                # re-arms the wait in the same write. Re-arm alone only if they linger.
+                with contextlib.suppress(builtins.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 2 * PREFETCH_S)
+                if slots.has_outgoing:
+                    return
+            # the queue is empty: block again at once
+
+    async def _drop_waiter(self) -> int:
+        """Stop a wait in flight; jobs it claimed go to the hand-off. Returns how many."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is None:
+            return 0
+        waiter.cancel()
+        with contextlib.suppress(BaseException):
+            await waiter
+        claimed = _consume(waiter)
+        self._take(claimed)
+        return len(claimed)
+
+
+def _consume(task: asyncio.Task[tuple[Claimed, ...]]) -> tuple[Claimed, ...]:
+    if task.cancelled():
+        return ()
+    exc = task.exception()
+    if exc is not None:
+        if not isinstance(exc, BackendError):
+            log.warning("wait for work failed: %r", exc)
+        return ()
+    return task.result()

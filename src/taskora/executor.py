@@ -1,0 +1,340 @@
+"""The execution side of a worker: running one job and turning how it ended into an outcome.
+
+It decodes and validates the job's data, calls the handler through the middleware chain
+inside the job's timeout (``_call`` and ``_invoke``: the one place the task is called),
+handles cancellation and ``on_cancel``, encodes the result, and hands the outcome to
+``on_done``. Which jobs run, and what happens to their outcomes, is the hand-off's business
+(``handoff.py``); this module never sends anything to the backend but a job's own progress
+and log writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import serializer
+from ._threads import DaemonPool
+from .backends.base import Backend, Claimed, Outcome
+from .context import Context
+from .errors import SerializationError, TimeoutError, ValidationError
+from .handoff import Slot, SlotState
+from .middleware import run_chain
+from .retry import RetryError, retry_delay_ms
+from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .task import Task
+
+__all__ = ["Executor", "Run"]
+
+log = logging.getLogger("taskora.worker")
+
+
+@dataclass(eq=False, slots=True)
+class Run:
+    """The execution side's handle on one running job."""
+
+    ctx: Context
+    io: JobIO
+    runner: asyncio.Task[None] | None = None
+    handler_done: bool = False
+    aborted: bool = False
+
+
+Done = Callable[[Slot[Run], Outcome, float], None]
+
+
+class Executor:
+    """Runs jobs of one task; reports each outcome (and how long it took) to ``on_done``."""
+
+    def __init__(
+        self,
+        app: Runtime,
+        task: Task[Any, Any],
+        backend: Backend,
+        concurrency: int,
+        on_done: Done,
+        heartbeat: Callable[[str], None],
+    ):
+        self.task = task
+        self.name = task.name
+        self.options = task.options
+        self.backend = backend
+        self.concurrency = concurrency
+        self._on_done = on_done
+        self._heartbeat = heartbeat
+        self._chain = (*app.middleware, *task.middleware)  # app -> task -> handler
+        self._tracing = app._tracing  # None unless App(tracing=...): docs/design.md#tracing
+        self._threads: DaemonPool | None = None if task.is_async else self._new_threads()
+
+    def start(self, slot: Slot[Run]) -> None:
+        """Run the slot's job in a new asyncio task."""
+        job = slot.job
+        io = JobIO(self.backend, self.name, job, self._heartbeat)
+        run = Run(Context(job.id, self.name, job.attempt, job.ts, io), io)
+        slot.run = run
+        run.runner = asyncio.get_running_loop().create_task(self._execute(slot, run))
+
+    def interrupt(self, slot: Slot[Run]) -> None:
+        """Ask the handler to stop (a cancel, or a revoked start): ``ctx.cancelled`` turns
+        true, and an async handler is cancelled. The slot's state says what the outcome is."""
+        run = slot.run
+        if run is None:
+            return
+        run.ctx._mark_cancelled()
+        if self.task.is_async and not run.handler_done and run.runner is not None:
+            run.runner.cancel()
+
+    def abort(self, slot: Slot[Run]) -> None:
+        """Shutdown deadline passed: give the job back to the queue."""
+        run = slot.run
+        if run is None or run.aborted:
+            return
+        run.aborted = True
+        run.ctx._mark_cancelled()
+        if run.handler_done:
+            return
+        if self.task.is_async and run.runner is not None:
+            run.runner.cancel()
+        else:  # a thread cannot be stopped: release the job now, ignore the thread's result
+            self._on_done(slot, Outcome(slot.id, slot.job.token, "release"), 0.0)
+
+    def shutdown(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+
+    # -- one job --------------------------------------------------------------------------
+    async def _execute(self, slot: Slot[Run], run: Run) -> None:
+        started = time.perf_counter()
+        tracing = self._tracing
+        if tracing is not None:
+            span, token = tracing.process(self.name, slot.job)
+        try:
+            outcome = await self._outcome(slot, run)
+        except asyncio.CancelledError:
+            outcome = Outcome(slot.id, slot.job.token, "release")
+        except BaseException as exc:  # never lose a job to a bug in this file
+            log.exception("worker %s: internal error on job %s", self.name, slot.id)
+            outcome = Outcome(slot.id, slot.job.token, "failed", error=f"internal error: {exc!r}")
+            if tracing is not None:
+                tracing.failure(exc, None)
+        if tracing is not None:
+            tracing.finish(span, token, outcome)
+        with contextlib.suppress(Exception):
+            await run.io.flush()
+        self._on_done(slot, outcome, time.perf_counter() - started)
+
+    async def _outcome(self, slot: Slot[Run], run: Run) -> Outcome:
+        job = slot.job
+        data = self._input(job, run)
+        if isinstance(data, Outcome):
+            return data
+        try:
+            result = await self._call(run, data)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            run.handler_done = True
+            if slot.state is SlotState.REVOKED:
+                return Outcome(job.id, job.token, "release")  # dropped: not ours
+            if slot.cancel_requested:
+                return await self._cancelled(slot, run, data)
+            return Outcome(job.id, job.token, "release")
+        except Exception as exc:
+            run.handler_done = True
+            if slot.cancel_requested:
+                return await self._cancelled(slot, run, data)
+            return self._failure(job, exc)
+        run.handler_done = True
+        if slot.cancel_requested:
+            return await self._cancelled(slot, run, data)
+        return self._encode(job, result)
+
+    def _input(self, job: Claimed, run: Run) -> Any:
+        """The job's data, decoded and validated (every job, whoever dispatched it), or the
+        outcome that ends a job whose data is unusable."""
+        if job.error is not None:
+            return Outcome(job.id, job.token, "failed", error=job.error)
+        try:
+            data = serializer.loads(job.data, "job data")
+        except SerializationError as exc:
+            return Outcome(job.id, job.token, "failed", error=f"malformed job: {exc}")
+        if self.task.input is not None:
+            try:
+                return self.task.input.validate(data, "input")
+            except ValidationError as exc:
+                run.handler_done = True
+                return self._failure(job, exc)
+        return data
+
+    def _encode(self, job: Claimed, result: Any) -> Outcome:
+        try:
+            if self.task.output is not None:
+                result = self.task.output.to_json(result, "output")
+            encoded = serializer.dumps(result, f"result of task {self.name!r}")
+        except (SerializationError, ValidationError) as exc:
+            return self._failure(job, exc)
+        return Outcome(job.id, job.token, "completed", result=encoded)
+
+    async def _call(self, run: Run, data: Any) -> Any:
+        """The middleware chain (app -> task) and the handler, all inside the job's timeout."""
+        timeout_ms = self.options.timeout_ms
+        scope = asyncio.timeout(timeout_ms / 1000 if timeout_ms else None)
+        try:
+            async with scope:
+                if self._chain:
+                    return await run_chain(
+                        self._chain, run.ctx, data, lambda value: self._invoke(run, value)
+                    )
+                return await self._invoke(run, data)
+        except builtins.TimeoutError:
+            if not scope.expired():
+                raise
+            if self._threads is not None:
+                # The thread cannot be interrupted: ask it to stop, stop waiting for it, and
+                # give the pool a fresh thread so the worker keeps its full concurrency.
+                run.ctx._mark_cancelled()
+                self._threads.shutdown(wait=False)
+                self._threads = self._new_threads()
+            raise TimeoutError(
+                f"Job {run.ctx.id} timed out after {timeout_ms} ms", run.ctx.id, timeout_ms
+            ) from None
+
+    async def _invoke(self, run: Run, data: Any) -> Any:
+        """The handler itself: on the loop, or on a pool thread (shielded: a timeout or a
+        cancel stops waiting for the thread, it cannot stop the thread)."""
+        if self._threads is None:
+            return await self.task.invoke(data, run.ctx)
+        loop = asyncio.get_running_loop()
+        return await asyncio.shield(
+            loop.run_in_executor(self._threads, self.task.invoke, data, run.ctx)
+        )
+
+    def _failure(self, job: Claimed, exc: BaseException) -> Outcome:
+        message = _message(exc)
+        delay = retry_delay_ms(self.options.retry, job.attempt, exc)
+        if self._tracing is not None:
+            self._tracing.failure(exc, delay)
+        if delay is None:
+            log.error(
+                "task %r job %s failed (attempt %d): %s", self.name, job.id, job.attempt, message
+            )
+            return Outcome(job.id, job.token, "failed", error=message)
+        log.warning(
+            "task %r job %s attempt %d %s: %s; retrying in %d ms",
+            self.name,
+            job.id,
+            job.attempt,
+            "asked to retry" if isinstance(exc, RetryError) else "failed",
+            message,
+            delay,
+        )
+        return Outcome(job.id, job.token, "retry", error=message, retry_delay_ms=delay)
+
+    async def _cancelled(self, slot: Slot[Run], run: Run, data: Any) -> Outcome:
+        hook = self.task.on_cancel
+        if hook is not None:
+            try:
+                value = hook(data, run.ctx)
+                if asyncio.iscoroutine(value):
+                    await value
+            except Exception:
+                log.exception("task %r: on_cancel failed for job %s", self.name, slot.id)
+        return Outcome(slot.id, slot.job.token, "cancelled")
+
+    def _new_threads(self) -> DaemonPool:
+        return DaemonPool(self.concurrency, f"taskora-{self.name}")
+
+
+class JobIO:
+    """A job's progress/log writes: batched, fire-and-forget, flushed before the outcome."""
+
+    __slots__ = (
+        "_backend",
+        "_flush_scheduled",
+        "_heartbeat",
+        "_logs",
+        "_loop",
+        "_name",
+        "_pending",
+        "_thread",
+        "job",
+    )
+
+    def __init__(
+        self, backend: Backend, name: str, job: Claimed, heartbeat: Callable[[str], None]
+    ) -> None:
+        self._backend = backend
+        self._name = name
+        self._heartbeat = heartbeat
+        self.job = job
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._logs: list[str] = []
+        self._flush_scheduled = False
+
+    def _in_loop(self) -> bool:
+        return threading.get_ident() == self._thread
+
+    def track(self, future: asyncio.Future[Any]) -> None:
+        self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("job %s: write failed: %s", self.job.id, future.exception())
+
+    def progress(self, value: str) -> asyncio.Future[None] | None:
+        if not self._in_loop():
+            self._loop.call_soon_threadsafe(self.progress, value)
+            return None
+        future = asyncio.ensure_future(self._backend.set_progress(self._name, self.job.id, value))
+        self.track(future)
+        return future
+
+    def log(self, entry: str) -> None:
+        self._logs.append(entry)
+        if self._in_loop():
+            self._schedule()
+        else:
+            self._loop.call_soon_threadsafe(self._schedule)
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled and self._logs:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_logs)
+
+    def _flush_logs(self) -> None:
+        self._flush_scheduled = False
+        entries, self._logs = self._logs, []
+        if entries:
+            self.track(
+                asyncio.ensure_future(self._backend.add_logs(self._name, self.job.id, entries))
+            )
+
+    def heartbeat(self) -> None:
+        if not self._in_loop():
+            self._loop.call_soon_threadsafe(self._heartbeat, self.job.id)
+        else:
+            self._heartbeat(self.job.id)
+
+    async def flush(self) -> None:
+        self._flush_logs()
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
