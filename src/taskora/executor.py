@@ -45,8 +45,11 @@ class Run:
     ctx: Context
     io: JobIO
     runner: asyncio.Task[None] | None = None
+    started: bool = False  # the runner's coroutine has begun (a task cancelled before its
+    # first step never runs its body at all)
     handler_done: bool = False
     aborted: bool = False
+    reported: bool = False  # its outcome went to on_done: exactly once per slot
 
 
 Done = Callable[[Slot[Run], Outcome, float], None]
@@ -82,6 +85,7 @@ class Executor:
         run = Run(Context(job.id, self.name, job.attempt, job.ts, io), io)
         slot.run = run
         run.runner = asyncio.get_running_loop().create_task(self._execute(slot, run))
+        run.runner.add_done_callback(lambda _: self._ensure_reported(slot, run))
 
     def interrupt(self, slot: Slot[Run]) -> None:
         """Ask the handler to stop (a cancel, or a revoked start): ``ctx.cancelled`` turns
@@ -90,7 +94,10 @@ class Executor:
         if run is None:
             return
         run.ctx._mark_cancelled()
-        if self.task.is_async and not run.handler_done and run.runner is not None:
+        # Not begun yet (the cancel arrived in the same loop turn as the start): cancelling
+        # the task now would skip _execute altogether and the slot would never report.
+        # _outcome reads the slot's state before it calls the handler instead.
+        if self.task.is_async and run.started and not run.handler_done and run.runner is not None:
             run.runner.cancel()
 
     def abort(self, slot: Slot[Run]) -> None:
@@ -105,14 +112,31 @@ class Executor:
         if self.task.is_async and run.runner is not None:
             run.runner.cancel()
         else:  # a thread cannot be stopped: release the job now, ignore the thread's result
-            self._on_done(slot, Outcome(slot.id, slot.job.token, "release"), 0.0)
+            self._report(slot, run, Outcome(slot.id, slot.job.token, "release"), 0.0)
 
     def shutdown(self) -> None:
         if self._threads is not None:
             self._threads.shutdown(wait=False)
 
+    def _report(self, slot: Slot[Run], run: Run, outcome: Outcome, took: float) -> None:
+        if not run.reported:
+            run.reported = True
+            self._on_done(slot, outcome, took)
+
+    def _ensure_reported(self, slot: Slot[Run], run: Run) -> None:
+        """The runner ended: if it ended without an outcome (cancelled before it began, or a
+        BaseException past _execute), report one now, so no slot is held (and its lock
+        renewed) forever: cancelled if a cancel was requested, else back to the queue (a
+        revoked slot's outcome is dropped by the hand-off either way)."""
+        if run.reported:
+            return
+        log.error("worker %s: job %s ended without an outcome", self.name, slot.id)
+        kind = "cancelled" if slot.cancel_requested else "release"
+        self._report(slot, run, Outcome(slot.id, slot.job.token, kind), 0.0)
+
     # -- one job --------------------------------------------------------------------------
     async def _execute(self, slot: Slot[Run], run: Run) -> None:
+        run.started = True
         started = time.perf_counter()
         tracing = self._tracing
         if tracing is not None:
@@ -130,10 +154,14 @@ class Executor:
             tracing.finish(span, token, outcome)
         with contextlib.suppress(Exception):
             await run.io.flush()
-        self._on_done(slot, outcome, time.perf_counter() - started)
+        self._report(slot, run, outcome, time.perf_counter() - started)
 
     async def _outcome(self, slot: Slot[Run], run: Run) -> Outcome:
         job = slot.job
+        if slot.state is SlotState.REVOKED:  # refused before the handler began: not ours
+            return Outcome(job.id, job.token, "release")  # (dropped)
+        if slot.cancel_requested:  # cancelled before the handler began: it never runs
+            return Outcome(job.id, job.token, "cancelled")
         data = self._input(job, run)
         if isinstance(data, Outcome):
             return data
