@@ -131,8 +131,9 @@ class Executor:
         if run.reported:
             return
         log.error("worker %s: job %s ended without an outcome", self.name, slot.id)
-        kind = "cancelled" if slot.cancel_requested else "release"
-        self._report(slot, run, Outcome(slot.id, slot.job.token, kind), 0.0)
+        job = slot.job
+        outcome = Outcome(job.id, job.token, "cancelled" if slot.cancel_requested else "release")
+        self._report(slot, run, outcome, 0.0)
 
     # -- one job --------------------------------------------------------------------------
     async def _execute(self, slot: Slot[Run], run: Run) -> None:
@@ -158,10 +159,9 @@ class Executor:
 
     async def _outcome(self, slot: Slot[Run], run: Run) -> Outcome:
         job = slot.job
-        if slot.state is SlotState.REVOKED:  # refused before the handler began: not ours
-            return Outcome(job.id, job.token, "release")  # (dropped)
-        if slot.cancel_requested:  # cancelled before the handler began: it never runs
-            return Outcome(job.id, job.token, "cancelled")
+        early = _before_start(slot)
+        if early is not None:
+            return early
         data = self._input(job, run)
         if isinstance(data, Outcome):
             return data
@@ -361,6 +361,16 @@ class JobIO:
         self._flush_logs()
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def _before_start(slot: Slot[Run]) -> Outcome | None:
+    """The outcome of a job revoked or cancelled before its handler began: it never runs."""
+    job = slot.job
+    if slot.state is SlotState.REVOKED:  # refused: not ours (the outcome is dropped)
+        return Outcome(job.id, job.token, "release")
+    if slot.cancel_requested:
+        return Outcome(job.id, job.token, "cancelled")
+    return None
 
 
 def _message(exc: BaseException) -> str:
