@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 TOTAL = int(os.environ.get("TASKORA_SOAK_JOBS", "200000"))
 BATCH = 2000
 IN_FLIGHT = 4  # batches dispatched and awaited at once
+STUCK_S = 60.0  # no job ending for this long fails the test, naming the jobs still open
 
 
 def kind_of(n: int) -> str:
@@ -48,6 +49,40 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+class OpenJobs:
+    """The jobs whose result is still awaited, and when the last one ended: a hung job fails
+    the test within STUCK_S, naming it and its stored state, instead of hanging to the
+    pytest timeout."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, str] = {}
+        self.last_end = time.monotonic()
+
+    def add(self, job_id: str, kind: str, wait: asyncio.Future[object]) -> None:
+        self.kinds[job_id] = kind
+        wait.add_done_callback(lambda _: self._ended(job_id))
+
+    def _ended(self, job_id: str) -> None:
+        self.kinds.pop(job_id, None)
+        self.last_end = time.monotonic()
+
+    async def watch(self, r: aioredis.Redis, prefix: str) -> None:
+        while True:
+            await asyncio.sleep(1)
+            if self.kinds and time.monotonic() - self.last_end > STUCK_S:
+                stuck = []
+                for job_id, kind in list(self.kinds.items())[:5]:
+                    key = f"taskora:{prefix}:{{soak}}:{job_id}"
+                    fields = await r.hgetall(key)
+                    lock, pttl = await r.get(key + ":lock"), await r.pttl(key + ":lock")
+                    state = {k.decode(): v.decode() for k, v in fields.items() if k != b"data"}
+                    stuck.append(f"{job_id} ({kind}): lock {lock!r} pttl {pttl} ms, {state}")
+                raise AssertionError(
+                    f"no job ended for {STUCK_S:.0f} s; {len(self.kinds)} still awaited, e.g. "
+                    + "; ".join(stuck)
+                )
 
 
 @pytest.fixture
@@ -107,6 +142,7 @@ async def test_soak_memory_returns_to_baseline(
     samples: dict[str, str] = {}
     peak = 0
     sampling = True
+    open_jobs = OpenJobs()
 
     async def sample() -> None:
         nonlocal peak
@@ -119,6 +155,8 @@ async def test_soak_memory_returns_to_baseline(
         handles = soak.dispatch_many([{"data": {"n": n, "kind": kind_of(n)}} for n in ns])
         waits = [asyncio.ensure_future(h.result) for h in handles]  # waiting from dispatch on
         await asyncio.gather(*handles)
+        for n, h, w in zip(ns, handles, waits, strict=True):
+            open_jobs.add(h.id, kind_of(n), w)
         await asyncio.sleep(0.01)
         await asyncio.gather(
             *(h.cancel("soak") for n, h in zip(ns, handles, strict=True) if kind_of(n) == "linger")
@@ -152,9 +190,17 @@ async def test_soak_memory_returns_to_baseline(
                 elif done == (TOTAL // BATCH) // 2:
                     rss["middle"] = [rss_mb(p.pid) for p in procs]
 
-        await asyncio.wait_for(
-            asyncio.gather(*(gated(s) for s in range(0, TOTAL, BATCH))), timeout=1800
+        everything = asyncio.ensure_future(
+            asyncio.gather(*(gated(s) for s in range(0, TOTAL, BATCH)))
         )
+        guard = asyncio.ensure_future(open_jobs.watch(r, prefix))
+        await asyncio.wait([everything, guard], return_when=asyncio.FIRST_COMPLETED)
+        guard.cancel()
+        if not everything.done():
+            everything.cancel()
+            await asyncio.gather(everything, return_exceptions=True)
+            await guard  # raises: which jobs hang, in which state
+        await everything
         elapsed = time.monotonic() - started
         rss["end"] = [rss_mb(p.pid) for p in procs]
         sampling = False
