@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import subprocess
 import sys
 import uuid
@@ -23,6 +22,7 @@ from taskora.backends.base import ClaimOptions, NewJob, Outcome
 from taskora.worker import Worker
 from tests.conftest import AppFactory, wait_until
 from tests.mp.quick_worker import STALL
+from tests.processes import stop_processes
 from tests.redis_server import RedisServer
 
 
@@ -185,15 +185,7 @@ class _Procs:
         return out
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import redis
 
 import taskora
 from tests.conftest import wait_until
+from tests.processes import stop_processes
 
 TEN_MINUTES = 600.0
 
@@ -82,15 +83,7 @@ class SkewedWorkers:
         return [int(pid) for _, jid, pid in lines if jid == job_id]
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs)
 
 
 @pytest.fixture

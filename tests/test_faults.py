@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import redis
 
 import taskora
 from tests.mp.fault_worker import STALL
+from tests.processes import stop_processes
 from tests.redis_server import RedisServer
 
 RECOVERY_BOUND_S = 2 + 2 * 1 + 0.5  # lock_ttl + 2 x stall interval + claim
@@ -73,15 +73,7 @@ class Workers:
         return proc
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs)
 
 
 @contextlib.contextmanager
