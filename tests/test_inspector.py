@@ -201,7 +201,10 @@ async def test_deep_page_of_twenty_thousand_finished_jobs(redis_url: str, prefix
     app = taskora.App(redis_url, prefix=prefix)  # no task registered: found by SCAN
     try:
         insp = app.inspect()
+        before = _commands(client)
         assert await insp.tasks() == ["bulk"]
+        scans = _commands(client)["scan"] - before.get("scan", 0)
+        print(f"\ntask discovery over {client.dbsize()} keys: {scans} SCAN calls")
         before = _commands(client)
         trips = app.backend.round_trips()["main"]  # type: ignore[attr-defined]
         t0 = time.perf_counter()

@@ -295,15 +295,17 @@ class DeadLetters:
         self._app = app
 
     async def _tasks(self, task: str | None) -> builtins.list[str]:
-        """Registered tasks, plus those found in the store (a process without the app
-        module, e.g. the CLI, retries too)."""
+        """The registered tasks; an App with none (the CLI without an app module) uses the
+        tasks found in the store, so the keyspace walk is paid only there."""
         known = set(self._app.tasks)
         if task is not None and task in known:
             return [task]
+        if task is None and known:
+            return sorted(known)
         backend = await self._app._connected_backend()
         found = set(await backend.task_names())
         if task is None:
-            return sorted(known | found)
+            return sorted(found)
         if task not in found:
             raise ConfigError(f"unknown task {task!r}")
         return [task]
