@@ -24,6 +24,7 @@ PUBLIC = [
     "Debounce",
     "Deduplicate",
     "DuplicateJobError",
+    "Inspector",
     "JobCancelledError",
     "JobError",
     "JobExpiredError",

@@ -32,7 +32,7 @@ from .errors import (
     WireVersionError,
 )
 from .handle import ResultHandle
-from .inspector import DeadLetters, JobInfo
+from .inspector import DeadLetters, Inspector, JobInfo
 from .middleware import MiddlewareContext
 from .retry import RetryError
 from .schedule import Schedule, ScheduleInfo
@@ -60,6 +60,7 @@ __all__ = [  # noqa: RUF022 - public names sorted, the dunder last (tests/test_p
     "Debounce",
     "Deduplicate",
     "DuplicateJobError",
+    "Inspector",
     "JobCancelledError",
     "JobError",
     "JobExpiredError",

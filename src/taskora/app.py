@@ -27,7 +27,7 @@ from .contracts import TaskContract, check_handler_against
 from .dispatch import Enqueuer
 from .durations import Duration, optional_ms, to_ms
 from .errors import ConfigError, TaskoraError
-from .inspector import DeadLetters
+from .inspector import DeadLetters, Inspector
 from .middleware import Middleware, check_middleware
 from .schedule import ScheduleSpec, coerce_schedule
 from .scheduler import ScheduleManager, Scheduler
@@ -343,6 +343,11 @@ class App:
     def dead_letters(self) -> DeadLetters:
         """Permanently failed jobs: ``list()``, ``retry(job_id)``, ``retry_all()``."""
         return DeadLetters(self)
+
+    def inspect(self) -> Inspector:
+        """Read-only views for operators: lists per state, ``stats``, ``find``,
+        ``throughput``, ``migrations`` (docs/design.md#inspector)."""
+        return Inspector(self)
 
     async def counts(self, task: str) -> dict[str, int]:
         """How many jobs of ``task`` are in each state."""

@@ -1,4 +1,6 @@
-"""The `taskora` command line: `taskora worker module:app`, `taskora demo`, `taskora version`.
+"""The `taskora` command line: `taskora worker module:app`, `taskora demo`, `taskora version`,
+and the operator's commands (`inspect`, `jobs`, `job`, `retry`, `cancel`, `dead-letters`,
+`purge`: `cli_ops.py`).
 
 Usage errors (a bad import string, a module or attribute that does not exist, an attribute
 that is not a ``taskora.App``, unknown task names) print one line to stderr and exit with
@@ -15,6 +17,7 @@ import sys
 
 from ._version import __version__
 from .app import App
+from .cli_ops import OPS_COMMANDS, add_ops_commands, run_ops
 from .durations import to_ms
 from .errors import ConfigError, TaskoraError
 
@@ -164,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a self-contained demo with a live display")
     demo.add_argument("--jobs", type=_positive, default=300, help="how many jobs (default 300)")
     sub.add_parser("version", help="print the taskora version")
+    add_ops_commands(sub)
     return parser
 
 
@@ -196,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(jobs=args.jobs)
+        if args.command in OPS_COMMANDS:
+            return run_ops(args, load_app)
         if args.command == "version":
             print(f"taskora {__version__}")
             return 0

@@ -21,6 +21,7 @@ __all__ = [
     "Claimed",
     "EnqueueResult",
     "Flow",
+    "JobDetail",
     "JobSnapshot",
     "NewJob",
     "Outcome",
@@ -162,6 +163,16 @@ class JobSnapshot:
     state: str | None
     progress: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    """A job as stored: its hash, its log lines, and its events (``(ms, event)``, oldest
+    first) still in the task's events stream."""
+
+    fields: dict[str, str]
+    logs: list[str]
+    events: list[tuple[int, str]]
 
 
 CancelListener = Callable[[str], None]
@@ -315,6 +326,25 @@ class Backend(Protocol):
 
     async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
         """Move failed jobs (``ids``, or the ``limit`` oldest) back to waiting, attempt 1."""
+
+    async def task_names(self) -> list[str]:
+        """Tasks that have data in the store (for tools that have no app module)."""
+
+    async def locate(self, tasks: Sequence[str], job_id: str) -> list[str]:
+        """Which of ``tasks`` hold a job ``job_id`` (one round trip for all)."""
+
+    async def job_detail(self, task: str, job_id: str) -> JobDetail | None:
+        """Everything stored about one job, its logs and its entries still in the events
+        stream; None when there is no such job."""
+
+    async def throughput(
+        self, task: str, since_ms: int, minutes: int
+    ) -> list[tuple[int, int, int]]:
+        """``(minute start ms, completed, failed)`` for ``minutes`` minutes from ``since_ms``
+        (the per-minute metric counters; minutes with none read 0)."""
+
+    async def purge(self, task: str, state: str, older_than_ms: int) -> int:
+        """Delete finished jobs in ``state`` that ended more than ``older_than_ms`` ago."""
 
     # -- schedules (their own keys, one cluster slot; docs/design.md#scheduling) -------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:

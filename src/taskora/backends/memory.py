@@ -26,6 +26,7 @@ from .base import (
     Fields,
     FinishReport,
     Flow,
+    JobDetail,
     JobSnapshot,
     NewJob,
     Outcome,
@@ -83,6 +84,7 @@ class _Task:
     )  # the events stream: (entry id, fields)
     collect: dict[str, Buffer] = field(default_factory=dict)  # collect key -> its buffer
     collect_seen: OrderedDict[str, int] = field(default_factory=OrderedDict)  # id -> appended at
+    metrics: dict[int, list[int]] = field(default_factory=dict)  # minute -> [completed, failed]
 
     def waiting_count(self) -> int:
         parked = sum(map(len, self.parked.values()))
@@ -400,6 +402,18 @@ class MemoryBackend:
             return
         self._set_marker(t, self._next_due(t))
 
+    def _count_minute(self, t: _Task, now: int, completed: int, failed: int) -> None:
+        """The per-minute metric counters (``metrics:*:<minute>`` in finish_claim.lua),
+        kept one day."""
+        minute = now // 60_000 * 60_000
+        counts = t.metrics.get(minute)
+        if counts is None:  # a new minute: drop the ones over a day old
+            for old in [m for m in t.metrics if m < minute - 86_400_000]:
+                del t.metrics[old]
+            counts = t.metrics[minute] = [0, 0]
+        counts[0] += completed
+        counts[1] += failed
+
     def _trim_count(self, t: _Task, state: str, keep: int, budget: int) -> None:
         finished = t.finished[state]
         over = min(len(finished) - keep, budget)
@@ -567,6 +581,8 @@ class MemoryBackend:
                 self._requeue_front(t, o.id, job)
                 released = True
                 self._emit(t, o.id, "waiting")
+        if n_completed or n_failed:
+            self._count_minute(t, now, n_completed, n_failed)
         if n_completed:
             self._trim_count(t, "completed", options.keep_completed, 2 * n_completed + 10)
         if n_failed:
@@ -863,8 +879,8 @@ class MemoryBackend:
             ids = list(reversed(t.finished[state]))
         elif state == "delayed":
             ids = [job_id for _, job_id in sorted((due, j) for j, due in t.due.items())]
-        elif state == "active":
-            ids = list(reversed(t.active))
+        elif state == "active":  # by dispatch time, as on Redis
+            ids = sorted(t.active, key=lambda j: int(t.jobs.get(j, {}).get("ts", 0)))
         elif state == "waiting":  # claim order; claimed-ahead jobs merge by score (lib.lua)
             scored = list(t.prio_score.items()) + list(t.reserved.items())
             ids = [j for _, j in sorted((score, j) for j, score in scored)]
@@ -924,6 +940,53 @@ class MemoryBackend:
         if done:
             self._set_marker(t, 0)
         return done
+
+    # -- the inspector's reads ---------------------------------------------------------------
+    async def task_names(self) -> list[str]:
+        return sorted(name for name, t in self._tasks.items() if t.events or t.jobs)
+
+    async def locate(self, tasks: Sequence[str], job_id: str) -> list[str]:
+        return [task for task in tasks if job_id in self._t(task).jobs]
+
+    async def job_detail(self, task: str, job_id: str) -> JobDetail | None:
+        t = self._t(task)
+        job = t.jobs.get(job_id)
+        if job is None:
+            return None
+        events = [
+            (int(entry_id.split("-")[0]), fields.get("event", ""))
+            for entry_id, fields in t.events
+            if fields.get("jobId") == job_id
+        ]
+        fields = {k: str(v) for k, v in job.items()}
+        return JobDetail(fields, list(t.logs.get(job_id, ())), events)
+
+    async def throughput(
+        self, task: str, since_ms: int, minutes: int
+    ) -> list[tuple[int, int, int]]:
+        metrics = self._t(task).metrics
+        first = since_ms // 60_000 * 60_000
+        out = []
+        for i in range(minutes):
+            minute = first + i * 60_000
+            completed, failed = metrics.get(minute, (0, 0))
+            out.append((minute, completed, failed))
+        return out
+
+    async def purge(self, task: str, state: str, older_than_ms: int) -> int:
+        t = self._t(task)
+        if state not in t.finished:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"cannot purge jobs in state {state!r}")
+        finished = t.finished[state]
+        cutoff = self.now_ms() - older_than_ms
+        removed = 0
+        while finished and next(iter(finished.values())) <= cutoff:
+            job_id, _ = finished.popitem(last=False)
+            self._delete(t, job_id)
+            removed += 1
+        return removed
 
     async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
         job = self._t(task).jobs.get(job_id, {})

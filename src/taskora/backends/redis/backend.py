@@ -25,6 +25,7 @@ from ..base import (
     EnqueueResult,
     FinishReport,
     Flow,
+    JobDetail,
     JobSnapshot,
     NewJob,
     Outcome,
@@ -32,7 +33,7 @@ from ..base import (
     StallReport,
     Terminal,
 )
-from ..keys import meta_key
+from ..keys import meta_key, root
 from .keys import TaskKeys, task_keys
 from .resp import Address, ReplyError, RespClient, Subscriber, parse_address
 from .scripts import (
@@ -646,8 +647,8 @@ class RedisBackend:
                 ids = await run("ZREVRANGE", keys.key(state), offset, stop)
             elif state == "delayed":
                 ids = await run("ZRANGE", keys.key("delayed"), offset, stop)
-            elif state == "active":
-                ids = await run("LRANGE", keys.key("active"), offset, stop)
+            elif state == "active":  # a few per worker: read them all, order by ts below
+                ids = await run("LRANGE", keys.key("active"), 0, -1)
             elif state == "waiting":
                 ids = await self._waiting_ids(keys, offset, limit)
             else:
@@ -658,6 +659,9 @@ class RedisBackend:
             if isinstance(row, list) and row:
                 fields = {_str(row[i]) or "": _str(row[i + 1]) or "" for i in range(0, len(row), 2)}
                 out.append((_str(job_id) or "", fields))
+        if state == "active":
+            out.sort(key=lambda row: _int_or(row[1].get("ts"), 0))
+            return out[offset : offset + limit]
         return out
 
     async def _waiting_ids(self, keys: TaskKeys, offset: int, limit: int) -> list[Any]:
@@ -722,6 +726,113 @@ class RedisBackend:
         for job_id in retried:
             self.waiter.forget(task, job_id)
         return retried
+
+    # -- the inspector's reads (plain pipelined commands: nothing here is a hot path) --------
+    async def task_names(self) -> list[str]:
+        """Tasks with an events stream (every dispatch writes one entry, and the stream is
+        capped, never deleted): found by SCAN with an escaped MATCH, never KEYS, so Redis
+        never blocks on it and tasks written by any producer (a Node service too) show."""
+        head = _glob_escape(root(self.prefix)) + ":{"
+        pattern = head + "*}:events"
+        names: set[str] = set()
+        cursor = b"0"
+        with self.errors():
+            while True:
+                cursor, found = await self.client.execute(
+                    "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
+                )
+                start = len(root(self.prefix)) + 2
+                for raw in found:
+                    key = _str(raw) or ""
+                    names.add(key[start : -len("}:events")])
+                if cursor in (b"0", "0", 0):
+                    break
+        return sorted(name for name in names if name)
+
+    async def locate(self, tasks: Sequence[str], job_id: str) -> list[str]:
+        if not tasks:
+            return []
+        with self.errors():
+            kinds = await self.client.pipeline(
+                [("TYPE", self.keys(task).job(job_id)) for task in tasks]
+            )
+        return [task for task, kind in zip(tasks, kinds, strict=True) if kind == b"hash"]
+
+    async def job_detail(self, task: str, job_id: str) -> JobDetail | None:
+        keys = self.keys(task)
+        with self.errors():
+            kind, raw, logs_kind, logs = await self.client.pipeline(
+                [
+                    ("TYPE", keys.job(job_id)),
+                    ("HGETALL", keys.job(job_id)),
+                    ("TYPE", keys.logs(job_id)),
+                    ("LRANGE", keys.logs(job_id), 0, -1),
+                ]
+            )
+            if kind != b"hash" or not isinstance(raw, list):
+                return None
+            fields = {_str(raw[i]) or "": _str(raw[i + 1]) or "" for i in range(0, len(raw), 2)}
+            # the job's entries lie between its creation and its end: read only that range
+            start = _int_or(fields.get("ts"), 0)
+            end = _int_or(fields.get("finishedOn"), 0)
+            stop = str(end + 1) if end else "+"
+            entries = await self.client.execute(
+                "XRANGE", keys.events, str(start), stop, "COUNT", 10_000
+            )
+        events = []
+        for entry_id, pairs in entries or ():
+            values = {_str(pairs[i]): _str(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+            if values.get("jobId") == job_id:
+                ms = int((_str(entry_id) or "0").split("-")[0])
+                events.append((ms, values.get("event") or ""))
+        lines = [_str(r) or "" for r in logs] if logs_kind == b"list" else []
+        return JobDetail(fields, lines, events)
+
+    async def throughput(
+        self, task: str, since_ms: int, minutes: int
+    ) -> list[tuple[int, int, int]]:
+        first = since_ms // 60_000 * 60_000
+        starts = [first + i * 60_000 for i in range(minutes)]
+        k = self.keys(task).key
+        commands: list[tuple[Any, ...]] = []
+        for minute in starts:
+            commands += [
+                ("GET", k(f"metrics:completed:{minute}")),
+                ("GET", k(f"metrics:failed:{minute}")),
+            ]
+        with self.errors():
+            replies = await self.client.pipeline(commands)
+        return [
+            (minute, _count(replies[2 * i]), _count(replies[2 * i + 1]))
+            for i, minute in enumerate(starts)
+        ]
+
+    async def purge(self, task: str, state: str, older_than_ms: int) -> int:
+        """Through ``trim.lua``: only ``state``'s age limit bites (the others never do)."""
+        if state not in ("completed", "failed", "cancelled", "expired"):
+            raise ConfigError(f"cannot purge jobs in state {state!r}")
+        never, no_cap = 10**15, 2**62
+        ages = {name: never for name in ("completed", "failed", "cancelled", "expired")}
+        ages[state] = older_than_ms
+        call = Trim(
+            self.keys(task),
+            batch=TRIM_BATCH,
+            completed_age_ms=ages["completed"],
+            completed_max=no_cap,
+            failed_age_ms=ages["failed"],
+            failed_max=no_cap,
+            cancelled_age_ms=ages["cancelled"],
+            cancelled_max=no_cap,
+            expired_age_ms=ages["expired"],
+            expired_max=no_cap,
+        )
+        total = 0
+        with self.errors():
+            while True:
+                removed = await call.run(self.client)
+                total += removed
+                if removed < TRIM_BATCH:
+                    return total
 
     async def job_fields(self, task: str, job_id: str) -> dict[str, str]:
         """Every stored field of a job (for tools and tests)."""
@@ -837,3 +948,22 @@ def _str(value: Any) -> str | None:
     if value is None:
         return None
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _glob_escape(text: str) -> str:
+    """A literal for SCAN's MATCH (docs/design.md#decisions, 10)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _int_or(raw: str | None, default: int) -> int:
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default
+
+
+def _count(raw: Any) -> int:
+    try:
+        return int(raw) if raw is not None and not isinstance(raw, Exception) else 0
+    except (TypeError, ValueError):
+        return 0
