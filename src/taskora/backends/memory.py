@@ -44,6 +44,8 @@ STALL_MESSAGE = "Job stalled and exceeded max stalled count"
 EVENTS_MAXLEN = 10_000
 DONE_MAXLEN = 10_000  # ends kept per task, as the Redis done stream (lib.lua EVENTS_MAXLEN)
 MAX_INLINE_RESULT = 4096  # larger results live only in the job, as on Redis
+PROMOTE_BATCH = 200  # due jobs promoted per step, as lib.lua's promote
+METRICS_KEEP_MS = 86_400_000  # per-minute counters live a day, as the Redis keys' EXPIRE
 
 
 def _system_clock() -> int:
@@ -83,6 +85,8 @@ class _Task:
     )  # the events stream: (entry id, fields)
     collect: dict[str, Buffer] = field(default_factory=dict)  # collect key -> its buffer
     collect_seen: OrderedDict[str, int] = field(default_factory=OrderedDict)  # id -> appended at
+    # per-minute finish counters, the Redis `metrics:<kind>:<minute>` keys: "<kind>:<minute>"
+    metrics: dict[str, int] = field(default_factory=dict)
 
     def waiting_count(self) -> int:
         parked = sum(map(len, self.parked.values()))
@@ -295,7 +299,7 @@ class MemoryBackend:
         self._finish(task, t, job_id, "expired", now, Terminal("expired"))
 
     def _promote(self, task: str, t: _Task, now: int) -> None:
-        while True:
+        for _ in range(PROMOTE_BATCH):
             due = self._next_due(t)
             if due is None or due > now:
                 return
@@ -399,6 +403,16 @@ class MemoryBackend:
             self._set_marker(t, now + 1000 if gated and not released else 0)
             return
         self._set_marker(t, self._next_due(t))
+
+    def _count(self, t: _Task, kind: str, n: int, now: int) -> None:
+        """Add to this minute's counter (finish_claim.lua's metrics keys); a day's worth kept."""
+        minute = now // 60_000 * 60_000
+        key = f"{kind}:{minute}"
+        if key not in t.metrics:
+            oldest = now - METRICS_KEEP_MS
+            for old in [k for k in t.metrics if int(k.partition(":")[2]) < oldest]:
+                del t.metrics[old]
+        t.metrics[key] = t.metrics.get(key, 0) + n
 
     def _trim_count(self, t: _Task, state: str, keep: int, budget: int) -> None:
         finished = t.finished[state]
@@ -568,8 +582,10 @@ class MemoryBackend:
                 released = True
                 self._emit(t, o.id, "waiting")
         if n_completed:
+            self._count(t, "completed", n_completed, now)
             self._trim_count(t, "completed", options.keep_completed, 2 * n_completed + 10)
         if n_failed:
+            self._count(t, "failed", n_failed, now)
             self._trim_count(t, "failed", options.keep_failed, 2 * n_failed + 10)
         self._promote(task, t, now)
         claimed, gated = self._claim(task, t, now, claim, options, token_base, reserve)
@@ -918,6 +934,7 @@ class MemoryBackend:
             ):
                 job.pop(name, None)
             job.update(state="waiting", attempt=1, ts=now)
+            t.ends.pop(job_id, None)  # it starts over: forget its end (retry_failed.lua)
             self._requeue(t, job_id, job["priority"], now, arrival=True)
             self._emit(t, job_id, "waiting")
             done.append(job_id)
