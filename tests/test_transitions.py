@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import taskora
-from taskora.backends.base import Backend, ClaimOptions, NewJob, Outcome
+from taskora.backends.base import Backend, ClaimOptions, Flow, NewJob, Outcome
 from taskora.backends.keys import task_base
 from taskora.backends.memory import MemoryBackend
 from taskora.backends.redis import RedisBackend
@@ -102,12 +102,27 @@ class Harness:
             self.claimed[c.id] = c.token
         return [c.id for c in report.claimed] + [f"refused:{r}" for r in report.refused]
 
+    async def corrupt(self, job_id: str, name: str, value: str | None) -> None:
+        """Damage a stored job the way foreign or truncated data would (docs/design.md#decisions, 4)."""
+        if self.rdb is None:
+            stored = self.memory._t(TASK).jobs[job_id]
+            if value is None:
+                del stored[name]
+            else:
+                stored[name] = value
+        elif value is None:
+            await self.rdb.hdel(self.base + job_id, name)
+        else:
+            await self.rdb.hset(self.base + job_id, name, value)
+
     def out(self, job_id: str, kind: str, **kw: Any) -> Outcome:
         return Outcome(job_id, self.claimed[job_id], kind, **kw)  # type: ignore[arg-type]
 
     # -- reading what was stored ----------------------------------------------------------
     def t(self, value: object) -> str:
         """A timestamp as the step that made it: ``claim`` or ``claim+600``."""
+        if not str(value).isdigit():
+            return str(value)
         v = int(str(value))
         for d in (0, *DELTAS):
             for label, lo, hi in reversed(self.marks):
@@ -116,7 +131,7 @@ class Harness:
         return f"?{v}"
 
     def norm(self, name: str, value: object) -> str:
-        text = str(value)
+        text = str(value).replace(self.base, "<base>")
         if name in ("ts", "processedOn", "finishedOn", "expireAt", "cancelledAt", "nextAttemptAt"):
             return self.t(text)
         return text
@@ -148,6 +163,8 @@ class Harness:
         parked: dict[str, list[str]] = {}
         conc: dict[str, int] = {}
         metrics: dict[str, int] = {}
+        flows: dict[str, str] = {}
+        collect: dict[str, list[str]] = {}
         async for raw in r.scan_iter(match=b + "*:*", count=1000):
             key = raw.decode()[len(b) :]
             kind, _, rest = key.partition(":")
@@ -155,6 +172,12 @@ class Harness:
                 parked[rest] = [x.decode() for x in await r.lrange(raw, 0, -1)]
             elif kind == "conc":
                 conc[rest] = int(await r.get(raw))
+            elif kind in ("dedup", "debounce", "throttle"):
+                flows[key] = (
+                    (await r.get(raw) or b"").decode() if await r.type(raw) == b"string" else "?"
+                )
+            elif kind == "collect" and rest.endswith(":items"):
+                collect[rest[: -len(":items")]] = [x.decode() for x in await r.lrange(raw, 0, -1)]
             elif kind == "metrics":
                 name = rest.partition(":")[0]
                 assert 0 < await r.ttl(raw) <= 86400
@@ -164,7 +187,8 @@ class Harness:
         done: dict[str, str] = {}
         for _, entry in await r.xrange(b + "done"):
             f = {k.decode(): v.decode() for k, v in entry.items()}
-            done[f["jobId"]] = f["state"] + (f" {f['detail']}" if f.get("detail") else "")
+            state = "missing" if f["state"] == "debounced" else f["state"]  # as waiter.py reads it
+            done[f["jobId"]] = state + (f" {f['detail']}" if f.get("detail") else "")
         return {
             "jobs": dict(sorted(jobs.items())),
             "wait": [x.decode() for x in await r.lrange(b + "wait", 0, -1)],
@@ -187,6 +211,8 @@ class Harness:
             ),
             "done": {k: v for k, v in done.items() if not v.startswith("waiting")},
             "metrics": metrics,
+            "flows": dict(sorted(flows.items())),
+            "collect": dict(sorted(collect.items())),
         }
 
     async def _memory(self) -> dict[str, Any]:
@@ -214,11 +240,20 @@ class Harness:
             "conc": dict(t.conc),
             "locks": sorted(j for j, (_, exp) in t.locks.items() if exp > now),
             "stalled": sorted(t.stalled),
-            **{s: list(t.finished[s]) for s in ("completed", "failed", "cancelled", "expired")},
+            **{  # a zset: by finish time, then id
+                s: [j for _, j in sorted((ms, j) for j, ms in t.finished[s].items())]
+                for s in ("completed", "failed", "cancelled", "expired")
+            },
             "marker": None if t.marker is None else ("now" if t.marker == 0 else self.t(t.marker)),
             "events": self._events((i, dict(f)) for i, f in t.events),
             "done": done,
             "metrics": metrics,
+            "flows": {
+                k[len(self.base) :]: v
+                for k, (v, exp) in sorted(t.flow_keys.items())
+                if exp is None or exp > now
+            },
+            "collect": {k: list(b.items) for k, b in sorted(t.collect.items()) if b.items},
         }
 
     def job(self, fields: dict[str, Any]) -> str:
@@ -951,6 +986,175 @@ async def stall_recovery(h: Harness) -> None:
     report = await h.step("check4", h.backend.stalled_check(TASK, 1))
     assert set(report.failed) == {"a"}
     await h.snap("failed")
+
+
+@case(
+    {
+        "held": {
+            "jobs": {
+                "a": "waiting dedupKey=<base>dedup:k ts=dedup1",
+                "d2": "delayed delay=400 ts=bounce2",
+            },
+            "wait": ["a"],
+            "delayed": [("d2", "bounce2+400")],
+            "marker": "now",
+            "events": ["waiting a", "delayed d1", "debounced d1 replacedBy=d2", "delayed d2"],
+            "done": {"d1": "missing replaced by a later debounced dispatch d2"},
+            "flows": {"debounce:q": "d2", "dedup:k": "a"},
+        },
+        "released": {
+            "jobs": {
+                "a": "completed dedupKey=<base>dedup:k "
+                "finishedOn=finish processedOn=claim result=1 ts=dedup1",
+                "d2": "delayed delay=400 ts=bounce2",
+            },
+            "delayed": [("d2", "bounce2+400")],
+            "completed": ["a"],
+            "marker": "bounce2+400",
+            "events": [
+                "waiting a",
+                "delayed d1",
+                "debounced d1 replacedBy=d2",
+                "delayed d2",
+                "active a",
+                "completed a",
+            ],
+            "done": {
+                "d1": "missing replaced by a later debounced dispatch d2",
+                "a": "completed 1",
+            },
+            "metrics": {"completed": 1},
+            "flows": {"debounce:q": "d2"},
+        },
+    }
+)
+async def flow_control(h: Harness) -> None:
+    """Dedup holds its key until the job ends; a later debounced dispatch replaces the
+    delayed one (it ends as debounced)."""
+    dedup = Flow("dedup", "k")
+    first = await h.step("dedup1", h.backend.enqueue_flow(TASK, job("a"), dedup))
+    second = await h.step("dedup2", h.backend.enqueue_flow(TASK, job("b"), dedup))
+    assert (first.enqueued, second.enqueued, second.existing_id) == (True, False, "a")
+    bounce = Flow("debounce", "q", delay_ms=DELAY)
+    await h.step("bounce1", h.backend.enqueue_flow(TASK, job("d1"), bounce))
+    replaced = await h.step("bounce2", h.backend.enqueue_flow(TASK, job("d2"), bounce))
+    assert replaced.replaced_id == "d1"
+    await h.snap("held")
+    await h.claim("claim", 1)
+    await h.claim("finish", 0, (h.out("a", "completed", result="1"),))
+    await h.snap("released")
+
+
+@case(
+    {
+        "buffered": {
+            "jobs": {"i0": "delayed collectKey=k data=[] ts=push"},
+            "delayed": [("i0", "push+400")],
+            "marker": "push+400",
+            "events": [
+                "collect i0 count=1 key=k",
+                "collect i0 count=2 key=k",
+                "collect i0 count=3 key=k",
+            ],
+            "collect": {"k": ["0", "1", "2"]},
+        },
+        "flushed": {
+            "jobs": {"i0": "active data=[0,1,2] processedOn=claim ts=push"},
+            "active": ["i0"],
+            "locks": ["i0"],
+            "events": [
+                "collect i0 count=1 key=k",
+                "collect i0 count=2 key=k",
+                "collect i0 count=3 key=k",
+                "promoted i0",
+                "active i0",
+            ],
+        },
+    }
+)
+async def collect_batch(h: Harness) -> None:
+    """The first item creates a delayed batch job; the due batch takes the items as data."""
+    flow = Flow("collect", "k", delay_ms=DELAY, max=10, window_ms=10 * DELAY)
+    items = [(job(f"i{n}", data=str(n)), flow) for n in range(3)]
+    results = await h.step("push", h.backend.collect_push(TASK, items))
+    assert [r.existing_id for r in results] == [None, "i0", "i0"]
+    await h.snap("buffered")
+    await h.advance(DELAY)
+    assert await h.claim("claim", 1) == ["i0"]
+    await h.snap("flushed")
+
+
+@case(
+    {
+        "after": {
+            "jobs": {
+                "a": "active processedOn=enq ts=enq",
+                "b": "waiting ts=enq",
+                "p": "waiting priority=9 ts=enq2",
+            },
+            "prioritized": ["p"],
+            "active": ["a"],
+            "reserved": ["b"],
+            "locks": ["a", "b"],
+            "marker": "now",
+            "events": ["waiting a", "waiting b", "active a", "waiting p"],
+        }
+    }
+)
+async def wait_then_claim(h: Harness) -> None:
+    """An idle worker wakes on an enqueue (the marker) and claims; the outranking arrival of
+    a prioritized job while one is reserved does not touch the reservation's storage."""
+    waiter = asyncio.ensure_future(h.backend.wait_for_work(TASK, 10, 1, OPTS, "w", 1))
+    await asyncio.sleep(0.05)
+    await h.enqueue("enq", job("a"), job("b"))
+    claimed = await h.step("woke", waiter)
+    assert [c.id for c in claimed] == ["a", "b"] and claimed[1].reserved
+    await h.enqueue("enq2", job("p", priority=9))
+    await h.snap("after")
+
+
+@case(
+    {
+        "after": {
+            "jobs": {
+                "badprio": "failed delay=400 error=malformed job: priority is not a "
+                "number finishedOn=claim priority=high ts=enq",
+                "badttl": "failed error=malformed job: expireAt is not a number "
+                "expireAt=soon finishedOn=claim ts=enq",
+                "nodata": "failed error=malformed job: data field missing finishedOn=claim ts=enq",
+                "ok": "active processedOn=claim ts=enq",
+            },
+            "active": ["ok"],
+            "locks": ["ok"],
+            "failed": ["badprio", "badttl", "nodata"],
+            "events": [
+                "waiting nodata",
+                "waiting badttl",
+                "waiting ok",
+                "delayed badprio",
+                "failed badprio error=malformed job: priority is not a number",
+                "failed nodata error=malformed job: data field missing",
+                "failed badttl error=malformed job: expireAt is not a number",
+                "active ok",
+            ],
+            "done": {
+                "badprio": "failed malformed job: priority is not a number",
+                "nodata": "failed malformed job: data field missing",
+                "badttl": "failed malformed job: expireAt is not a number",
+            },
+        }
+    }
+)
+async def malformed_data(h: Harness) -> None:
+    """A job missing its data or with a bad ttl ends failed with a reason at claim; a
+    delayed job with a bad priority at promotion. Good jobs around them run."""
+    await h.enqueue("enq", job("nodata"), job("badttl"), job("ok"), job("badprio", delay_ms=DELAY))
+    await h.corrupt("nodata", "data", None)
+    await h.corrupt("badttl", "expireAt", "soon")
+    await h.corrupt("badprio", "priority", "high")
+    await h.advance(DELAY)
+    assert await h.claim("claim", 3) == ["ok"]
+    await h.snap("after")
 
 
 @pytest.mark.parametrize("name", list(CASES))

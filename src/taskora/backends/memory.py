@@ -298,6 +298,15 @@ class MemoryBackend:
         self._emit(t, job_id, "expired")
         self._finish(task, t, job_id, "expired", now, Terminal("expired"))
 
+    def _fail_malformed(self, task: str, t: _Task, job_id: str, reason: str, now: int) -> None:
+        """A job whose stored form is unusable ends failed with a reason (lib.lua's
+        fail_malformed; docs/design.md#decisions, 4): only data poked into the tables can be."""
+        error = "malformed job: " + reason
+        t.active.pop(job_id, None)
+        t.jobs[job_id].update(state="failed", finishedOn=now, error=error)
+        self._emit(t, job_id, "failed", "error", error)
+        self._finish(task, t, job_id, "failed", now, Terminal("failed", error=error))
+
     def _promote(self, task: str, t: _Task, now: int) -> None:
         for _ in range(PROMOTE_BATCH):
             due = self._next_due(t)
@@ -312,7 +321,11 @@ class MemoryBackend:
                 if not collect_drain(self, task, t, job_id, job["collectKey"], now):
                     continue  # an empty batch: it ended cancelled
             expire_at = job.get("expireAt")
-            if expire_at is not None and expire_at <= now:
+            if expire_at is not None and not isinstance(expire_at, int):
+                self._fail_malformed(task, t, job_id, "expireAt is not a number", now)
+            elif not isinstance(job.get("priority"), int):
+                self._fail_malformed(task, t, job_id, "priority is not a number", now)
+            elif expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
             else:
                 self._requeue(t, job_id, job["priority"], now, arrival=True)
@@ -353,7 +366,13 @@ class MemoryBackend:
                 continue
             expire_at = job.get("expireAt")
             key = job.get("concurrencyKey")
-            if expire_at is not None and expire_at <= now:
+            if expire_at is not None and not isinstance(expire_at, int):
+                self._fail_malformed(task, t, job_id, "expireAt is not a number", now)
+            elif key is not None and not isinstance(job.get("concurrencyLimit"), int):
+                self._fail_malformed(task, t, job_id, "concurrencyLimit is not a number", now)
+            elif "data" not in job:
+                self._fail_malformed(task, t, job_id, "data field missing", now)
+            elif expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
             elif key is not None and t.conc.get(key, 0) >= job["concurrencyLimit"]:
                 t.parked.setdefault(key, deque()).append(job_id)  # waits for its key's slot
