@@ -103,7 +103,7 @@ class Harness:
         return [c.id for c in report.claimed] + [f"refused:{r}" for r in report.refused]
 
     async def corrupt(self, job_id: str, name: str, value: str | None) -> None:
-        """Damage a stored job the way foreign or truncated data would (docs/design.md#decisions, 4)."""
+        """Damage a stored job as foreign or truncated data would (design.md#decisions, 4)."""
         if self.rdb is None:
             stored = self.memory._t(TASK).jobs[job_id]
             if value is None:

@@ -52,6 +52,17 @@ def _system_clock() -> int:
     return int(time.time() * 1000)
 
 
+def _malformed(job: Job) -> str | None:
+    """Why a waiting job cannot be claimed (lib.lua's claim checks), or None."""
+    if job.get("expireAt") is not None and not isinstance(job["expireAt"], int):
+        return "expireAt is not a number"
+    if "concurrencyKey" in job and not isinstance(job.get("concurrencyLimit"), int):
+        return "concurrencyLimit is not a number"
+    if "data" not in job:
+        return "data field missing"
+    return None
+
+
 @dataclass(eq=False)
 class _Task:
     name: str = ""
@@ -366,12 +377,9 @@ class MemoryBackend:
                 continue
             expire_at = job.get("expireAt")
             key = job.get("concurrencyKey")
-            if expire_at is not None and not isinstance(expire_at, int):
-                self._fail_malformed(task, t, job_id, "expireAt is not a number", now)
-            elif key is not None and not isinstance(job.get("concurrencyLimit"), int):
-                self._fail_malformed(task, t, job_id, "concurrencyLimit is not a number", now)
-            elif "data" not in job:
-                self._fail_malformed(task, t, job_id, "data field missing", now)
+            malformed = _malformed(job)
+            if malformed is not None:
+                self._fail_malformed(task, t, job_id, malformed, now)
             elif expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
             elif key is not None and t.conc.get(key, 0) >= job["concurrencyLimit"]:
