@@ -385,14 +385,18 @@ class MemoryBackend:
             elif key is not None and t.conc.get(key, 0) >= job["concurrencyLimit"]:
                 t.parked.setdefault(key, deque()).append(job_id)  # waits for its key's slot
             elif len(out) >= want and (key is not None or expire_at is not None):
-                if score is not None:  # never claimed ahead: back where it was, stop here
-                    self._add_prioritized(t, job_id, score)
-                else:
-                    t.wait.append(job_id)
+                self._put_back(t, job_id, score)  # never claimed ahead: stop here
                 break
             else:
                 out.append(self._hold(t, job_id, score, now, len(out) >= want, options, token_base))
         return out, False
+
+    def _put_back(self, t: _Task, job_id: str, score: float | None) -> None:
+        """Undo a pop: the job goes back exactly where it was."""
+        if score is not None:
+            self._add_prioritized(t, job_id, score)
+        else:
+            t.wait.append(job_id)
 
     def _hold(
         self,
