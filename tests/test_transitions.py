@@ -225,7 +225,7 @@ class Harness:
             detail = end.result if end.result is not None else end.error or end.reason
             done[job_id] = end.state + (f" {detail}" if detail else "")
         metrics: dict[str, int] = {}
-        for key, count in getattr(t, "metrics", {}).items():
+        for key, count in t.metrics.items():
             name = key.partition(":")[0]
             metrics[name] = metrics.get(name, 0) + count
         return {
