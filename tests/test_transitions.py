@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import taskora
-from taskora.backends.base import Backend, ClaimOptions, Flow, NewJob, Outcome
+from taskora.backends.base import Backend, ClaimOptions, Flow, NewJob, Outcome, ScheduleExpect
 from taskora.backends.keys import task_base
 from taskora.backends.memory import MemoryBackend
 from taskora.backends.redis import RedisBackend
@@ -1155,6 +1155,121 @@ async def malformed_data(h: Harness) -> None:
     await h.advance(DELAY)
     assert await h.claim("claim", 3) == ["ok"]
     await h.snap("after")
+
+
+@case(
+    {
+        "gated": {
+            "jobs": {"a": "active processedOn=claim ts=enq", "b": "waiting ts=enq"},
+            "wait": ["b"],
+            "active": ["a"],
+            "locks": ["a"],
+            "marker": "gated+1000",
+            "events": ["waiting a", "waiting b", "active a"],
+        },
+        "freed": {
+            "jobs": {
+                "a": "completed finishedOn=finish processedOn=claim result=1 ts=enq",
+                "b": "waiting ts=enq",
+            },
+            "wait": ["b"],
+            "completed": ["a"],
+            "marker": "now",
+            "events": ["waiting a", "waiting b", "active a", "completed a"],
+            "done": {"a": "completed 1"},
+            "metrics": {"completed": 1},
+        },
+    }
+)
+async def singleton_gate_marker(h: Harness) -> None:
+    """A claim the singleton gate blocks re-arms the marker a second ahead (rearm, gated);
+    the finish that frees the gate arms it for now."""
+    one = ClaimOptions(lock_ttl_ms=60_000, singleton=True)
+    await h.enqueue("enq", job("a"), job("b"))
+    assert await h.claim("claim", 1, opts=one) == ["a"]
+    assert await h.claim("gated", 1, opts=one) == []
+    await h.snap("gated")
+    assert await h.claim("finish", 0, (h.out("a", "completed", result="1"),), opts=one) == []
+    await h.snap("freed")
+
+
+@case(
+    {
+        "recovered": {
+            "jobs": {
+                "a": "waiting concurrencyKey=k concurrencyLimit=1 "
+                "processedOn=claim stalledCount=1 ts=enq",
+                "b": "waiting concurrencyKey=k concurrencyLimit=1 ts=enq",
+                "z": "completed finishedOn=renew processedOn=claim result=1 ts=enq",
+            },
+            "wait": ["b", "a"],
+            "completed": ["z"],
+            "marker": "now",
+            "events": [
+                "waiting a",
+                "waiting b",
+                "waiting z",
+                "active a",
+                "active z",
+                "completed z",
+                "stalled a action=recovered count=1",
+            ],
+            "done": {"z": "completed 1"},
+            "metrics": {"completed": 1},
+        }
+    }
+)
+async def stall_unparks_its_key(h: Harness) -> None:
+    """A stalled job with a concurrency key frees its slot: the key's parked job and the
+    recovered one both go to the front (the recovered one first)."""
+    k = {"concurrency_key": "k", "concurrency_limit": 1}
+    await h.enqueue("enq", job("a", **k), job("b", **k), job("z"))
+    assert await h.claim("claim", 2) == ["a", "z"]
+    await h.claim("renew", 0, (h.out("z", "completed", result="1"),))
+    await h.step("check1", h.backend.stalled_check(TASK, 3))
+    await h.advance(LOCK_TTL)
+    report = await h.step("check2", h.backend.stalled_check(TASK, 3))
+    assert report.recovered == ("a",)
+    await h.snap("recovered")
+
+
+@case(
+    {
+        "calls": {
+            "lock": True,
+            "other": False,
+            "write": True,
+            "stale": False,
+            "due": [("s", "fire", '{"task":"job"}')],
+            "not_leader": None,
+            "pause": True,
+            "read": [("s", "{}", None)],
+            "release": False,
+            "b_takes": True,
+        }
+    }
+)
+async def schedules(h: Harness) -> None:
+    """The leader lock, a compare-and-set write, due and read (their own keys)."""
+    got: dict[str, Any] = {}
+    got["lock"] = await h.step("lock", h.backend.schedule_lock("A", 60_000))
+    got["other"] = await h.step("other", h.backend.schedule_lock("B", 60_000))
+    fire = await h.now()
+    h.marks.append(("fire", fire, fire))
+    await h._past(fire)
+    put = ScheduleExpect(record=None, next_ms=None)
+    got["write"] = await h.step("write", h.backend.schedule_write("s", put, '{"task":"job"}', fire))
+    got["stale"] = await h.step("stale", h.backend.schedule_write("s", put, "{}", fire))
+    due = await h.step("due", h.backend.schedule_due("A", 10))
+    assert due is not None
+    got["due"] = [(name, h.t(ms), record) for name, ms, record in due[1]]
+    got["not_leader"] = await h.step("due2", h.backend.schedule_due("B", 10))
+    paused = ScheduleExpect(record='{"task":"job"}')
+    got["pause"] = await h.step("pause", h.backend.schedule_write("s", paused, "{}", None))
+    got["read"] = await h.step("read", h.backend.schedule_read(None))
+    got["release"] = await h.step("release", h.backend.schedule_lock("A", 60_000, release=True))
+    got["b_takes"] = await h.step("take", h.backend.schedule_lock("B", 60_000))
+    h.snaps["calls"] = got
 
 
 @pytest.mark.parametrize("name", list(CASES))
