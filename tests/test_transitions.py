@@ -23,7 +23,15 @@ import pytest
 import redis.asyncio as aioredis
 
 import taskora
-from taskora.backends.base import Backend, ClaimOptions, Flow, NewJob, Outcome, ScheduleExpect
+from taskora.backends.base import (
+    Backend,
+    Claimed,
+    ClaimOptions,
+    Flow,
+    NewJob,
+    Outcome,
+    ScheduleExpect,
+)
 from taskora.backends.keys import task_base
 from taskora.backends.memory import MemoryBackend
 from taskora.backends.redis import RedisBackend
@@ -119,21 +127,28 @@ class Harness:
         return Outcome(job_id, self.claimed[job_id], kind, **kw)  # type: ignore[arg-type]
 
     # -- reading what was stored ----------------------------------------------------------
-    def t(self, value: object) -> str:
-        """A timestamp as the step that made it: ``claim`` or ``claim+600``."""
+    def t(self, value: object, due: bool = False) -> str:
+        """A timestamp as the step that made it: ``claim``, or for a due time (``due``)
+        ``claim+600``. Step windows never overlap, so a time of now names one step; a due
+        time takes the narrowest window that explains it (a slow step, ``wait``, may span a
+        due time that a quick earlier step set)."""
         if not str(value).isdigit():
             return str(value)
         v = int(str(value))
-        for d in (0, *DELTAS):
-            for label, lo, hi in reversed(self.marks):
-                if lo <= v - d <= hi:
-                    return label if d == 0 else f"{label}+{d}"
-        return f"?{v}"
+        found = [
+            (hi - lo, -i, label if d == 0 else f"{label}+{d}")
+            for d in ((*DELTAS, 0) if due else (0,))
+            for i, (label, lo, hi) in enumerate(self.marks)
+            if lo <= v - d <= hi
+        ]
+        return min(found)[2] if found else f"?{v}"
 
     def norm(self, name: str, value: object) -> str:
         text = str(value).replace(self.base, "<base>")
-        if name in ("ts", "processedOn", "finishedOn", "expireAt", "cancelledAt", "nextAttemptAt"):
+        if name in ("ts", "processedOn", "finishedOn", "cancelledAt"):
             return self.t(text)
+        if name in ("expireAt", "nextAttemptAt"):
+            return self.t(text, due=True)
         return text
 
     async def snap(self, name: str, full: bool = True) -> None:
@@ -193,7 +208,7 @@ class Harness:
             "jobs": dict(sorted(jobs.items())),
             "wait": [x.decode() for x in await r.lrange(b + "wait", 0, -1)],
             "prioritized": await ids("prioritized"),
-            "delayed": [(x.decode(), self.t(int(s))) for x, s in delayed],
+            "delayed": [(x.decode(), self.t(int(s), True)) for x, s in delayed],
             "active": [x.decode() for x in await r.lrange(b + "active", 0, -1)],
             "reserved": await ids("reserved"),
             "parked": parked,
@@ -204,7 +219,7 @@ class Harness:
             **{s: await ids(s) for s in ("completed", "failed", "cancelled", "expired")},
             "marker": None
             if not marker
-            else ("now" if marker[0][1] == 0 else self.t(int(marker[0][1]))),
+            else ("now" if marker[0][1] == 0 else self.t(int(marker[0][1]), True)),
             "events": self._events(
                 (i.decode(), {k.decode(): v.decode() for k, v in e.items()})
                 for i, e in await r.xrange(b + "events")
@@ -232,7 +247,7 @@ class Harness:
             "jobs": dict(sorted(jobs.items())),
             "wait": list(t.wait),
             "prioritized": [j for _, j in sorted((s, j) for j, s in t.prio_score.items())],
-            "delayed": [(j, self.t(d)) for d, j in sorted((d, j) for j, d in t.due.items())],
+            "delayed": [(j, self.t(d, True)) for d, j in sorted((d, j) for j, d in t.due.items())],
             "active": list(reversed(t.active)),
             "reserved": [j for _, j in sorted((s, j) for j, s in t.reserved.items())],
             "parked": {k: list(v) for k, v in t.parked.items() if v},
@@ -244,7 +259,9 @@ class Harness:
                 s: [j for _, j in sorted((ms, j) for j, ms in t.finished[s].items())]
                 for s in ("completed", "failed", "cancelled", "expired")
             },
-            "marker": None if t.marker is None else ("now" if t.marker == 0 else self.t(t.marker)),
+            "marker": None
+            if t.marker is None
+            else ("now" if t.marker == 0 else self.t(t.marker, True)),
             "events": self._events((i, dict(f)) for i, f in t.events),
             "done": done,
             "metrics": metrics,
@@ -695,7 +712,7 @@ async def promotion_batches(h: Harness) -> None:
             "jobs": {
                 "d": "expired delay=400 expireAt=enq+250 finishedOn=claim ts=enq",
                 "w": "expired expireAt=enq+250 finishedOn=claim ts=enq",
-                "x": "expired expireAt=wait finishedOn=wait ts=enq2",
+                "x": "expired expireAt=enq2+250 finishedOn=wait ts=enq2",
             },
             "expired": ["d", "w", "x"],
             "marker": "now",
@@ -1088,8 +1105,8 @@ async def collect_batch(h: Harness) -> None:
     {
         "after": {
             "jobs": {
-                "a": "active processedOn=enq ts=enq",
-                "b": "waiting ts=enq",
+                "a": "active processedOn=woke ts=woke",
+                "b": "waiting ts=woke",
                 "p": "waiting priority=9 ts=enq2",
             },
             "prioritized": ["p"],
@@ -1106,8 +1123,12 @@ async def wait_then_claim(h: Harness) -> None:
     a prioritized job while one is reserved does not touch the reservation's storage."""
     waiter = asyncio.ensure_future(h.backend.wait_for_work(TASK, 10, 1, OPTS, "w", 1))
     await asyncio.sleep(0.05)
-    await h.enqueue("enq", job("a"), job("b"))
-    claimed = await h.step("woke", waiter)
+
+    async def enqueue_and_wake() -> tuple[Claimed, ...]:  # one window: the claim may run
+        await h.backend.enqueue(TASK, [job("a"), job("b")])  # before this returns
+        return await waiter
+
+    claimed = await h.step("woke", enqueue_and_wake())
     assert [c.id for c in claimed] == ["a", "b"] and claimed[1].reserved
     await h.enqueue("enq2", job("p", priority=9))
     await h.snap("after")
