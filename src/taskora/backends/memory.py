@@ -45,10 +45,23 @@ STALL_MESSAGE = "Job stalled and exceeded max stalled count"
 EVENTS_MAXLEN = 10_000
 DONE_MAXLEN = 10_000  # ends kept per task, as the Redis done stream (lib.lua EVENTS_MAXLEN)
 MAX_INLINE_RESULT = 4096  # larger results live only in the job, as on Redis
+PROMOTE_BATCH = 200  # due jobs promoted per step, as lib.lua's promote
+METRICS_KEEP_MS = 86_400_000  # per-minute counters live a day, as the Redis keys' EXPIRE
 
 
 def _system_clock() -> int:
     return int(time.time() * 1000)
+
+
+def _malformed(job: Job) -> str | None:
+    """Why a waiting job cannot be claimed (lib.lua's claim checks), or None."""
+    if job.get("expireAt") is not None and not isinstance(job["expireAt"], int):
+        return "expireAt is not a number"
+    if "concurrencyKey" in job and not isinstance(job.get("concurrencyLimit"), int):
+        return "concurrencyLimit is not a number"
+    if "data" not in job:
+        return "data field missing"
+    return None
 
 
 @dataclass(eq=False)
@@ -296,8 +309,17 @@ class MemoryBackend:
         self._emit(t, job_id, "expired")
         self._finish(task, t, job_id, "expired", now, Terminal("expired"))
 
+    def _fail_malformed(self, task: str, t: _Task, job_id: str, reason: str, now: int) -> None:
+        """A job whose stored form is unusable ends failed with a reason (lib.lua's
+        fail_malformed; docs/design.md#decisions, 4): only data poked into the tables can be."""
+        error = "malformed job: " + reason
+        t.active.pop(job_id, None)
+        t.jobs[job_id].update(state="failed", finishedOn=now, error=error)
+        self._emit(t, job_id, "failed", "error", error)
+        self._finish(task, t, job_id, "failed", now, Terminal("failed", error=error))
+
     def _promote(self, task: str, t: _Task, now: int) -> None:
-        while True:
+        for _ in range(PROMOTE_BATCH):
             due = self._next_due(t)
             if due is None or due > now:
                 return
@@ -310,7 +332,11 @@ class MemoryBackend:
                 if not collect_drain(self, task, t, job_id, job["collectKey"], now):
                     continue  # an empty batch: it ended cancelled
             expire_at = job.get("expireAt")
-            if expire_at is not None and expire_at <= now:
+            if expire_at is not None and not isinstance(expire_at, int):
+                self._fail_malformed(task, t, job_id, "expireAt is not a number", now)
+            elif not isinstance(job.get("priority"), int):
+                self._fail_malformed(task, t, job_id, "priority is not a number", now)
+            elif expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
             else:
                 self._requeue(t, job_id, job["priority"], now, arrival=True)
@@ -351,19 +377,26 @@ class MemoryBackend:
                 continue
             expire_at = job.get("expireAt")
             key = job.get("concurrencyKey")
-            if expire_at is not None and expire_at <= now:
+            malformed = _malformed(job)
+            if malformed is not None:
+                self._fail_malformed(task, t, job_id, malformed, now)
+            elif expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
             elif key is not None and t.conc.get(key, 0) >= job["concurrencyLimit"]:
                 t.parked.setdefault(key, deque()).append(job_id)  # waits for its key's slot
             elif len(out) >= want and (key is not None or expire_at is not None):
-                if score is not None:  # never claimed ahead: back where it was, stop here
-                    self._add_prioritized(t, job_id, score)
-                else:
-                    t.wait.append(job_id)
+                self._put_back(t, job_id, score)  # never claimed ahead: stop here
                 break
             else:
                 out.append(self._hold(t, job_id, score, now, len(out) >= want, options, token_base))
         return out, False
+
+    def _put_back(self, t: _Task, job_id: str, score: float | None) -> None:
+        """Undo a pop: the job goes back exactly where it was."""
+        if score is not None:
+            self._add_prioritized(t, job_id, score)
+        else:
+            t.wait.append(job_id)
 
     def _hold(
         self,
@@ -408,7 +441,7 @@ class MemoryBackend:
         minute = now // 60_000 * 60_000
         counts = t.metrics.get(minute)
         if counts is None:  # a new minute: drop the ones over a day old
-            for old in [m for m in t.metrics if m < minute - 86_400_000]:
+            for old in [m for m in t.metrics if m < minute - METRICS_KEEP_MS]:
                 del t.metrics[old]
             counts = t.metrics[minute] = [0, 0]
         counts[0] += completed
@@ -934,6 +967,7 @@ class MemoryBackend:
             ):
                 job.pop(name, None)
             job.update(state="waiting", attempt=1, ts=now)
+            t.ends.pop(job_id, None)  # it starts over: forget its end (retry_failed.lua)
             self._requeue(t, job_id, job["priority"], now, arrival=True)
             self._emit(t, job_id, "waiting")
             done.append(job_id)
