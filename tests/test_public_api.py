@@ -71,6 +71,8 @@ HEAVY = [
     "pydantic",
     "taskora.tracing",
     "opentelemetry",
+    "taskora.metrics",
+    "prometheus_client",
 ]
 
 

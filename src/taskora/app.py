@@ -36,6 +36,7 @@ from .types import Retention, TaskDefaults, check_name
 
 if TYPE_CHECKING:
     from .events import EventHub
+    from .runtime import JobObserver
     from .tracing import Tracing
 
 __all__ = ["App"]
@@ -140,6 +141,8 @@ class App:
         self._middleware: tuple[Middleware, ...] = ()
         self._hub: EventHub | None = None
         self._tracing: Tracing | None = None
+        # set by taskora.metrics.install() before start(): docs/design.md#metrics
+        self._metrics: JobObserver | None = None
         if tracing is not False and tracing is not None:
             # only now: opentelemetry stays unloaded while tracing is off (docs/design.md#tracing)
             from .tracing import Tracing

@@ -158,6 +158,19 @@ def _parser() -> argparse.ArgumentParser:
         help="how many quick jobs a worker claims ahead (default: the app's, 32; 0: none)",
     )
     worker.add_argument(
+        "--metrics-port",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="serve Prometheus metrics at http://HOST:N/metrics (needs taskora[metrics])",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics server binds (default 127.0.0.1)",
+    )
+    worker.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
@@ -185,9 +198,26 @@ def _worker(args: argparse.Namespace) -> int:
     if args.prefetch is not None:
         app.prefetch = args.prefetch
     _configure_logging(args.log_level)
+    if args.metrics_port is not None:
+        _serve_metrics(app, args.metrics_port, args.metrics_host)
     shutdown = None if args.shutdown_timeout is None else args.shutdown_timeout / 1000
     app.run(tasks=tasks, concurrency=args.concurrency, shutdown_timeout=shutdown)
     return 0
+
+
+def _serve_metrics(app: App, port: int, host: str) -> None:
+    try:
+        from .metrics import serve
+    except ModuleNotFoundError as exc:
+        if exc.name != "prometheus_client":
+            raise
+        raise CLIError(
+            "--metrics-port needs prometheus-client: pip install 'taskora[metrics]'"
+        ) from None
+    try:
+        serve(app, port, host)
+    except OSError as exc:
+        raise CLIError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

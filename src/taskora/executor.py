@@ -76,6 +76,7 @@ class Executor:
         self._heartbeat = heartbeat
         self._chain = (*app.middleware, *task.middleware)  # app -> task -> handler
         self._tracing = app._tracing  # None unless App(tracing=...): docs/design.md#tracing
+        self._metrics = app._metrics  # None unless taskora.metrics is on: docs/design.md#metrics
         self._threads: DaemonPool | None = None if task.is_async else self._new_threads()
 
     def start(self, slot: Slot[Run]) -> None:
@@ -121,6 +122,8 @@ class Executor:
     def _report(self, slot: Slot[Run], run: Run, outcome: Outcome, took: float) -> None:
         if not run.reported:
             run.reported = True
+            if self._metrics is not None:
+                self._metrics.job_done(self.name, slot.job, outcome, took)
             self._on_done(slot, outcome, took)
 
     def _ensure_reported(self, slot: Slot[Run], run: Run) -> None:

@@ -12,15 +12,22 @@ import concurrent.futures
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .backends.base import Backend, EnqueueResult, Flow, NewJob
+from .backends.base import Backend, Claimed, EnqueueResult, Flow, NewJob, Outcome
 from .types import Retention, TaskDefaults
 
 if TYPE_CHECKING:
     from .tracing import Tracing
 
-__all__ = ["Runtime"]
+__all__ = ["JobObserver", "Runtime"]
 
 T = TypeVar("T")
+
+
+class JobObserver(Protocol):
+    """Told of every outcome a worker reports (``taskora.metrics``); called on the worker's
+    loop, so it must be quick and must not raise."""
+
+    def job_done(self, task: str, job: Claimed, outcome: Outcome, took: float) -> None: ...
 
 
 class Runtime(Protocol):
@@ -45,6 +52,7 @@ class Runtime(Protocol):
     def middleware(self) -> tuple[Any, ...]: ...
 
     _tracing: Tracing | None  # None = off (docs/design.md#tracing)
+    _metrics: JobObserver | None  # None = off (docs/design.md#metrics)
 
     async def _connected_backend(self) -> Backend: ...
 
