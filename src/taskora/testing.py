@@ -119,15 +119,22 @@ class TestRunner:
 
     async def dispose(self) -> None:
         """Put the app's own backend back; the runner's jobs are dropped."""
+        if self._saved is None:
+            return
+        if self.app._enqueuer is not None:
+            await self.app._enqueuer.drain()
+        await self.backend.close()
+        self._restore()
+
+    def _restore(self) -> None:
+        """The synchronous part of ``dispose`` (the pytest fixture's teardown: it works
+        whichever async plugin runs the tests)."""
         saved, self._saved = self._saved, None
         if saved is None:
             return
         app = self.app
-        if app._enqueuer is not None:
-            await app._enqueuer.drain()
         for executor in self._executors.values():
             executor.shutdown()
-        await self.backend.close()
         app.backend, app._connected = saved
         app._enqueuer = None
         app._connect_lock = None
