@@ -64,6 +64,8 @@ HEAVY = [
     "taskora.worker",
     "taskora.demo",
     "taskora.cli",
+    "taskora.testing",
+    "taskora.pytest_plugin",
     "hiredis",
     "redis",
     "rich",

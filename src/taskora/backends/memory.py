@@ -149,6 +149,14 @@ class MemoryBackend:
     def now_ms(self) -> int:
         return self.clock()
 
+    def next_due_ms(self) -> int | None:
+        """The earliest time anything here moves by itself: a delayed or retrying job (delays,
+        backoff, debounce, collect flushes, ttl of delayed jobs) or a schedule's next fire.
+        ``taskora.testing`` jumps its virtual clock from one such time to the next."""
+        times = [due for t in self._tasks.values() if (due := self._next_due(t)) is not None]
+        times.extend(self.schedules.next.values())
+        return min(times) if times else None
+
     async def verify(self) -> str | None:
         return None
 
@@ -440,9 +448,13 @@ class MemoryBackend:
         kept one day."""
         minute = now // 60_000 * 60_000
         counts = t.metrics.get(minute)
-        if counts is None:  # a new minute: drop the ones over a day old
-            for old in [m for m in t.metrics if m < minute - METRICS_KEEP_MS]:
-                del t.metrics[old]
+        if counts is None:  # a new minute: drop the ones over a day old (oldest first:
+            # minutes are added in time order, so this stops at the first one kept)
+            while t.metrics:
+                oldest = next(iter(t.metrics))
+                if oldest >= minute - METRICS_KEEP_MS:
+                    break
+                del t.metrics[oldest]
             counts = t.metrics[minute] = [0, 0]
         counts[0] += completed
         counts[1] += failed

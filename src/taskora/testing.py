@@ -1,0 +1,371 @@
+"""Test an app's tasks in-process, in virtual time: ``from taskora.testing import TestRunner``.
+
+``TestRunner(app)`` swaps the App's backend for a fresh :class:`MemoryBackend` whose clock is a
+:class:`VirtualClock`, for the runner's lifetime (``dispose()`` puts the original back). The
+user's code is not changed: tasks dispatch through the same App, so jobs that tasks dispatch
+stay in the runner. No worker loop runs; the runner claims and runs jobs itself through the
+worker's :class:`~taskora.executor.Executor` (validation, middleware, timeouts, retry
+decisions), and time moves only when it says so: ``advance`` jumps the clock from one due time
+to the next (delayed jobs, backoff, debounce, collect flushes, schedules) and processes
+everything runnable at each, so a month of schedules takes a fraction of a second and every
+run is deterministic (docs/design.md#testing).
+
+Not imported by ``import taskora``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import serializer
+from .app import App
+from .backends.base import Backend, ClaimOptions, Outcome
+from .backends.memory import MemoryBackend
+from .context import Context, LocalIO
+from .durations import Duration, to_ms
+from .errors import ConfigError, TaskoraError
+from .executor import Executor, Run
+from .handle import ResultHandle
+from .handoff import Slot
+from .middleware import run_chain
+from .retry import retry_delay_ms
+from .scheduler import Scheduler
+from .task import Task
+
+__all__ = ["Execution", "JobView", "TestRunner", "VirtualClock"]
+
+TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
+MAX_ROUNDS = 10_000  # execute(): due-time jumps before it gives up on a job that never ends
+
+
+class VirtualClock:
+    """Milliseconds that move only when told (starts at the wall clock's now)."""
+
+    def __init__(self, start_ms: int | None = None) -> None:
+        self.ms = int(time.time() * 1000) if start_ms is None else start_ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def set(self, ms: int) -> None:
+        if ms > self.ms:  # never backwards: due times already passed stay passed
+            self.ms = ms
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """How a job ended (or where it stands, if it could not end): ``runner.execute``."""
+
+    id: str
+    state: str | None
+    result: Any
+    error: str | None
+    attempts: int
+    logs: list[dict[str, Any]]
+    progress: Any
+    handle: ResultHandle[Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job the runner holds: ``runner.jobs``."""
+
+    task: str
+    id: str
+    state: str
+    attempt: int
+    data: Any
+    fields: dict[str, str] = field(repr=False)
+
+
+class TestRunner:
+    """Runs every task of ``app`` in-process on a memory backend with a virtual clock.
+
+    ``async with TestRunner(app) as runner:`` or ``runner = TestRunner(app)`` ...
+    ``await runner.dispose()``. The app must not be running workers.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, app: App, *, start_ms: int | None = None) -> None:
+        if app._started:
+            raise ConfigError("TestRunner: the app is running workers; close it first")
+        self.app = app
+        self.clock = VirtualClock(start_ms)
+        self.backend = MemoryBackend(prefix=app.prefix, clock=self.clock)
+        self._saved: tuple[Backend, bool] | None = (app.backend, app._connected)
+        app.backend = self.backend
+        app._connected = False
+        app._enqueuer = None
+        app._connect_lock = None
+        if app._hub is not None:
+            app._hub.reset()
+        self._executors: dict[str, Executor] = {}
+        self._outcomes: dict[str, list[Outcome]] = {}
+        self._running: dict[tuple[str, str], Slot[Run]] = {}
+        self._scheduler: Scheduler | None = None
+        self._subscribed = False
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def __aenter__(self) -> TestRunner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.dispose()
+
+    async def dispose(self) -> None:
+        """Put the app's own backend back; the runner's jobs are dropped."""
+        if self._saved is None:
+            return
+        if self.app._enqueuer is not None:
+            await self.app._enqueuer.drain()
+        await self.backend.close()
+        self._restore()
+
+    def _restore(self) -> None:
+        """The synchronous part of ``dispose`` (the pytest fixture's teardown: it works
+        whichever async plugin runs the tests)."""
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        app = self.app
+        for executor in self._executors.values():
+            executor.shutdown()
+        app.backend, app._connected = saved
+        app._enqueuer = None
+        app._connect_lock = None
+        if app._hub is not None:
+            app._hub.reset()
+
+    def _check(self) -> None:
+        if self._saved is None:
+            raise TaskoraError("this TestRunner was disposed")
+
+    @property
+    def now_ms(self) -> int:
+        """The virtual time, in ms since the epoch."""
+        return self.clock.ms
+
+    # -- direct call --------------------------------------------------------------------
+    async def run(self, task: Task[Any, Any] | str, data: Any = None) -> Any:
+        """Call the handler directly, no queue: input validation, app and task middleware,
+        the timeout, and retries at once (no backoff wait). Returns the handler's result or
+        raises the last error."""
+        self._check()
+        t = self._task(task)
+        attempt = 1
+        max_attempts = t.options.retry.attempts if t.options.retry is not None else 1
+        chain = (*self.app.middleware, *t.middleware)
+        while True:
+            value = t.input.validate(data, "input") if t.input is not None else data
+            ctx = Context(f"run-{attempt}", t.name, attempt, self.clock.ms, LocalIO())
+            try:
+                timeout_ms = t.options.timeout_ms
+                async with asyncio.timeout(timeout_ms / 1000 if timeout_ms else None):
+                    if chain:
+                        result = await run_chain(chain, ctx, value, _caller(t, ctx))
+                    else:
+                        result = await _invoke(t, value, ctx)
+            except Exception as exc:
+                if attempt >= max_attempts or retry_delay_ms(t.options.retry, attempt, exc) is None:
+                    raise
+                attempt += 1
+                continue
+            if t.output is not None:
+                t.output.to_json(result, "output")  # a wrong result fails here, as in a worker
+            return result
+
+    # -- through the queue --------------------------------------------------------------
+    def dispatch(self, task: Task[Any, Any] | str, data: Any = None, **options: Any) -> Any:
+        """``task.dispatch(data, **options)`` into the runner; returns the handle. Nothing runs
+        until ``advance``, ``run_until_idle`` or ``execute``."""
+        self._check()
+        return self._task(task).dispatch(data, **options)
+
+    async def execute(
+        self, task: Task[Any, Any] | str, data: Any = None, **options: Any
+    ) -> Execution:
+        """Dispatch, then process and jump virtual time over delays and backoff until the job
+        ends; returns how it ended."""
+        handle = self.dispatch(task, data, **options)
+        name = handle.task
+        job_id = await handle
+        for _ in range(MAX_ROUNDS):
+            await self.run_until_idle()
+            snapshot = await self.backend.get_snapshot(name, job_id)
+            if snapshot.state is None or snapshot.state in TERMINAL:
+                break
+            due = self.backend.next_due_ms()
+            if due is None:
+                break
+            await self._step_to(due)
+        return await self._execution(handle, name, job_id)
+
+    async def advance(self, duration: Duration) -> None:
+        """Move virtual time forward by ``duration``: everything due on the way happens, in
+        due-time order, with the jobs it makes runnable processed at each step."""
+        self._check()
+        target = self.clock.ms + to_ms(duration, "advance(duration)")
+        await self.run_until_idle()
+        while True:
+            due = self.backend.next_due_ms()
+            if due is None or due > target:
+                break
+            await self._step_to(due)
+        self.clock.set(target)
+        await self.run_until_idle()
+
+    async def run_until_idle(self) -> None:
+        """Process every runnable job (and jobs they dispatch) at the current virtual time."""
+        self._check()
+        backend = await self.app._connected_backend()
+        await self._subscribe(backend)
+        while True:
+            if self.app._enqueuer is not None:
+                await self.app._enqueuer.drain()
+            fired = await self._tick_schedules()
+            ran = 0
+            for task in list(self.app.tasks.values()):
+                if task.handler is not None:
+                    ran += await self._process(task)
+            if not ran and not fired and not self._pending():
+                return
+
+    @property
+    def jobs(self) -> list[JobView]:
+        """Every job the runner holds, per task in dispatch order, with its state."""
+        views = []
+        for name, t in self.backend._tasks.items():
+            for job_id, job in sorted(t.jobs.items(), key=lambda item: item[1].get("ts", 0)):
+                fields = {k: str(v) for k, v in job.items()}
+                raw = job.get("data")
+                views.append(
+                    JobView(
+                        name,
+                        job_id,
+                        str(job.get("state")),
+                        int(job.get("attempt", 1)),
+                        serializer.loads(raw, "job data") if isinstance(raw, str) else raw,
+                        fields,
+                    )
+                )
+        return views
+
+    # -- machinery ----------------------------------------------------------------------
+    def _task(self, task: Task[Any, Any] | str) -> Task[Any, Any]:
+        name = task if isinstance(task, str) else task.name
+        found = self.app.tasks.get(name)
+        if found is None:
+            raise ConfigError(f"unknown task {name!r}; registered: {sorted(self.app.tasks)}")
+        return found
+
+    def _pending(self) -> bool:
+        enqueuer = self.app._enqueuer
+        return enqueuer is not None and bool(enqueuer._tasks or enqueuer._scheduled)
+
+    async def _step_to(self, ms: int) -> None:
+        self.clock.set(ms)
+        await self.run_until_idle()
+
+    async def _subscribe(self, backend: Backend) -> None:
+        if self._subscribed:
+            return
+        self._subscribed = True
+        for task in self.app.tasks.values():
+            if task.handler is not None:
+                await backend.subscribe_cancel(task.name, self._cancel_listener(task.name))
+
+    def _cancel_listener(self, name: str) -> Callable[[str], None]:
+        def heard(job_id: str) -> None:
+            slot = self._running.get((name, job_id))
+            if slot is not None:
+                slot.cancel_requested = True
+                self._executors[name].interrupt(slot)
+
+        return heard
+
+    async def _tick_schedules(self) -> int:
+        """The scheduler's tick, driven by the runner instead of its poll loop (Workflows,
+        when they land, hook in here the same way: advance whatever is due at ``now``)."""
+        app = self.app
+        if self._scheduler is None:
+            if not app._declared and not self.backend.schedules.records:
+                return 0
+            self._scheduler = Scheduler(app, app._declared, 1000, 30_000)
+        due = self.backend.schedules.next.values()
+        if self._scheduler._registered and not any(at <= self.clock.ms for at in due):
+            return 0
+        return await self._scheduler.tick()
+
+    async def _process(self, task: Task[Any, Any]) -> int:
+        """Claim what is runnable now (promoting what is due), run it, record the outcomes."""
+        name = task.name
+        executor = self._executors.get(name)
+        outcomes = self._outcomes.setdefault(name, [])
+        if executor is None:
+            executor = Executor(
+                self.app,
+                task,
+                self.backend,
+                task.options.concurrency,
+                lambda slot, outcome, took: outcomes.append(outcome),
+                lambda job_id: None,
+            )
+            self._executors[name] = executor
+        claim = ClaimOptions(
+            lock_ttl_ms=task.options.stall.lock_ttl_ms,
+            singleton=task.options.singleton,
+            keep_completed=self.app.retention.completed_max,
+            keep_failed=self.app.retention.failed_max,
+        )
+        ran = 0
+        pending: list[Outcome] = []
+        while True:
+            report = await self.backend.finish_and_claim(
+                name, pending, task.options.concurrency, claim, "runner"
+            )
+            if not report.claimed:
+                return ran
+            slots = [Slot[Run](job) for job in report.claimed]
+            for slot in slots:
+                self._running[(name, slot.id)] = slot
+                executor.start(slot)
+            await asyncio.gather(*(s.run.runner for s in slots if s.run and s.run.runner))
+            for slot in slots:
+                self._running.pop((name, slot.id), None)
+            ran += len(slots)
+            pending = outcomes[:]
+            outcomes.clear()
+
+    async def _execution(self, handle: ResultHandle[Any], name: str, job_id: str) -> Execution:
+        fields = await self.backend.job_fields(name, job_id)
+        snapshot = await self.backend.get_snapshot(name, job_id)
+        logs = [serializer.loads(e, "log") for e in await self.backend.get_logs(name, job_id)]
+        result = None
+        if snapshot.state == "completed":
+            result = await handle.result
+        progress = snapshot.progress
+        return Execution(
+            job_id,
+            snapshot.state,
+            result,
+            fields.get("error"),
+            int(fields.get("attempt", "1")),
+            logs,
+            None if progress is None else serializer.loads(progress, "progress"),
+            handle,
+        )
+
+
+def _caller(task: Task[Any, Any], ctx: Context) -> Callable[[Any], Any]:
+    return lambda value: _invoke(task, value, ctx)
+
+
+async def _invoke(task: Task[Any, Any], data: Any, ctx: Context) -> Any:
+    if task.is_async:
+        return await task.invoke(data, ctx)
+    return await asyncio.to_thread(task.invoke, data, ctx)

@@ -1,0 +1,85 @@
+"""The pytest plugin (entry point ``pytest11``): fixtures taskora_app and taskora_runner."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CONFTEST = """
+import pytest
+import taskora
+
+app = taskora.App("memory://")
+seen = []
+
+@app.task(retry=taskora.Retry(attempts=2, delay="1h"))
+async def greet(name: str, ctx: taskora.Context) -> str:
+    if ctx.attempt == 1:
+        raise RuntimeError("first try fails")
+    seen.append(name)
+    return "hi " + name
+
+@pytest.fixture
+def taskora_app():
+    return app
+"""
+
+TESTS = """
+import conftest
+
+async def test_execute(taskora_runner):
+    execution = await taskora_runner.execute(conftest.greet, "ada")
+    assert (execution.state, execution.attempts, execution.result) == ("completed", 2, "hi ada")
+
+async def test_advance(taskora_runner):
+    taskora_runner.dispatch(conftest.greet, "bob", delay="1d")
+    await taskora_runner.advance("1d")
+    assert conftest.seen[-1] == "ada"  # its first attempt failed: retried 1 h on
+    await taskora_runner.advance("2h")
+    assert conftest.seen[-1] == "bob"
+
+def test_swapped(taskora_runner):
+    assert conftest.app.backend is taskora_runner.backend
+"""
+
+
+def test_registered_by_entry_point() -> None:
+    names = {ep.value for ep in entry_points(group="pytest11")}
+    assert "taskora.pytest_plugin" in names
+
+
+def test_fixtures_run_a_users_tasks_in_virtual_time(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_user=TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+def test_dispose_restores_the_original_backend(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_user="""
+import conftest
+original = conftest.app.backend
+
+def test_one(taskora_runner):
+    assert conftest.app.backend is not original
+
+def test_two():
+    assert conftest.app.backend is original
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_without_an_app_fixture_the_error_says_what_to_do(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user="def test_x(taskora_runner):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*define a fixture named taskora_app*"])
