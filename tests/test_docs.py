@@ -24,7 +24,7 @@ CITE = re.compile(r"docs/design\.md#([a-z0-9-]+)(?:, (\d+))?")
 
 def _sources() -> list[Path]:
     paths: list[Path] = []
-    for folder in ("src", "tests", "benchmarks", "scripts"):
+    for folder in ("src", "tests", "benchmarks", "scripts", "docs/guide"):
         for here, dirs, files in os.walk(ROOT / folder):
             dirs[:] = [d for d in dirs if not d.startswith(".") and d not in SKIP]
             for name in files:
