@@ -100,6 +100,26 @@ def test_app_survives_several_asyncio_runs() -> None:
     assert asyncio.run(once(2)) == 3
 
 
+def test_sync_dispatches_reach_the_store_when_a_loop_takes_the_app_over(
+    backend_url: str, prefix: str
+) -> None:
+    """Dispatched from sync code (the portal loop), not awaited, then ``asyncio.run`` starts
+    the app: the portal hands over only after sending what it still held (it was dropped)."""
+    app = taskora.App(backend_url, prefix=prefix)
+
+    @app.task()
+    async def double(data: int) -> int:
+        return data * 2
+
+    handles = [double.dispatch(n) for n in range(5)]
+
+    async def main() -> list[int]:
+        async with app:
+            return [await double.handle(h.id).wait_for(20) for h in handles]
+
+    assert asyncio.run(main()) == [0, 2, 4, 6, 8]
+
+
 def test_public_api_is_complete_and_sorted() -> None:
     names = taskora.__all__
     assert names == sorted(names, key=lambda n: (n.startswith("_"), n))

@@ -633,6 +633,9 @@ class App:
                 asyncio.run_coroutine_threadsafe(self.close(), portal.loop).result(timeout=30)
 
     def _bind(self, loop: asyncio.AbstractEventLoop, take_over: bool = False) -> None:
+        portal = self._portal
+        if take_over and portal is not None and self._home is portal.loop:
+            self._drain_portal(portal)  # outside the guard: the drain routes through it
         with self._guard:
             if self._home is loop:
                 return
@@ -644,6 +647,21 @@ class App:
                 self._portal.stop()
                 self._portal = None
             self._bind_locked(loop)
+
+    def _drain_portal(self, portal: _Portal) -> None:
+        """Sync code dispatched through the portal, and now a loop takes the App over: send
+        what is still pending there first (stopping the portal would drop it)."""
+        if not portal.loop.is_running():
+            return
+
+        async def drain() -> None:
+            if self._enqueuer is not None:
+                await self._enqueuer.drain()
+
+        try:
+            asyncio.run_coroutine_threadsafe(drain(), portal.loop).result(timeout=30)
+        except Exception as exc:  # each handle reports its own enqueue error
+            log.warning("taskora: sending dispatches made from sync code failed: %r", exc)
 
     def _bind_locked(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if self._home is not None and loop is not self._home:
