@@ -126,6 +126,7 @@ def test_finish_claim_argv_is_the_wire_layout() -> None:
         failed_max=200,
         after_wait=False,
         reserve=2,
+        max_version=4,
     )
     assert call.keys() == keys.standard
     assert call.argv() == [
