@@ -4,6 +4,8 @@ worker parked for a worker of their version (never run by an older one, never sp
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,7 @@ import taskora
 from taskora.backends.memory import MemoryBackend
 from taskora.backends.redis.keys import TaskKeys
 from tests.conftest import AppFactory, wait_until
+from tests.processes import stop_processes
 
 
 def test_declarations_resolve_and_bad_ones_raise() -> None:
@@ -180,3 +183,46 @@ def _claim_counter(app: taskora.App, url: str) -> Callable[[], int]:
             return int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
     return calls
+
+
+@pytest.mark.redis_only
+async def test_rolling_deploy_old_and_new_worker_processes(redis_url: str, prefix: str) -> None:
+    """A version 1 worker process runs while producers of versions 1 and 2 dispatch; the
+    version 2 jobs wait, parked, until a version 2 worker process comes up. Every job is
+    completed by a worker that understands it, none is lost."""
+    producer = taskora.App(redis_url, prefix=prefix)
+    old = producer.register(taskora.define_task("deploy", version=1))
+    producer_new = taskora.App(redis_url, prefix=prefix)
+    new = producer_new.register(taskora.define_task("deploy", version=2))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(version: int) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.procs.version_procs", redis_url, prefix, str(version)],
+            stdout=subprocess.PIPE,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+
+    try:
+        async with producer, producer_new:
+            start(1)
+            olds, news = [], []
+            for i in range(20):
+                olds.append(old.dispatch({"v": 1, "i": i}))
+                news.append(new.dispatch({"v": 2, "i": i}))
+            old_results = [await h.wait_for(60) for h in olds[:10]]
+            assert {r["worker"] for r in old_results} == {1}
+            for h in news:  # the old worker never runs a version 2 job
+                assert await h.get_state() == "waiting"
+            start(2)
+            results = [await h.wait_for(60) for h in olds + news]
+            for h, r in zip(olds + news, results, strict=True):
+                assert await h.get_state() == "completed"
+                assert r["worker"] >= r["v"]  # run by a worker that understands it
+                assert r["migrated"] == (r["v"] == 1 and r["worker"] == 2)
+            assert [r["worker"] for r in results[20:]] == [2] * 20
+            stats = await producer.inspect().stats("deploy")
+            assert stats["completed"] == 40 and stats["waiting"] == stats["active"] == 0
+    finally:
+        stop_processes(procs)
