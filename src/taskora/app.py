@@ -223,6 +223,7 @@ class App:
             None,
             input=contract.input,
             output=contract.output,
+            version=contract.version,
             **contract.options,
         )
         self._tasks[contract.name] = task
@@ -253,6 +254,8 @@ class App:
             merged["input"] = contract.input
         if contract.output is not None:
             merged["output"] = contract.output
+        if contract.version is not None:
+            merged.setdefault("version", contract.version)
         task: Task[In, Out] = Task(self, contract.name, handler, **merged)
         if existing is not None:  # register() came first: the same object gets the handler
             existing.__dict__.update(task.__dict__)

@@ -29,6 +29,7 @@ from .handoff import Slot, SlotState
 from .middleware import run_chain
 from .retry import RetryError, retry_delay_ms
 from .runtime import Runtime
+from .versions import MigrationError
 
 if TYPE_CHECKING:
     from .task import Task
@@ -199,6 +200,13 @@ class Executor:
             data = serializer.loads(job.data, "job data")
         except SerializationError as exc:
             return Outcome(job.id, job.token, "failed", error=f"malformed job: {exc}")
+        versioning = self.task.versioning
+        if job.version < versioning.version:  # the claim never hands over a newer job
+            try:
+                data = versioning.upgrade(data, job.version)
+            except MigrationError as exc:  # the same data fails the same way: not retried
+                run.handler_done = True
+                return Outcome(job.id, job.token, "failed", error=str(exc))
         if self.task.input is not None:
             try:
                 return self.task.input.validate(data, "input")

@@ -15,8 +15,9 @@ from typing import Any
 from .errors import ConfigError
 from .runtime import Runtime
 from .types import JobState
+from .versions import Versioning
 
-__all__ = ["DeadLetters", "Inspector", "JobInfo"]
+__all__ = ["DeadLetters", "Inspector", "JobInfo", "Migrations"]
 
 RETRY_BATCH = 500
 _STATES = {state.value for state in JobState}
@@ -262,15 +263,26 @@ class Inspector:
             for m, (c, f) in sorted(sums.items())
         ]
 
-    async def migrations(self, task: str, limit: int = 10_000) -> dict[int, int]:
-        """How many waiting jobs carry each payload version (the ``_v`` field; taskora has
-        no task versions yet, so this is what producers wrote, 1 when absent)."""
+    async def migrations(self, task: str, limit: int = 10_000) -> Migrations:
+        """The payload versions (``_v``) of ``task``'s unfinished jobs (waiting, parked for a
+        newer worker, active, delayed, retrying; up to ``limit`` per state) beside the
+        task's own versions, and how far ``since`` can be raised (docs/design.md#versions)."""
         return await self._app._route(lambda: self._migrations(task, limit))
 
-    async def _migrations(self, task: str, limit: int) -> dict[int, int]:
+    async def _migrations(self, task: str, limit: int) -> Migrations:
         backend = await self._app._connected_backend()
-        rows = await backend.list_jobs(task, "waiting", 0, limit)
-        return dict(Counter(_int(fields.get("_v")) or 1 for _, fields in rows))
+        counts: Counter[int] = Counter(await backend.parked_versions(task))
+        for state in ("waiting", "active", "delayed"):
+            rows = await backend.list_jobs(task, state, 0, limit)
+            counts.update(_int(fields.get("_v")) or 1 for _, fields in rows)
+        versioning: Versioning | None = getattr(self._app.tasks.get(task), "versioning", None)
+        return Migrations(
+            task=task,
+            version=versioning.version if versioning else None,
+            since=versioning.since if versioning else None,
+            migrations=len(versioning.steps) if versioning else 0,
+            by_version=dict(sorted(counts.items())),
+        )
 
     async def purge(self, task: str, state: str, older_than_ms: int) -> int:
         """Delete ``task``'s finished jobs in ``state`` that ended over ``older_than_ms``
@@ -283,6 +295,33 @@ class Inspector:
             return await backend.purge(task, state, older_than_ms)
 
         return await self._app._route(run)
+
+
+@dataclass(frozen=True, slots=True)
+class Migrations:
+    """What ``inspect().migrations(task)`` found. ``version``/``since``/``migrations`` are
+    the task's as registered in this App (None, None, 0 for a task it does not know)."""
+
+    task: str
+    version: int | None
+    since: int | None
+    migrations: int
+    by_version: dict[int, int]  # payload version -> unfinished jobs carrying it
+
+    @property
+    def oldest(self) -> int | None:
+        """The oldest payload version still queued or running; None when there is none."""
+        return min(self.by_version) if self.by_version else None
+
+    @property
+    def max_since(self) -> int | None:
+        """The highest ``since`` that fails no unfinished job: the oldest version present,
+        or the task's version when nothing is pending."""
+        return self.oldest if self.by_version else self.version
+
+    def can_raise_since(self, candidate: int) -> bool:
+        """True when no unfinished job is older than ``candidate``."""
+        return all(v >= candidate for v in self.by_version)
 
 
 class DeadLetters:

@@ -7,7 +7,7 @@ import os
 import time
 import typing
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -28,6 +28,8 @@ from .middleware import Middleware, check_middleware
 from .runtime import Runtime
 from .schemas import Schema, handler_types, schema_for
 from .types import Debounce, Deduplicate, Retry, Stall, Throttle, coerce_flow
+from .versions import Migration, Versioning
+from .versions import resolve as resolve_versions
 
 __all__ = ["MAX_PRIORITY", "Task", "TaskOptions"]
 
@@ -75,8 +77,12 @@ class Task(Generic[In, Out]):
         output: Any = _UNSET,
         middleware: Iterable[Middleware] = (),
         collect: Collect | None = None,
+        version: int | None = None,
+        since: int | None = None,
+        migrate: Sequence[Migration] | Mapping[int, Migration] | None = None,
     ) -> None:
         self.app = app
+        self.versioning: Versioning = resolve_versions(f"task {name!r}", version, since, migrate)
         self.name = name
         self.handler = handler
         self.on_cancel = on_cancel
@@ -320,6 +326,7 @@ class Task(Generic[In, Out]):
             ttl_ms=ttl_ms,
             concurrency_key=concurrency_key or "",
             concurrency_limit=limit,
+            version=self.versioning.version,
         )
         return job, flow
 
@@ -338,7 +345,12 @@ class Task(Generic[In, Out]):
                 f"data for task {self.name!r} is larger than max_payload_bytes ({limit_bytes})"
             )
         retry = self.options.retry
-        job = NewJob(id=new_id(), data=encoded, max_attempts=retry.attempts if retry else 1)
+        job = NewJob(
+            id=new_id(),
+            data=encoded,
+            max_attempts=retry.attempts if retry else 1,
+            version=self.versioning.version,
+        )
         return job, collect_flow(self.collect, key)
 
     # -- collect ------------------------------------------------------------------------

@@ -321,6 +321,7 @@ class TestRunner:
             singleton=task.options.singleton,
             keep_completed=self.app.retention.completed_max,
             keep_failed=self.app.retention.failed_max,
+            version=task.versioning.version,
         )
         ran = 0
         pending: list[Outcome] = []

@@ -64,6 +64,7 @@ class Worker:
             singleton=options.singleton,
             keep_completed=app.retention.completed_max,
             keep_failed=app.retention.failed_max,
+            version=task.versioning.version,
         )
         self._wake = Signal()
         self.slots: Handoff[Run] = Handoff(self.concurrency, self._wake.set)
@@ -80,6 +81,7 @@ class Worker:
                 singleton=options.singleton,
                 keep_completed=app.retention.completed_max,
                 keep_failed=app.retention.failed_max,
+                version=task.versioning.version,
             ),
             uuid.uuid4().hex,
             self.prefetch,

@@ -93,6 +93,9 @@ class ClaimOptions:
     singleton: bool = False
     keep_completed: int = 1000
     keep_failed: int = 10_000
+    # the newest payload version (``_v``) this worker runs; newer jobs are parked for a
+    # worker of their version (docs/design.md#versions). 0 = any.
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +326,10 @@ class Backend(Protocol):
     ) -> list[tuple[str, dict[str, str]]]:
         """Jobs in ``state`` with their stored fields: finished ones newest first, waiting
         ones in claim order, delayed ones by due time."""
+
+    async def parked_versions(self, task: str) -> dict[int, int]:
+        """Jobs parked for a newer worker (docs/design.md#versions), counted by payload
+        version; ``list_jobs`` does not show them."""
 
     async def retry_failed(self, task: str, ids: Sequence[str] | None, limit: int) -> list[str]:
         """Move failed jobs (``ids``, or the ``limit`` oldest) back to waiting, attempt 1."""

@@ -87,6 +87,9 @@ class _Task:
     ends: OrderedDict[str, Terminal] = field(default_factory=OrderedDict)  # the done stream
     conc: dict[str, int] = field(default_factory=dict)
     parked: dict[str, deque[str]] = field(default_factory=dict)  # per concurrency key, FIFO
+    newer: dict[str, tuple[int, int]] = field(default_factory=dict)  # parked for a newer
+    # worker: id -> (version, sequence), taken in that order (`newer` zset in lib.lua)
+    newer_seq: int = 0
     flow_keys: dict[str, tuple[str, int | None]] = field(
         default_factory=dict
     )  # key -> (value, expiry)
@@ -100,11 +103,26 @@ class _Task:
     metrics: dict[int, list[int]] = field(default_factory=dict)  # minute -> [completed, failed]
 
     def waiting_count(self) -> int:
-        parked = sum(map(len, self.parked.values()))
+        parked = sum(map(len, self.parked.values())) + len(self.newer)
         return len(self.wait) + len(self.prio_score) + parked + len(self.reserved)
 
     def queued_count(self) -> int:
         return len(self.wait) + len(self.prio_score)
+
+
+def _parked_for(t: _Task, max_v: int, total: int) -> list[str]:
+    """Up to ``total`` jobs parked by older workers that a worker of ``max_v`` runs, last
+    to take first (by version, then FIFO; the ``newer`` zset in lib.lua)."""
+    if max_v <= 1 or not t.newer:
+        return []
+    fits = sorted((vs, i) for i, vs in t.newer.items() if vs[0] <= max_v)[:total]
+    return [i for _, i in reversed(fits)]
+
+
+def _unpark(t: _Task, older: list[str]) -> tuple[str, float | None]:
+    job_id = older.pop()
+    del t.newer[job_id]
+    return job_id, None
 
 
 class MemoryBackend:
@@ -242,6 +260,8 @@ class MemoryBackend:
         parked = t.parked.get(key) if key is not None else None
         if parked is not None and job_id in parked:
             parked.remove(job_id)
+            return
+        t.newer.pop(job_id, None)
 
     def _add_delayed(self, t: _Task, job_id: str, due: int) -> None:
         t.due[job_id] = due
@@ -360,22 +380,26 @@ class MemoryBackend:
         options: ClaimOptions,
         token_base: str,
         reserve: int = 0,
-    ) -> tuple[list[Claimed], bool]:
+    ) -> tuple[list[Claimed], bool, bool]:
+        """Claim up to ``want`` jobs (+ ``reserve`` ahead). Returns the jobs, whether the
+        singleton gate held, and whether a job was parked for a newer worker."""
         out: list[Claimed] = []
-        if options.singleton:
-            reserve = 0
+        max_v = options.version
+        parked_newer = False
+        reserve = 0 if options.singleton else reserve
         if want + reserve <= 0:
-            return out, False
+            return out, False, False
         if options.singleton:  # at most one active job of the task
             if want <= 0:
-                return out, False
+                return out, False, False
             if t.active:
-                return out, True
+                return out, True, False
             want = 1
         total = want + reserve
         pops = 0
+        older = _parked_for(t, max_v, total)
         while len(out) < total and pops < total + 100:
-            popped = self._pop_waiting(t)
+            popped = _unpark(t, older) if older else self._pop_waiting(t)
             if popped is None:
                 break
             job_id, score = popped
@@ -390,6 +414,10 @@ class MemoryBackend:
                 self._fail_malformed(task, t, job_id, malformed, now)
             elif expire_at is not None and expire_at <= now:
                 self._expire(task, t, job_id, now)
+            elif max_v > 0 and job["_v"] > max_v:
+                t.newer_seq += 1
+                t.newer[job_id] = (job["_v"], t.newer_seq)
+                parked_newer = True
             elif key is not None and t.conc.get(key, 0) >= job["concurrencyLimit"]:
                 t.parked.setdefault(key, deque()).append(job_id)  # waits for its key's slot
             elif len(out) >= want and (key is not None or expire_at is not None):
@@ -397,7 +425,7 @@ class MemoryBackend:
                 break
             else:
                 out.append(self._hold(t, job_id, score, now, len(out) >= want, options, token_base))
-        return out, False
+        return out, False, parked_newer
 
     def _put_back(self, t: _Task, job_id: str, score: float | None) -> None:
         """Undo a pop: the job goes back exactly where it was."""
@@ -437,8 +465,10 @@ class MemoryBackend:
         trace = job.get("trace")
         return Claimed(job_id, data, version, attempt, ts, token, reserved=ahead, trace=trace)
 
-    def _rearm(self, t: _Task, now: int, gated: bool, released: bool) -> None:
-        if t.queued_count() > 0:
+    def _rearm(
+        self, t: _Task, now: int, gated: bool, released: bool, parked_newer: bool = False
+    ) -> None:
+        if t.queued_count() > 0 or parked_newer:  # a job parked for a newer worker: wake one
             self._set_marker(t, now + 1000 if gated and not released else 0)
             return
         self._set_marker(t, self._next_due(t))
@@ -633,8 +663,10 @@ class MemoryBackend:
         if n_failed:
             self._trim_count(t, "failed", options.keep_failed, 2 * n_failed + 10)
         self._promote(task, t, now)
-        claimed, gated = self._claim(task, t, now, claim, options, token_base, reserve)
-        self._rearm(t, now, gated, released)
+        claimed, gated, parked_newer = self._claim(
+            task, t, now, claim, options, token_base, reserve
+        )
+        self._rearm(t, now, gated, released, parked_newer)
         return FinishReport(tuple(refused), tuple(claimed))
 
     def _reserved_outcome(
@@ -914,6 +946,12 @@ class MemoryBackend:
             "active": len(t.active),
         }
         counts.update({state: len(ids) for state, ids in t.finished.items()})
+        return counts
+
+    async def parked_versions(self, task: str) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for v, _ in self._t(task).newer.values():
+            counts[v] = counts.get(v, 0) + 1
         return counts
 
     async def list_jobs(

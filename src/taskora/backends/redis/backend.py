@@ -346,6 +346,7 @@ class RedisBackend:
             failed_max=options.keep_failed,
             after_wait=after_wait,
             reserve=reserve,
+            max_version=options.version,
         )
 
     async def wait_for_work(
@@ -635,6 +636,17 @@ class RedisBackend:
             "cancelled": cancelled,
             "expired": expired,
         }
+
+    async def parked_versions(self, task: str) -> dict[int, int]:
+        with self.errors():
+            raw = await self.client.execute(
+                "ZRANGE", self.keys(task).key("newer"), 0, -1, "WITHSCORES"
+            )
+        counts: dict[int, int] = {}
+        for i in range(1, len(raw), 2):  # score = version * 10^9 + sequence (lib.lua)
+            v = int(float(raw[i])) // 1_000_000_000
+            counts[v] = counts.get(v, 0) + 1
+        return counts
 
     async def list_jobs(
         self, task: str, state: str, offset: int, limit: int

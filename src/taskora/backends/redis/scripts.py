@@ -504,6 +504,7 @@ class FinishClaim(Call[FinishClaimReply]):
     failed_max: int
     after_wait: bool
     reserve: int
+    max_version: int = 0
 
     def decode(self, raw: Any) -> FinishClaimReply:
         refused, flat, next_due = raw

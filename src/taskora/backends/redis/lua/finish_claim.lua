@@ -1,13 +1,14 @@
 --- KEYS: @task
 --- ARGV: B #outcomes outcomes{id token kind payload retryDelayMs}
---- ARGV: want lockTtlMs tokenBase tokenSeq singleton completedMax failedMax afterWait reserve
+--- ARGV: want lockTtlMs tokenBase tokenSeq singleton completedMax failedMax afterWait reserve maxVersion
 -- FINISH_AND_CLAIM: record the outcomes of held jobs, then claim up to `want` new ones.
 -- One call per worker loop pass: the hot path costs one round trip per batch of jobs.
 -- ARGV: B, count, then per outcome: id, token, kind, payload, retryDelayMs;
 --       then want, lockTtlMs, tokenBase, tokenSeq, singleton ('1'/'0'),
 --       completedMax, failedMax (retention by count, trimmed here as jobs finish),
 --       afterWait ('1' when queued behind the caller's own BZPOPMIN of the marker),
---       reserve (how many more jobs to claim ahead of the free slots).
+--       reserve (how many more jobs to claim ahead of the free slots),
+--       maxVersion (the newest payload version the worker runs; 0 = any).
 -- kind: start (a job claimed ahead now runs: it becomes active here)
 --       | completed (payload = result JSON) | failed | retry (payload = error message)
 --       | cancelled | release (back to waiting, e.g. at shutdown).
@@ -112,7 +113,8 @@ if n_completed > 0 or n_failed > 0 then
 end
 
 promote(K, B, now)
-local claimed, gated = claim(K, B, now, tonumber(ARGV[base]), tonumber(ARGV[base + 8] or '0'),
-  tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4])
-local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1')
+local claimed, gated, parked_newer = claim(K, B, now, tonumber(ARGV[base]),
+  tonumber(ARGV[base + 8] or '0'), tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3]),
+  ARGV[base + 4], tonumber(ARGV[base + 9] or '0') or 0)
+local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1', parked_newer)
 return { refused, claimed, next_due }

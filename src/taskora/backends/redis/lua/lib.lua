@@ -120,6 +120,10 @@ local function unqueue_waiting(K, B, id, conc_key)
     redis.call('DECR', B .. 'parked')
     return true
   end
+  if redis.call('ZREM', B .. 'newer', id) == 1 then -- parked for a newer worker
+    redis.call('DECR', B .. 'parked')
+    return true
+  end
   return false
 end
 
@@ -212,8 +216,14 @@ end
 -- Returns the claimed jobs (flat: id, data, _v, attempt, ts, token, reserved '1'/'0', trace per
 -- job) and whether jobs were left waiting because a concurrency key or the singleton gate
 -- blocked them.
-local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, singleton)
+-- max_v > 0: the worker runs payload versions up to max_v only. A newer job is parked in
+-- the zset `newer` (score = version * 10^9 + sequence: by version, then FIFO) for a worker of
+-- its version, which takes parked jobs first (docs/design.md#versions). Workers of version 1
+-- cannot take any parked job, so they never read `newer`.
+local NEWER_SPAN = 1000000000 -- keeps scores within the 14 digits Lua formats exactly
+local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, singleton, max_v)
   local out = {}
+  local parked_newer = false
   if singleton == '1' then reserve = 0 end
   if want + reserve <= 0 then return out, false end
   local active_type = redis.call('TYPE', K.active).ok
@@ -228,10 +238,21 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
   end
   local total = want + reserve
   local got, pops = 0, 0
+  local older, next_older = nil, 1
+  if max_v > 1 then
+    older = redis.call('ZRANGEBYSCORE', B .. 'newer', '-inf', (max_v + 1) * NEWER_SPAN - 1,
+      'LIMIT', 0, total)
+  end
   while got < total and pops < total + 100 do
     local id, score
-    local z = redis.call('ZPOPMIN', K.prioritized, 1)
-    if z[1] then id = z[1]; score = tonumber(z[2]) else id = redis.call('RPOP', K.wait) end
+    if older and older[next_older] then
+      id = older[next_older]; next_older = next_older + 1
+      redis.call('ZREM', B .. 'newer', id)
+      redis.call('DECR', B .. 'parked')
+    else
+      local z = redis.call('ZPOPMIN', K.prioritized, 1)
+      if z[1] then id = z[1]; score = tonumber(z[2]) else id = redis.call('RPOP', K.wait) end
+    end
     if not id then break end
     pops = pops + 1
     local jk = B .. id
@@ -252,6 +273,11 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
         fail_malformed(K, B, id, 'data field missing', now)
       elseif expire_at and expire_at <= now then
         expire_job(K, B, id, now)
+      elseif max_v > 0 and (tonumber(f[6] or '1') or 1) > max_v then
+        local v = tonumber(f[6])
+        redis.call('ZADD', B .. 'newer', v * NEWER_SPAN + redis.call('INCR', B .. 'newer:seq') % NEWER_SPAN, id)
+        redis.call('INCR', B .. 'parked')
+        parked_newer = true
       elseif f[3] and tonumber(redis.call('GET', B .. 'conc:' .. f[3]) or '0') >= limit then
         park(B, id, f[3])
       elseif got >= want and (f[2] or f[3]) then
@@ -282,7 +308,7 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
       end
     end
   end
-  return out, false
+  return out, false, parked_newer
 end
 
 -- Leave the wake-up marker saying when a worker should next try to claim:
@@ -290,9 +316,9 @@ end
 -- A claim made right after a worker popped the marker (after_wait) never sets a future
 -- marker: that worker blocks until the due time itself (it gets it back from us), and
 -- re-adding the marker would wake it again at once. Returns the next due time (0 = none).
-local function rearm(K, now, gated, released, after_wait)
+local function rearm(K, now, gated, released, after_wait, parked_newer)
   local waiting = redis.call('ZCARD', K.prioritized) + redis.call('LLEN', K.wait)
-  if waiting > 0 then
+  if waiting > 0 or parked_newer then -- a job parked for a newer worker: wake one
     if not (gated and not released) then
       redis.call('ZADD', K.marker, 0, '0')
     elseif not after_wait then
