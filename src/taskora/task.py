@@ -28,6 +28,7 @@ from .middleware import Middleware, check_middleware
 from .runtime import Runtime
 from .schemas import Schema, handler_types, schema_for
 from .types import Debounce, Deduplicate, Retry, Stall, Throttle, coerce_flow
+from .workflow import Signature
 
 __all__ = ["MAX_PRIORITY", "Task", "TaskOptions"]
 
@@ -39,6 +40,9 @@ Out = TypeVar("Out")
 MAX_PRIORITY = 1000
 
 _UNSET: Any = object()
+
+
+_NO_DATA: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,11 @@ class Task(Generic[In, Out]):
         return self.handler(data, ctx)
 
     # -- dispatch -------------------------------------------------------------------
+    def s(self, data: Any = _NO_DATA) -> Signature:
+        """A workflow step of this task (docs/design.md#workflows): with ``data`` for a first
+        step, without it to take the previous step's output."""
+        return Signature(self) if data is _NO_DATA else Signature(self, data)
+
     def dispatch(
         self,
         data: In = None,  # type: ignore[assignment]
