@@ -158,7 +158,7 @@ async def test_a_retrying_step_retries_inside_the_step(make_app: AppFactory) -> 
     assert attempts == [2, 2, 2]
 
 
-def test_a_root_step_needs_data(make_app: AppFactory) -> None:
+async def test_a_root_step_needs_data(make_app: AppFactory) -> None:
     app = make_app()
 
     @app.task()
@@ -166,8 +166,31 @@ def test_a_root_step_needs_data(make_app: AppFactory) -> None:
         return x + 1
 
     with pytest.raises(ValueError, match="needs data"):
-        from taskora.workflow import _compile
-
-        _compile(inc.s() | inc.s(), [], None)
+        (inc.s() | inc.s()).dispatch()
     with pytest.raises(ValueError):
         group()
+
+
+async def test_test_runner_runs_workflows_in_virtual_time() -> None:
+    from taskora.testing import TestRunner
+
+    app = taskora.App()
+
+    @app.task(retry=Retry(attempts=2, backoff="fixed", delay="10m", jitter=False))
+    async def flaky(x: int) -> int:
+        flaky_calls.append(x)
+        if len(flaky_calls) == 1:
+            raise RuntimeError("once")
+        return x + 1
+
+    @app.task()
+    async def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    flaky_calls: list[int] = []
+    async with TestRunner(app) as runner:
+        handle = chord([flaky.s(1), flaky.s(2)], total.s()).dispatch()
+        await handle
+        await runner.advance("11m")  # over the backoff, without waiting for it
+        assert await handle.get_state() == "completed"
+        assert await handle.result == 5

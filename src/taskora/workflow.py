@@ -64,8 +64,11 @@ class _Flow:
         """Start the workflow; ``await`` the handle for its id."""
         del ttl  # not enforced yet (docs/design.md#workflows)
         app = _app_of(self)
+        nodes: list[dict[str, Any]] = []
+        out = _compile(self, nodes, None)  # bad input raises here, before anything is written
+        doc = {"s": "running", "nodes": nodes, "out": out, "name": name or ""}
         handle = WorkflowHandle(app, _new_wf_id(), name)
-        handle._started = asyncio.ensure_future(app._route(lambda: handle._start(self)))
+        handle._started = asyncio.ensure_future(app._route(lambda: handle._start(doc)))
         return handle
 
 
@@ -301,10 +304,7 @@ class WorkflowHandle:
         await asyncio.shield(self._started)
         return self.id
 
-    async def _start(self, flow: _Flow) -> None:
-        nodes: list[dict[str, Any]] = []
-        out = _compile(flow, nodes, None)
-        doc = {"s": "running", "nodes": nodes, "out": out, "name": self.name or ""}
+    async def _start(self, doc: dict[str, Any]) -> None:
         todo = _ready(doc)
         backend = await self.app._connected_backend()
         if not await backend.workflow_put(self.id, 0, json.dumps(doc), 0):
