@@ -16,6 +16,8 @@ import taskora
 PUBLIC = [
     "App",
     "BackendError",
+    "Chain",
+    "Chord",
     "Collect",
     "CollectInfo",
     "ConfigError",
@@ -24,6 +26,7 @@ PUBLIC = [
     "Debounce",
     "Deduplicate",
     "DuplicateJobError",
+    "Group",
     "Inspector",
     "JobCancelledError",
     "JobError",
@@ -43,6 +46,7 @@ PUBLIC = [
     "Schedule",
     "ScheduleInfo",
     "SerializationError",
+    "Signature",
     "Stall",
     "Task",
     "TaskContract",
@@ -53,7 +57,11 @@ PUBLIC = [
     "TimeoutError",
     "ValidationError",
     "WireVersionError",
+    "WorkflowHandle",
+    "chain",
+    "chord",
     "define_task",
+    "group",
     "__version__",
 ]
 

@@ -48,10 +48,13 @@ from .types import (
     TaskDefaults,
     Throttle,
 )
+from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, chain, chord, group
 
 __all__ = [  # noqa: RUF022 - public names sorted, the dunder last (tests/test_public_api.py)
     "App",
     "BackendError",
+    "Chain",
+    "Chord",
     "Collect",
     "CollectInfo",
     "ConfigError",
@@ -60,6 +63,7 @@ __all__ = [  # noqa: RUF022 - public names sorted, the dunder last (tests/test_p
     "Debounce",
     "Deduplicate",
     "DuplicateJobError",
+    "Group",
     "Inspector",
     "JobCancelledError",
     "JobError",
@@ -79,6 +83,7 @@ __all__ = [  # noqa: RUF022 - public names sorted, the dunder last (tests/test_p
     "Schedule",
     "ScheduleInfo",
     "SerializationError",
+    "Signature",
     "Stall",
     "Task",
     "TaskContract",
@@ -89,7 +94,11 @@ __all__ = [  # noqa: RUF022 - public names sorted, the dunder last (tests/test_p
     "TimeoutError",
     "ValidationError",
     "WireVersionError",
+    "WorkflowHandle",
+    "chain",
+    "chord",
     "define_task",
+    "group",
     "__version__",
 ]
 

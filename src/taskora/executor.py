@@ -30,6 +30,7 @@ from .middleware import run_chain
 from .retry import RetryError, retry_delay_ms
 from .runtime import Runtime
 from .versions import MigrationError
+from .workflow import STEP_PREFIX, step_done, step_ended
 
 if TYPE_CHECKING:
     from .task import Task
@@ -68,6 +69,7 @@ class Executor:
         on_done: Done,
         heartbeat: Callable[[str], None],
     ):
+        self._app = app
         self.task = task
         self.name = task.name
         self.options = task.options
@@ -159,7 +161,22 @@ class Executor:
             tracing.finish(span, token, outcome)
         with contextlib.suppress(Exception):
             await run.io.flush()
+        if slot.id.startswith(STEP_PREFIX):  # a workflow step: advance before the ack
+            outcome = await self._advance(outcome)
         self._report(slot, run, outcome, time.perf_counter() - started)
+
+    async def _advance(self, outcome: Outcome) -> Outcome:
+        """Record a workflow step's end and start what it unblocks (docs/design.md#workflows);
+        if that fails the job is given back, so the advance is retried, never lost."""
+        try:
+            if outcome.kind == "completed":
+                await step_done(self._app, outcome.id, outcome.result)
+            elif outcome.kind in ("failed", "cancelled"):
+                await step_ended(self._app, outcome.id, outcome.kind, outcome.error)
+        except Exception:
+            log.exception("worker %s: could not advance workflow step %s", self.name, outcome.id)
+            return Outcome(outcome.id, outcome.token, "release")
+        return outcome
 
     async def _outcome(self, slot: Slot[Run], run: Run) -> Outcome:
         job = slot.job

@@ -30,6 +30,7 @@ from .schemas import Schema, handler_types, schema_for
 from .types import Debounce, Deduplicate, Retry, Stall, Throttle, coerce_flow
 from .versions import Migration, Versioning
 from .versions import resolve as resolve_versions
+from .workflow import Signature
 
 __all__ = ["MAX_PRIORITY", "Task", "TaskOptions"]
 
@@ -41,6 +42,9 @@ Out = TypeVar("Out")
 MAX_PRIORITY = 1000
 
 _UNSET: Any = object()
+
+
+_NO_DATA: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,11 @@ class Task(Generic[In, Out]):
         return self.handler(data, ctx)
 
     # -- dispatch -------------------------------------------------------------------
+    def s(self, data: Any = _NO_DATA) -> Signature:
+        """A workflow step of this task (docs/design.md#workflows): with ``data`` for a first
+        step, without it to take the previous step's output."""
+        return Signature(self) if data is _NO_DATA else Signature(self, data)
+
     def dispatch(
         self,
         data: In = None,  # type: ignore[assignment]

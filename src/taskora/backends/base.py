@@ -353,6 +353,14 @@ class Backend(Protocol):
     async def purge(self, task: str, state: str, older_than_ms: int) -> int:
         """Delete finished jobs in ``state`` that ended more than ``older_than_ms`` ago."""
 
+    # -- workflows (one key per workflow; docs/design.md#workflows) ---------------------------
+    async def workflow_get(self, wf_id: str) -> tuple[int, str] | None:
+        """A workflow's document and its version, or None (docs/design.md#workflows)."""
+
+    async def workflow_put(self, wf_id: str, version: int, doc: str, keep_ms: int) -> bool:
+        """Write the document if its version is still ``version`` (0: create); ``keep_ms``
+        > 0 lets it expire after that long (a finished workflow's retention)."""
+
     # -- schedules (their own keys, one cluster slot; docs/design.md#scheduling) -------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
         """Take or renew the scheduler leader lock for ``token`` (or give it up); True while

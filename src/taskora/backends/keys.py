@@ -6,7 +6,7 @@ job's ``dedupKey``), so both build them here and cannot disagree.
 
 from __future__ import annotations
 
-__all__ = ["meta_key", "root", "schedule_base", "task_base"]
+__all__ = ["meta_key", "root", "schedule_base", "task_base", "workflow_key"]
 
 
 def root(prefix: str | None) -> str:
@@ -25,3 +25,8 @@ def meta_key(prefix: str | None) -> str:
 
 def schedule_base(prefix: str | None) -> str:
     return f"{root(prefix)}:{{schedules}}"
+
+
+def workflow_key(prefix: str | None, wf_id: str) -> str:
+    """One workflow's record ``<root>:{wf:<id>}``: its own hash tag (docs/design.md#workflows)."""
+    return f"{root(prefix)}:{{wf:{wf_id}}}"

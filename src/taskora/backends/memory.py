@@ -133,6 +133,7 @@ class MemoryBackend:
     def __init__(self, prefix: str | None = None, clock: Callable[[], int] | None = None) -> None:
         self.prefix = prefix
         self.clock = clock or _system_clock
+        self._workflows: dict[str, tuple[int, str, int]] = {}
         self._tasks: dict[str, _Task] = {}
         self._waiters: dict[tuple[str, str], list[asyncio.Future[Terminal]]] = {}
         self._cancel_listeners: dict[str, CancelListener] = {}
@@ -978,6 +979,25 @@ class MemoryBackend:
             for job_id in ids[offset : offset + limit]
             if job_id in t.jobs
         ]
+
+    # -- workflows (docs/design.md#workflows) ---------------------------------------------------
+    async def workflow_get(self, wf_id: str) -> tuple[int, str] | None:
+        got = self._workflows.get(wf_id)
+        if got is None:
+            return None
+        version, doc, expire_at = got
+        if expire_at and expire_at <= self.now_ms():
+            del self._workflows[wf_id]
+            return None
+        return version, doc
+
+    async def workflow_put(self, wf_id: str, version: int, doc: str, keep_ms: int) -> bool:
+        current = await self.workflow_get(wf_id)
+        if (current[0] if current else 0) != version:
+            return False
+        expire_at = self.now_ms() + keep_ms if keep_ms > 0 else 0
+        self._workflows[wf_id] = (version + 1, doc, expire_at)
+        return True
 
     # -- schedules (memory_schedules.py) ------------------------------------------------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:

@@ -33,7 +33,7 @@ from ..base import (
     StallReport,
     Terminal,
 )
-from ..keys import meta_key, root
+from ..keys import meta_key, root, workflow_key
 from .keys import TaskKeys, task_keys
 from .resp import Address, ReplyError, RespClient, Subscriber, parse_address
 from .scripts import (
@@ -708,6 +708,19 @@ class RedisBackend:
             return await ExpireDue(self.keys(task), ids).run(self.client)
 
     # -- schedules (redis/schedules.py) -------------------------------------------------------
+    async def workflow_get(self, wf_id: str) -> tuple[int, str] | None:
+        from .scripts import WorkflowGet
+
+        with self.errors():
+            return await WorkflowGet(workflow_key(self.prefix, wf_id)).run(self.client)
+
+    async def workflow_put(self, wf_id: str, version: int, doc: str, keep_ms: int) -> bool:
+        from .scripts import WorkflowPut
+
+        key = workflow_key(self.prefix, wf_id)
+        with self.errors():
+            return await WorkflowPut(key, version, doc, keep_ms).run(self.client)
+
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
         from .schedules import schedule_lock
 

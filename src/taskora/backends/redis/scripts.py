@@ -674,3 +674,30 @@ class Trim(Call[int]):
 
     def decode(self, raw: Any) -> int:
         return int(raw)
+
+
+@lua("workflow_get")
+@dataclasses.dataclass(slots=True)
+class WorkflowGet(Call["tuple[int, str] | None"]):
+    """Reply: the workflow's version and document, or None."""
+
+    wf: str
+
+    def decode(self, raw: Any) -> tuple[int, str] | None:
+        if not raw:
+            return None
+        return int(_str(raw[0])), _str(raw[1])
+
+
+@lua("workflow_put")
+@dataclasses.dataclass(slots=True)
+class WorkflowPut(Call[bool]):
+    """Reply: whether the document was written (False: its version moved on)."""
+
+    wf: str
+    version: int
+    doc: str
+    keep_ms: int
+
+    def decode(self, raw: Any) -> bool:
+        return bool(raw)
