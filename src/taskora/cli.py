@@ -17,8 +17,7 @@ import sys
 
 from ._version import __version__
 from .app import App
-from .cli_ops import OPS_COMMANDS, add_ops_commands, run_ops
-from .durations import to_ms
+from .cli_ops import OPS_COMMANDS, add_ops_commands, duration_ms, non_negative, run_ops
 from .errors import ConfigError, TaskoraError
 
 __all__ = ["CLIError", "load_app", "main"]
@@ -84,30 +83,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _duration(text: str) -> int:
-    value: float | str = text
-    try:
-        value = float(text)  # plain seconds
-    except ValueError:
-        pass
-    try:
-        return to_ms(value, "duration")
-    except ConfigError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration like 30, 30s, 500ms or 2m, got {text!r}"
-        ) from None
-
-
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -144,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--prefix", default=None, help="key prefix (default: the app's)")
     worker.add_argument(
         "--shutdown-timeout",
-        type=_duration,
+        type=duration_ms,
         default=None,
         metavar="DURATION",
         help="how long a stop waits for running jobs before they go back to the queue "
@@ -152,14 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--prefetch",
-        type=_non_negative,
+        type=non_negative,
         default=None,
         metavar="N",
         help="how many quick jobs a worker claims ahead (default: the app's, 32; 0: none)",
     )
     worker.add_argument(
         "--metrics-port",
-        type=_non_negative,
+        type=non_negative,
         default=None,
         metavar="N",
         help="serve Prometheus metrics at http://HOST:N/metrics (needs taskora[metrics])",

@@ -35,7 +35,8 @@ class UsageError(Exception):
     """A mistake on the command line: one line on stderr, exit status 2."""
 
 
-def _limit(text: str) -> int:
+def non_negative(text: str) -> int:
+    """An argparse type: an integer >= 0."""
     try:
         value = int(text)
     except ValueError:
@@ -45,17 +46,18 @@ def _limit(text: str) -> int:
     return value
 
 
-def _age(text: str) -> int:
+def duration_ms(text: str) -> int:
+    """An argparse type: seconds or a duration string, in milliseconds."""
     value: float | str = text
     try:
-        value = float(text)
+        value = float(text)  # plain seconds
     except ValueError:
         pass
     try:
-        return to_ms(value, "--before")
+        return to_ms(value, "duration")
     except ConfigError:
         raise argparse.ArgumentTypeError(
-            f"expected a duration like 30s, 15m, 1h or 7d, got {text!r}"
+            f"expected a duration like 30, 30s, 500ms, 15m, 1h or 7d, got {text!r}"
         ) from None
 
 
@@ -77,8 +79,8 @@ def add_ops_commands(sub: Any) -> None:
     p = sub.add_parser("jobs", parents=[common], help="list a task's jobs in one state")
     p.add_argument("task")
     p.add_argument("--state", default="waiting", choices=STATES)
-    p.add_argument("--limit", type=_limit, default=20)
-    p.add_argument("--offset", type=_limit, default=0)
+    p.add_argument("--limit", type=non_negative, default=20)
+    p.add_argument("--offset", type=non_negative, default=0)
 
     p = sub.add_parser("job", parents=[common], help="everything about one job")
     p.add_argument("id")
@@ -96,13 +98,13 @@ def add_ops_commands(sub: Any) -> None:
 
     p = sub.add_parser("dead-letters", parents=[common], help="failed jobs, newest first")
     p.add_argument("--task", default=None)
-    p.add_argument("--limit", type=_limit, default=20)
-    p.add_argument("--offset", type=_limit, default=0)
+    p.add_argument("--limit", type=non_negative, default=20)
+    p.add_argument("--offset", type=non_negative, default=0)
 
     p = sub.add_parser("purge", parents=[common], help="delete old finished jobs")
     p.add_argument("task")
     p.add_argument("--state", required=True, choices=FINISHED)
-    p.add_argument("--before", type=_age, required=True, metavar="AGE", help="e.g. 1h, 7d")
+    p.add_argument("--before", type=duration_ms, required=True, metavar="AGE", help="e.g. 1h, 7d")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
