@@ -319,25 +319,32 @@ class Task(Generic[In, Out]):
         flow = _flow(debounce, throttle, deduplicate)
         if self.input is not None:  # the validated value (defaults applied) is what is stored
             data = self.input.to_json(data, "input")
-        encoded = serializer.dumps(data, lambda: f"data for task {name!r}")
-        limit_bytes = self.app.max_payload_bytes
-        if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:
-            raise SerializationError(
-                f"data for task {name!r} is larger than max_payload_bytes ({limit_bytes})"
-            )
-        retry = self.options.retry
-        job = NewJob(
-            id=new_id(),
-            data=encoded,
-            max_attempts=retry.attempts if retry else 1,
+        job = self._new_job(
+            data,
             priority=priority,
             delay_ms=delay_ms,
             ttl_ms=ttl_ms,
             concurrency_key=concurrency_key or "",
             concurrency_limit=limit,
-            version=self.versioning.version,
         )
         return job, flow
+
+    def _new_job(self, data: Any, **fields: Any) -> NewJob:
+        """Serialize ``data`` (bounded by max_payload_bytes) into a job of this task."""
+        encoded = serializer.dumps(data, lambda: f"data for task {self.name!r}")
+        limit_bytes = self.app.max_payload_bytes
+        if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:
+            raise SerializationError(
+                f"data for task {self.name!r} is larger than max_payload_bytes ({limit_bytes})"
+            )
+        retry = self.options.retry
+        return NewJob(
+            id=new_id(),
+            data=encoded,
+            max_attempts=retry.attempts if retry else 1,
+            version=self.versioning.version,
+            **fields,
+        )
 
     def _build_item(self, data: Any) -> tuple[NewJob, Flow]:
         """One collect item: the key is checked before anything is sent, so a bad key writes
@@ -347,19 +354,7 @@ class Task(Generic[In, Out]):
         key = collect_key(self.collect, data)
         if self._item is not None:
             data = self._item.to_json(data, "input")
-        encoded = serializer.dumps(data, lambda: f"data for task {self.name!r}")
-        limit_bytes = self.app.max_payload_bytes
-        if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:
-            raise SerializationError(
-                f"data for task {self.name!r} is larger than max_payload_bytes ({limit_bytes})"
-            )
-        retry = self.options.retry
-        job = NewJob(
-            id=new_id(),
-            data=encoded,
-            max_attempts=retry.attempts if retry else 1,
-            version=self.versioning.version,
-        )
+        job = self._new_job(data)
         return job, collect_flow(self.collect, key)
 
     # -- collect ------------------------------------------------------------------------
