@@ -93,6 +93,37 @@ class SentinelGroup:
                 return int(host_port[1])
         raise RuntimeError("no sentinel answered")
 
+    def server(self, port: int) -> RedisServer:
+        return self.master if self.master.port == port else self.replica
+
+    def replica_of(self, port: int) -> RedisServer:
+        return self.replica if self.master.port == port else self.master
+
+    def wait_healthy(self) -> None:
+        """Until the replica follows the current master and every sentinel sees both
+        well (after a failover, before the next one)."""
+        _wait(self._healthy, "the group to settle", self.sentinels[0])
+
+    def _healthy(self) -> bool:
+        port = self.master_port()
+        replica = self.replica_of(port)
+        if replica.proc is None:
+            raise RuntimeError("the replica is gone (killed by an earlier test)")
+        with replica.client() as client:
+            info = client.info("replication")
+        if info.get("master_port") != port or info.get("master_link_status") != "up":
+            return False
+        for sentinel in self.sentinels:
+            with sentinel.client() as client:
+                master = _fields(client.execute_command("SENTINEL", "MASTER", MASTER_NAME))
+                replicas = client.execute_command("SENTINEL", "REPLICAS", MASTER_NAME)
+            seen = [_fields(r) for r in replicas]
+            if master.get("flags") != "master" or [r.get("flags") for r in seen] != ["slave"]:
+                return False
+            if seen[0].get("port") != str(replica.port):
+                return False
+        return True
+
     def _replicating(self) -> bool:
         with self.replica.client() as client:
             info = client.info("replication")
@@ -107,6 +138,18 @@ class SentinelGroup:
     def close(self) -> None:
         for server in reversed(self.servers):
             server.close()
+
+
+def _fields(reply: object) -> dict[str, str]:
+    """A Sentinel reply as a dict (a flat list of names and values, or already a dict)."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    flat = [_text(x) for x in reply]  # type: ignore[attr-defined]
+    return dict(zip(flat[::2], flat[1::2], strict=False))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _wait(ready: Callable[[], object], what: str, server: RedisServer) -> None:
