@@ -109,8 +109,13 @@ def check_master(address: Address, role: Any, transport: asyncio.BaseTransport) 
         )
 
 
+SENTINEL_TIMEOUT = 2.0
+
+
 async def find_master(address: Address, timeout: float) -> Address:
-    """Ask the sentinels in turn where the master is; the first that knows wins."""
+    """Ask the sentinels in turn where the master is; the first that knows wins. Each gets
+    at most ``SENTINEL_TIMEOUT`` s, so a silent one does not hold up the others for long."""
+    timeout = min(timeout, SENTINEL_TIMEOUT)
     problems: list[str] = []
     for host, port in address.sentinels:
         sentinel = address.sentinel(host, port)

@@ -48,7 +48,8 @@ _NOT_MASTER = frozenset(("READONLY", "UNBLOCKED"))
 
 
 def _is_replica(reply: Any) -> bool:
-    """A ``ROLE`` reply of anything but a master (the handshake asks it behind Sentinel)."""
+    """A ``ROLE`` reply of anything but a master (the handshake asks it behind Sentinel;
+    a master's is a 3-item list, which the subscriber ignores)."""
     return isinstance(reply, list) and bool(reply) and reply[0] in (b"slave", b"sentinel")
 
 
@@ -316,16 +317,16 @@ class _SubscriberProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
-            if isinstance(reply, ReplyError) or _is_replica(reply):
-                # NOPERM, a failed AUTH, or a replica Sentinel named too early: retry later
-                if self.transport is not None:
-                    self.transport.close()
-            elif isinstance(reply, list) and len(reply) == 3:
+            if isinstance(reply, list) and len(reply) == 3:
                 kind = reply[0]
                 if kind == b"message":
                     self._subscriber.on_message(reply[1].decode(), reply[2])
                 elif kind == b"subscribe":
                     self._subscriber._confirmed(reply[1].decode())
+            elif isinstance(reply, ReplyError) or _is_replica(reply):
+                # NOPERM, a failed AUTH, or a replica Sentinel named too early: retry later
+                if self.transport is not None:
+                    self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
