@@ -75,7 +75,8 @@ class App:
     """A taskora application.
 
     ``App()`` uses ``TASKORA_URL`` when set, else the in-memory backend; ``App(url)`` takes
-    ``redis://``, ``rediss://``, ``unix://`` or ``memory://``; ``App(backend)`` takes a
+    ``redis://``, ``rediss://`` (TLS), ``redis+sentinel://``, ``unix://`` or ``memory://``;
+    ``App(backend)`` takes a
     backend object (for example ``RedisBackend(client=existing_client)``).
     ``tracing=True`` (or an OpenTelemetry ``TracerProvider``) traces dispatch and
     processing; it needs the ``taskora[otel]`` extra (docs/design.md#tracing).

@@ -38,12 +38,21 @@ def backend_from_url(url: str, prefix: str | None = None) -> Backend:
         from .memory import MemoryBackend
 
         return MemoryBackend(prefix=prefix)
-    if scheme in ("redis", "rediss", "unix", "valkey", "valkeys"):
+    if scheme in (
+        "redis",
+        "rediss",
+        "unix",
+        "valkey",
+        "valkeys",
+        "redis+sentinel",
+        "valkey+sentinel",
+    ):
         from .redis import RedisBackend
 
         return RedisBackend(url, prefix=prefix)
     raise ConfigError(
-        f"unsupported backend URL {_safe(url)!r}: use redis://, rediss://, unix:// or memory://"
+        f"unsupported backend URL {_safe(url)!r}: use redis://, rediss://, "
+        "redis+sentinel://, unix:// or memory://"
     )
 
 

@@ -34,8 +34,9 @@ from ..base import (
     Terminal,
 )
 from ..keys import meta_key, root, workflow_key
+from .address import Address, parse_address
 from .keys import TaskKeys, task_keys
-from .resp import Address, ReplyError, RespClient, Subscriber, parse_address
+from .resp import ReplyError, RespClient, Subscriber
 from .scripts import (
     SCRIPTS,
     Cancel,
@@ -89,7 +90,9 @@ class RedisBackend:
             url = "redis://127.0.0.1:6379/0"
         try:
             self.address = parse_address(url) if url is not None else _address_of(client)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except ValueError as exc:  # parse_address's messages never include the password
+            raise ConfigError(f"invalid Redis {'URL' if url else 'client'}: {exc}") from None
+        except (TypeError, AttributeError) as exc:
             raise ConfigError(f"invalid Redis URL or client: {type(exc).__name__}") from None
         self.prefix = prefix
         self.url = self.address.describe()

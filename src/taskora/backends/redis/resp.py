@@ -9,7 +9,7 @@ instead of the tens that a general-purpose client spends.
 Blocking commands (BZPOPMIN, XREAD BLOCK) get a client of their own, so they never hold up
 the others. A lost connection fails the commands in flight with ``ConnectionError``; the
 next command reconnects (with a few retries and backoff), re-authenticating and re-selecting
-the database.
+the database. Connections are opened by connect.py (TLS, Sentinel, connect errors).
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
+
+from .address import Address, parse_address, ssl_context
+from .connect import check_master, handshake, open_transport
 
 __all__ = ["Address", "ReplyError", "RespClient", "parse_address", "ssl_context"]
 
@@ -42,96 +41,16 @@ class ReplyError(Exception):
         return str(self).split(" ", 1)[0]
 
 
-@dataclass(frozen=True)
-class Address:
-    """Where and how to connect. ``repr`` never shows the password."""
-
-    host: str = "127.0.0.1"
-    port: int = 6379
-    path: str | None = None
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    tls_options: dict[str, Any] = field(default_factory=dict, repr=False)
-    connect_timeout: float = 5.0
-
-    def describe(self) -> str:
-        if self.path:
-            return f"unix://{self.path}"
-        scheme = "rediss" if self.tls else "redis"
-        user = f"{self.username}@" if self.username else ""
-        return f"{scheme}://{user}{self.host}:{self.port}/{self.db}"
+# Replies that mean the server is no longer the master (demoted in a failover): the
+# connection is dropped, so every command reconnects (through Sentinel, to the new master).
+# Nothing was written: a replica refuses a write before making it.
+_NOT_MASTER = frozenset(("READONLY", "UNBLOCKED"))
 
 
-def parse_address(url: str) -> Address:
-    """Parse ``redis://[user:pass@]host:port/db``, ``rediss://...`` or ``unix:///path?db=``."""
-    parts = urlsplit(url)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    if parts.scheme == "unix":
-        return Address(
-            path=parts.path, db=int(query.get("db", 0)), username=username, password=password
-        )
-    db_text = (parts.path or "/").lstrip("/") or query.get("db", "0")
-    return Address(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 6379,
-        db=int(db_text),
-        username=username,
-        password=password,
-        tls=parts.scheme in ("rediss", "valkeys"),
-        tls_options=query,
-    )
-
-
-_CERT_REQS = {
-    "none": ssl.CERT_NONE,
-    "cert_none": ssl.CERT_NONE,
-    "optional": ssl.CERT_OPTIONAL,
-    "cert_optional": ssl.CERT_OPTIONAL,
-    "required": ssl.CERT_REQUIRED,
-    "cert_required": ssl.CERT_REQUIRED,
-}
-
-
-def _flag(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("0", "false", "no", "off", "")
-    return bool(value)
-
-
-def ssl_context(options: Mapping[str, Any]) -> ssl.SSLContext:
-    """A TLS context from redis-py's ``ssl_*`` settings (URL query strings or a client's)."""
-    reqs = options.get("ssl_cert_reqs") or "required"
-    if isinstance(reqs, str):
-        if reqs.lower() not in _CERT_REQS:
-            raise ValueError(f"ssl_cert_reqs must be one of none, optional, required: {reqs!r}")
-        verify = _CERT_REQS[reqs.lower()]
-    else:
-        verify = ssl.VerifyMode(reqs)
-    context = ssl.create_default_context(
-        cafile=options.get("ssl_ca_certs"),
-        capath=options.get("ssl_ca_path"),
-        cadata=options.get("ssl_ca_data"),
-    )
-    check = options.get("ssl_check_hostname")
-    context.check_hostname = verify != ssl.CERT_NONE and (check is None or _flag(check))
-    context.verify_mode = verify
-    for flag in options.get("ssl_include_verify_flags") or ():
-        context.verify_flags |= flag
-    for flag in options.get("ssl_exclude_verify_flags") or ():
-        context.verify_flags &= ~flag
-    if options.get("ssl_certfile"):
-        context.load_cert_chain(
-            options["ssl_certfile"], options.get("ssl_keyfile"), options.get("ssl_password")
-        )
-    if options.get("ssl_min_version") is not None:
-        context.minimum_version = ssl.TLSVersion(int(options["ssl_min_version"]))
-    if options.get("ssl_ciphers"):
-        context.set_ciphers(options["ssl_ciphers"])
-    return context
+def _is_replica(reply: Any) -> bool:
+    """A ``ROLE`` reply of anything but a master (the handshake asks it behind Sentinel;
+    a master's is a 3-item list, which the subscriber ignores)."""
+    return isinstance(reply, list) and bool(reply) and reply[0] in (b"slave", b"sentinel")
 
 
 class _Protocol(asyncio.Protocol):
@@ -167,6 +86,10 @@ class _Protocol(asyncio.Protocol):
             if future.done():
                 continue
             if isinstance(reply, ReplyError):
+                if reply.code in _NOT_MASTER:
+                    future.set_exception(ConnectionError(str(reply)))
+                    self._fail(ConnectionError(f"the server became a replica: {reply}"))
+                    return
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
@@ -317,33 +240,22 @@ class RespClient:
                 self._connecting = None
 
     async def _connect(self) -> _Protocol:
-        loop = asyncio.get_running_loop()
         a = self.address
-        context = ssl_context(a.tls_options) if a.tls else None
-        if a.path:
-            coro = loop.create_unix_connection(_Protocol, a.path)
-        else:
-            coro = loop.create_connection(_Protocol, a.host, a.port, ssl=context)
-        transport, protocol = await asyncio.wait_for(coro, self.connect_timeout)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and not a.path:
-            import socket
-
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        transport, protocol = await open_transport(a, _Protocol, self.connect_timeout)
         try:
-            setup: list[tuple[Arg, ...]] = []
-            if a.password is not None:
-                setup.append(
-                    ("AUTH", a.username, a.password) if a.username else ("AUTH", a.password)
+            setup = handshake(a, self.name)
+            if setup:
+                replies = await asyncio.wait_for(
+                    asyncio.gather(
+                        *(protocol.send(_pack(cmd)) for cmd in setup), return_exceptions=True
+                    ),
+                    self.connect_timeout,
                 )
-            if a.db:
-                setup.append(("SELECT", a.db))
-            if self.name:
-                setup.append(("CLIENT", "SETNAME", f"{self.name}:{os.getpid()}"))
-            for cmd in setup:
-                await asyncio.wait_for(protocol.send(_pack(cmd)), self.connect_timeout)
+                for reply in replies:
+                    if isinstance(reply, BaseException):
+                        raise reply
+                if a.sentinels:
+                    check_master(a, replies[-1], transport)
         except BaseException:
             transport.close()
             raise
@@ -405,15 +317,16 @@ class _SubscriberProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
-            if isinstance(reply, ReplyError):  # e.g. NOPERM or a failed AUTH: retry later
-                if self.transport is not None:
-                    self.transport.close()
-            elif isinstance(reply, list) and len(reply) == 3:
+            if isinstance(reply, list) and len(reply) == 3:
                 kind = reply[0]
                 if kind == b"message":
                     self._subscriber.on_message(reply[1].decode(), reply[2])
                 elif kind == b"subscribe":
                     self._subscriber._confirmed(reply[1].decode())
+            elif isinstance(reply, ReplyError) or _is_replica(reply):
+                # NOPERM, a failed AUTH, or a replica Sentinel named too early: retry later
+                if self.transport is not None:
+                    self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -469,29 +382,18 @@ class Subscriber:
 
     async def _run(self) -> None:
         delay = 0.05
-        loop = asyncio.get_running_loop()
         a = self.address
         first = True
         while True:
             try:
-                context = ssl_context(a.tls_options) if a.tls else None
-                if a.path:
-                    coro = loop.create_unix_connection(lambda: _SubscriberProtocol(self), a.path)
-                else:
-                    coro = loop.create_connection(
-                        lambda: _SubscriberProtocol(self), a.host, a.port, ssl=context
-                    )
-                transport, protocol = await asyncio.wait_for(coro, 5)
-            except (TimeoutError, OSError):
+                transport, protocol = await open_transport(
+                    a, lambda: _SubscriberProtocol(self), a.connect_timeout
+                )
+            except OSError:  # ConnectionError and TimeoutError included
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            setup: list[tuple[Arg, ...]] = []
-            if a.password is not None:
-                setup.append(
-                    ("AUTH", a.username, a.password) if a.username else ("AUTH", a.password)
-                )
-            setup.append(("CLIENT", "SETNAME", f"{self.name}:{os.getpid()}"))
+            setup: list[tuple[Arg, ...]] = list(handshake(a, self.name, select=False))
             if self._channels:
                 setup.append(("SUBSCRIBE", *sorted(self._channels)))
             transport.write(b"".join(_pack(cmd) for cmd in setup))
