@@ -32,8 +32,8 @@ from .errors import (
     ConfigError,
     JobCancelledError,
     JobFailedError,
-    TaskoraError,
     TimeoutError,
+    WorkflowError,
 )
 
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Chain",
     "Chord",
+    "Chunk",
     "Group",
     "Signature",
-    "WorkflowError",
     "WorkflowHandle",
     "chain",
     "chord",
@@ -133,6 +133,38 @@ class Chord(_Flow):
     callback: _Flow
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Chunk(_Flow):
+    """``task.chunk(items, size=)``: the items ``size`` at a time, each chunk a group that
+    starts when the previous one has completed. Its output is every item's output, in order
+    (the reference gives only the last chunk's)."""
+
+    task: StepTask
+    items: tuple[Any, ...]
+    size: int
+
+
+def map_items(task: StepTask, items: Iterable[Any]) -> Group:
+    """``task.map(items)``: one step per item, all at once; the output is their list."""
+    steps = tuple(Signature(task, item) for item in _items(items, "map"))
+    return Group(steps)
+
+
+def chunk_items(task: StepTask, items: Iterable[Any], size: Any) -> Chunk:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"chunk size must be a positive integer, got {size!r}")
+    return Chunk(task, _items(items, "chunk"), size)
+
+
+def _items(items: Iterable[Any], what: str) -> tuple[Any, ...]:
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise ValueError(f"{what} takes an iterable of items, got {items!r}")
+    out = tuple(items)
+    if not out:
+        raise ValueError(f"{what} needs at least one item")
+    return out
+
+
 def chain(*steps: _Flow) -> Chain:
     if not steps:
         raise ValueError("a chain needs at least one step")
@@ -151,7 +183,7 @@ def chord(header: Sequence[_Flow] | Group, callback: _Flow) -> Chord:
 
 
 def _app_of(flow: _Flow) -> Runtime:
-    if isinstance(flow, Signature):
+    if isinstance(flow, (Signature, Chunk)):
         return flow.task.app
     if isinstance(flow, Chord):
         return _app_of(flow.header)
@@ -226,6 +258,14 @@ def _compile(app: Runtime, flow: _Flow, nodes: list[_Node], prev: Any) -> Any:
         return [_compile(app, step, nodes, prev) for step in flow.steps]
     if isinstance(flow, Chord):
         return _compile(app, flow.callback, nodes, _compile(app, flow.header, nodes, prev))
+    if isinstance(flow, Chunk):
+        outputs: list[Any] = []
+        spec = prev
+        for lo in range(0, len(flow.items), flow.size):
+            part = flow.items[lo : lo + flow.size]
+            spec = [_compile(app, Signature(flow.task, item), nodes, spec) for item in part]
+            outputs += spec
+        return outputs
     raise TypeError(f"not a workflow step: {flow!r}")
 
 
@@ -266,6 +306,8 @@ def _describe(flow: _Flow) -> str:
             return ", ".join(name(s) for s in f.steps)
         if isinstance(f, Chord):
             return f"{name(f.header)} → {name(f.callback)}"
+        if isinstance(f, Chunk):
+            return f"{f.task.name} x{len(f.items)} by {f.size}"
         return type(f).__name__
 
     kind = type(flow).__name__.lower()
@@ -338,10 +380,6 @@ async def sweep(app: Runtime) -> int:
         await _end(app, wf_id, "cancelled", "workflow ttl passed", TTL)
     await backend.workflow_undue(due)
     return len(due)
-
-
-class WorkflowError(TaskoraError):
-    """The workflow is unknown (never started, or trimmed by retention)."""
 
 
 class WorkflowHandle:
