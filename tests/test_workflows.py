@@ -4,6 +4,7 @@ failure and cancel cascades, retries inside a step. Waits are for results, never
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -484,3 +485,55 @@ async def test_the_result_is_pushed_not_polled(
             assert backend.round_trips()["main"] == before
         finally:
             await producer.close()
+
+
+async def test_the_record_advances_and_ends_idempotently(make_app: AppFactory) -> None:
+    """The storage contract on both backends: a repeated advance returns the unblocked steps
+    not completed yet again; a repeated end returns the cascade to the same ender only."""
+    from taskora.backends.base import WorkflowPlan, WorkflowStep
+
+    app = make_app()
+    async with app:
+        backend = await app._connected_backend()
+
+        def step(waits: int, then: tuple[int, ...], data: str | None = None) -> WorkflowStep:
+            return WorkflowStep("t", 1, 1, data, "" if data else "[#0,#1]", waits, then)
+
+        # two roots joined by a third node, then a fourth after it
+        plan = WorkflowPlan(
+            "p",
+            (step(0, (2,), "1"), step(0, (2,), '"x"'), step(2, (3,)), step(1, ())),
+            "#3",
+        )
+        plan = dataclasses.replace(
+            plan,
+            steps=(*plan.steps[:3], dataclasses.replace(plan.steps[3], inputs="#2")),
+        )
+        assert await backend.workflow_create("w1", plan)
+        assert not await backend.workflow_create("w1", plan)
+        await backend.workflow_started("w1")
+        first = await backend.workflow_advance("w1", 0, "10", 60_000)
+        assert (first.state, first.ready) == ("running", ())
+        again = await backend.workflow_advance("w1", 0, "11", 60_000)
+        assert (again.state, again.ready) == ("running", ())
+        joined = await backend.workflow_advance("w1", 1, '{"a":[1]}', 60_000)
+        assert [(r.node, r.data) for r in joined.ready] == [(2, '[10,{"a":[1]}]')]
+        replay = await backend.workflow_advance("w1", 1, "0", 60_000)
+        assert replay.ready == joined.ready  # enqueued again after a crash: a no-op
+        assert (await backend.workflow_advance("w1", 2, "null", 60_000)).ready[0].data == "null"
+        # an end by a step that completed does nothing
+        assert await backend.workflow_end("w1", "failed", 2, "late", 60_000) == []
+        # node 3 is queued: a handle's cancel returns it, again for the handle only
+        assert await backend.workflow_end("w1", "cancelled", -1, "stop", 60_000) == [(3, "t")]
+        assert await backend.workflow_end("w1", "cancelled", -1, "stop", 60_000) == [(3, "t")]
+        assert await backend.workflow_end("w1", "failed", 3, "x", 60_000) == []
+        assert await backend.workflow_end("w1", "cancelled", -2, "ttl", 60_000) == []
+        done = await backend.workflow_advance("w1", 3, "1", 60_000)
+        assert (done.state, done.ready) == ("cancelled", ())
+        info = await backend.workflow_read("w1")
+        assert info is not None and (info.state, info.reason) == ("cancelled", "stop")
+        end = await backend.workflow_wait("w1", 5)
+        assert end is not None and (end.state, end.reason) == ("cancelled", "stop")
+        assert await backend.workflow_read("nope") is None
+        assert (await backend.workflow_advance("nope", 0, "1", 1)).state == "missing"
+        assert await backend.workflow_end("nope", "failed", 0, "x", 1) == []
