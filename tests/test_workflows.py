@@ -10,6 +10,7 @@ import pytest
 
 import taskora
 from taskora import Retry, chain, chord, group
+from taskora.backends.base import WorkflowPlan
 from tests.conftest import AppFactory
 
 
@@ -372,18 +373,32 @@ async def test_finished_records_follow_retention(
     async def boom(x: int) -> int:
         raise RuntimeError("no")
 
+    release = asyncio.Event()
+
+    @app.task()
+    async def gate(x: int) -> int:
+        await release.wait()
+        return x
+
     async with app:
         ok = inc.s(1).dispatch()
         bad = (inc.s(1) | boom.s()).dispatch()
         assert await ok.wait_for(20) == 2
         with pytest.raises(taskora.JobFailedError):
             await bad.wait_for(20)
-        running = (inc.s(1) | boom.s()).dispatch()
+        running = gate.s(1).dispatch()
+        await running
         if is_redis:
             import redis.asyncio as aioredis
 
             client = aioredis.Redis.from_url(backend_url)
             try:
+                # a running record lives until it ends; one whose roots were never enqueued
+                # (its dispatcher died) only for its lease
+                assert await client.pttl(f"taskora:{prefix}:{{wf:{await running}}}") == -1
+                backend = await app._connected_backend()
+                await backend.workflow_create("orphan", WorkflowPlan("o", (), "[]", 0, 5000))
+                assert 0 < await client.pttl(f"taskora:{prefix}:{{wf:orphan}}") <= 5000
                 assert (
                     3_000_000
                     < await client.pttl(f"taskora:{prefix}:{{wf:{await ok}}}")
@@ -403,8 +418,9 @@ async def test_finished_records_follow_retention(
             now = backend.now_ms()
             assert 3_000_000 < records[await ok].expire_at - now <= 3_600_000
             assert 3_600_000 < records[await bad].expire_at - now <= 7_200_000
-        with pytest.raises(taskora.JobFailedError):
-            await running.wait_for(20)
+            assert records[await running].expire_at == 0
+        release.set()
+        assert await running.wait_for(20) == 1
 
 
 async def test_unknown_workflow(make_app: AppFactory) -> None:
@@ -537,3 +553,46 @@ async def test_the_record_advances_and_ends_idempotently(make_app: AppFactory) -
         assert await backend.workflow_read("nope") is None
         assert (await backend.workflow_advance("nope", 0, "1", 1)).state == "missing"
         assert await backend.workflow_end("nope", "failed", 0, "x", 1) == []
+
+
+async def test_a_failure_deep_inside_cancels_running_and_queued_steps(
+    make_app: AppFactory,
+) -> None:
+    app = make_app()
+    running = asyncio.Event()
+    ran: list[str] = []
+
+    @app.task()
+    async def inc(x: int) -> int:
+        ran.append("inc")
+        return x + 1
+
+    @app.task()
+    async def boom(x: int) -> int:
+        await running.wait()  # fail only once the sibling is running
+        raise RuntimeError("deep")
+
+    @app.task()
+    async def hang(x: int) -> int:
+        running.set()
+        await asyncio.sleep(60)
+        return x
+
+    @app.task(concurrency=1)
+    async def gate(x: int) -> int:
+        await asyncio.sleep(60)
+        return x
+
+    async with app:
+        # after a first step: a group of a failing step, a running one, and a chain whose
+        # second step waits behind a busy task (queued, not running)
+        flow = inc.s(1) | group(boom.s(), hang.s(), gate.s() | inc.s(), gate.s())
+        handle = flow.dispatch()
+        with pytest.raises(taskora.JobFailedError, match="deep"):
+            await handle.wait_for(20)
+        wf = await handle
+        for task, node in ((hang, 2), (gate, 3), (gate, 5)):
+            with pytest.raises(taskora.JobCancelledError, match="workflow failed"):
+                await task.handle(f"wf-{wf}-{node}").wait_for(20)
+        assert await handle.get_state() == "failed"
+    assert ran == ["inc"]  # the step after the gate never ran
