@@ -559,3 +559,23 @@ async def _stop(procs: list[subprocess.Popen[str]]) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of every= or cron="),
+        ({"every": 5, "cron": "* * * * *"}, "exactly one of every= or cron="),
+        ({"every": 0}, "every must be positive"),
+        ({"every": -3}, "must not be negative"),
+        ({"every": True}, "every"),
+        ({"cron": "bad"}, "cron"),
+        ({"cron": "* * * * *", "timezone": "X/Y"}, "unknown timezone"),
+        ({"every": 5, "on_missed": "never"}, "on_missed"),
+    ],
+)
+def test_a_bad_schedule_object_raises_where_it_is_written(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        taskora.Schedule(**kwargs)

@@ -30,6 +30,7 @@ from .errors import (
     TimeoutError,
     ValidationError,
     WireVersionError,
+    WorkflowError,
 )
 from .handle import ResultHandle
 from .inspector import DeadLetters, Inspector, JobInfo
@@ -48,13 +49,14 @@ from .types import (
     TaskDefaults,
     Throttle,
 )
-from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, chain, chord, group
+from .workflow import Chain, Chord, Chunk, Group, Signature, WorkflowHandle, chain, chord, group
 
 __all__ = [  # noqa: RUF022 - public names sorted, the dunder last (tests/test_public_api.py)
     "App",
     "BackendError",
     "Chain",
     "Chord",
+    "Chunk",
     "Collect",
     "CollectInfo",
     "ConfigError",
@@ -94,6 +96,7 @@ __all__ = [  # noqa: RUF022 - public names sorted, the dunder last (tests/test_p
     "TimeoutError",
     "ValidationError",
     "WireVersionError",
+    "WorkflowError",
     "WorkflowHandle",
     "chain",
     "chord",

@@ -15,6 +15,7 @@ Every error taskora raises derives from :class:`TaskoraError`::
     │   └── JobNotFoundError
     ├── ThrottledError                      dispatch rejected by throttle (throw_on_reject=True)
     ├── DuplicateJobError                   dispatch rejected by dedup (throw_on_reject=True)
+    ├── WorkflowError                       a workflow that was never started or was trimmed
     └── BackendError                        Redis unreachable or refusing (no redis-py errors)
         └── WireVersionError                the Redis data was written by an incompatible version
 """
@@ -40,6 +41,7 @@ __all__ = [
     "TimeoutError",
     "ValidationError",
     "WireVersionError",
+    "WorkflowError",
 ]
 
 
@@ -131,6 +133,10 @@ class DuplicateJobError(TaskoraError):
         self.job_id = job_id
         self.key = key
         self.existing_id = existing_id
+
+
+class WorkflowError(TaskoraError):
+    """The workflow is unknown: never started, or its record was trimmed by retention."""
 
 
 class BackendError(TaskoraError):

@@ -42,6 +42,20 @@ class Schedule:
     on_missed: str = "skip"
     overlap: bool = False
 
+    def __post_init__(self) -> None:
+        """Checked where it is written (ConfigError, a ValueError, naming the problem), not
+        first when a task takes it."""
+        ScheduleSpec.build(
+            "(inline)",
+            "",
+            data=self.data,
+            every=self.every,
+            cron=self.cron,
+            timezone=self.timezone,
+            on_missed=self.on_missed,
+            overlap=self.overlap,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ScheduleInfo:

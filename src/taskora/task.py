@@ -30,7 +30,7 @@ from .schemas import Schema, handler_types, schema_for
 from .types import Debounce, Deduplicate, Retry, Stall, Throttle, coerce_flow
 from .versions import Migration, Versioning
 from .versions import resolve as resolve_versions
-from .workflow import Signature
+from .workflow import Chunk, Group, Signature, chunk_items, map_items
 
 __all__ = ["MAX_PRIORITY", "Task", "TaskOptions"]
 
@@ -179,6 +179,16 @@ class Task(Generic[In, Out]):
         """A workflow step of this task (docs/design.md#workflows): with ``data`` for a first
         step, without it to take the previous step's output."""
         return Signature(self) if data is _NO_DATA else Signature(self, data)
+
+    def map(self, items: Iterable[Any]) -> Group:
+        """A group of one step per item (docs/design.md#workflows): its output is the list
+        of the items' outputs, in order."""
+        return map_items(self, items)
+
+    def chunk(self, items: Iterable[Any], *, size: int) -> Chunk:
+        """The items ``size`` at a time (each chunk starts when the previous one completed);
+        the output is every item's output, in order (docs/design.md#workflows)."""
+        return chunk_items(self, items, size)
 
     def dispatch(
         self,

@@ -22,12 +22,14 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import Backend, ClaimOptions, Outcome
+from .backends.base import Backend, ClaimOptions, Outcome, StallReport
 from .claimer import PREFETCH_S, Claimer, Signal
 from .errors import BackendError
 from .executor import Executor, Run
 from .handoff import Handoff, Slot
 from .runtime import Runtime
+from .workflow import step_ended
+from .workflow import sweep as sweep_workflows
 
 if TYPE_CHECKING:
     from .task import Task
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 log = logging.getLogger("taskora.worker")
+STALLED = "Job stalled and exceeded max stalled count"
 
 
 class Worker:
@@ -217,6 +220,19 @@ class Worker:
             await asyncio.sleep(interval)
             await self._stall_check()
 
+    async def _workflow_upkeep(self, report: StallReport) -> None:
+        """Workflow upkeep rides on the stall check (docs/design.md#workflows): a step the
+        check failed or cancelled ends its workflow (no executor saw it end), and workflows
+        whose ttl passed are cancelled."""
+        try:
+            for job_id in report.failed:
+                await step_ended(self.app, job_id, "failed", STALLED)
+            for job_id in report.cancelled:
+                await step_ended(self.app, job_id, "cancelled", None)
+            await sweep_workflows(self.app)
+        except BackendError as exc:
+            log.warning("worker %s: workflow upkeep failed: %s", self.name, exc)
+
     async def _stall_check(self) -> None:
         try:
             lost = await self.backend.verify()
@@ -227,6 +243,7 @@ class Worker:
         except BackendError as exc:
             log.warning("worker %s: stall check failed: %s", self.name, exc)
             return
+        await self._workflow_upkeep(report)
         if report.recovered or report.failed:
             log.warning(
                 "task %r: recovered %d stalled job(s), failed %d",

@@ -1,26 +1,40 @@
 """Workflows: chains, groups and chords of task steps (docs/design.md#workflows).
 
-A workflow is compiled at dispatch into a flat list of nodes (one per step) kept in one
-document per workflow. A step is an ordinary job whose id names its workflow and node
-(``wf-<workflow>-<node>``), so plain jobs carry no extra field and pay nothing. The worker
-that ends a step advances the workflow *before* it acknowledges the job: it enqueues the
-steps this one unblocks (their ids are fixed, so a repeated enqueue is a no-op), then
-records the step in the document with a version check. A crash anywhere in between leaves
-the job unacknowledged; it runs again and the advance repeats idempotently.
+``dispatch()`` compiles the composition into a flat list of nodes, each knowing how many
+nodes it waits for and which nodes wait for it, and the backend keeps them in one record per
+workflow. A step is an ordinary job whose id names its workflow and node
+(``wf-<workflow>-<node>``), so plain jobs carry no extra field and pay nothing.
+
+Advancing is O(the step) and atomic where it must be: the worker that completes a step, before
+it acknowledges the job, runs one script on the workflow's record that records the result,
+counts down the nodes waiting for it and returns those it unblocked with their input; then it
+enqueues them (their ids are fixed: a repeated enqueue is a no-op); then it acks. A crash
+anywhere before the ack leaves the job unacknowledged: stall recovery runs the step again, and
+the script, seeing the node already completed, returns the unblocked nodes that have not
+completed yet, so their enqueue repeats. Nothing is half done, at the price of at-least-once
+step execution (as for any job).
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
-import json
 import os
-from collections.abc import Sequence
+import signal
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from . import serializer
-from .backends.base import NewJob
-from .errors import ConfigError, JobCancelledError, JobFailedError, TaskoraError
+from .backends.base import NewJob, ReadyStep, Terminal, WorkflowPlan, WorkflowStep
+from .durations import optional_ms, to_ms
+from .errors import (
+    ConfigError,
+    JobCancelledError,
+    JobFailedError,
+    TimeoutError,
+    WorkflowError,
+)
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -29,15 +43,25 @@ if TYPE_CHECKING:
 __all__ = [
     "Chain",
     "Chord",
+    "Chunk",
     "Group",
     "Signature",
     "WorkflowHandle",
     "chain",
     "chord",
     "group",
+    "step_done",
+    "step_ended",
+    "sweep",
 ]
 
 STEP_PREFIX = "wf-"
+HANDLE = -1  # the "node" that ends a workflow cancelled from its handle
+TTL = -2  # ... and one whose ttl passed
+SWEEP_LIMIT = 100  # ttl-expired workflows ended per sweep
+# Fault tests only (tests/test_workflows_crash.py): the process SIGKILLs itself right after
+# the advance of this node was recorded and before what it unblocked is enqueued. Read once.
+_KILL_AFTER_ADVANCE = os.environ.get("TASKORA_TEST_KILL_AFTER_ADVANCE")
 
 
 class StepTask(Protocol):
@@ -48,6 +72,13 @@ class StepTask(Protocol):
 
     @property
     def app(self) -> Runtime: ...
+
+    @property
+    def collect(self) -> object | None: ...
+
+    def _build(self, data: Any) -> tuple[NewJob, Any]: ...
+
+    def _new_job(self, data: Any, **fields: Any) -> NewJob: ...
 
 
 WorkflowState = Literal["running", "completed", "failed", "cancelled"]
@@ -61,14 +92,16 @@ class _Flow:
         return Chain((*left, *right))
 
     def dispatch(self, ttl: Any = None, name: str | None = None) -> WorkflowHandle:
-        """Start the workflow; ``await`` the handle for its id."""
-        del ttl  # not enforced yet (docs/design.md#workflows)
+        """Start the workflow; ``await`` the handle for its id. Bad input raises here, before
+        anything is written. ``ttl``: the workflow is cancelled when it has not ended by then
+        (enforced by the workers' sweep on the backend's clock, not by this process)."""
         app = _app_of(self)
-        nodes: list[dict[str, Any]] = []
-        out = _compile(self, nodes, None)  # bad input raises here, before anything is written
-        doc = {"s": "running", "nodes": nodes, "out": out, "name": name or ""}
-        handle = WorkflowHandle(app, _new_wf_id(), name)
-        handle._started = asyncio.ensure_future(app._route(lambda: handle._start(doc)))
+        ttl_ms = 0 if ttl is None else to_ms(ttl, "workflow ttl", allow_zero=False)
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"workflow name must be a string, got {name!r}")
+        plan = _plan(app, self, name, ttl_ms)
+        handle = WorkflowHandle(app, _new_wf_id(), plan.name)
+        handle._started = asyncio.ensure_future(app._route(lambda: handle._start(plan)))
         return handle
 
 
@@ -100,6 +133,38 @@ class Chord(_Flow):
     callback: _Flow
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Chunk(_Flow):
+    """``task.chunk(items, size=)``: the items ``size`` at a time, each chunk a group that
+    starts when the previous one has completed. Its output is every item's output, in order
+    (the reference gives only the last chunk's)."""
+
+    task: StepTask
+    items: tuple[Any, ...]
+    size: int
+
+
+def map_items(task: StepTask, items: Iterable[Any]) -> Group:
+    """``task.map(items)``: one step per item, all at once; the output is their list."""
+    steps = tuple(Signature(task, item) for item in _items(items, "map"))
+    return Group(steps)
+
+
+def chunk_items(task: StepTask, items: Iterable[Any], size: Any) -> Chunk:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"chunk size must be a positive integer, got {size!r}")
+    return Chunk(task, _items(items, "chunk"), size)
+
+
+def _items(items: Iterable[Any], what: str) -> tuple[Any, ...]:
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise ValueError(f"{what} takes an iterable of items, got {items!r}")
+    out = tuple(items)
+    if not out:
+        raise ValueError(f"{what} needs at least one item")
+    return out
+
+
 def chain(*steps: _Flow) -> Chain:
     if not steps:
         raise ValueError("a chain needs at least one step")
@@ -118,7 +183,7 @@ def chord(header: Sequence[_Flow] | Group, callback: _Flow) -> Chord:
 
 
 def _app_of(flow: _Flow) -> Runtime:
-    if isinstance(flow, Signature):
+    if isinstance(flow, (Signature, Chunk)):
         return flow.task.app
     if isinstance(flow, Chord):
         return _app_of(flow.header)
@@ -130,49 +195,124 @@ def _new_wf_id() -> str:
     return os.urandom(16).hex()
 
 
-# ---- compiling: nodes {t: task, d: data | absent, in: input spec | absent, deps: [...]}
-# An input spec is {"n": i} (node i's output) or {"l": [spec, ...]} (a list of outputs).
+# ---- compiling ------------------------------------------------------------------------------
+# An output spec is a node index (that node's result) or a list of specs (a JSON array of
+# them); as a template, "#3" or "[#1,[#2,#3]]": the backend fills in the results as stored.
 
 
-def _compile(flow: _Flow, nodes: list[dict[str, Any]], prev: Any) -> Any:
-    """Append the nodes of ``flow`` run after ``prev`` (an input spec or None); return the
+@dataclasses.dataclass(slots=True)
+class _Node:
+    task: StepTask
+    job: NewJob  # version and attempts; its data when the step has its own
+    bound: bool
+    inputs: Any  # the spec of its input (unbound steps)
+    deps: list[int]
+
+
+def _plan(app: Runtime, flow: _Flow, name: str | None, ttl_ms: int) -> WorkflowPlan:
+    nodes: list[_Node] = []
+    out = _compile(app, flow, nodes, None)
+    then: list[list[int]] = [[] for _ in nodes]
+    for i, node in enumerate(nodes):
+        for d in node.deps:
+            then[d].append(i)
+    steps = tuple(
+        WorkflowStep(
+            task=node.task.name,
+            version=node.job.version,
+            max_attempts=node.job.max_attempts,
+            data=node.job.data if node.bound else None,
+            inputs="" if node.bound else _template(node.inputs),
+            waits=len(node.deps),
+            then=tuple(then[i]),
+        )
+        for i, node in enumerate(nodes)
+    )
+    return WorkflowPlan(name or _describe(flow), steps, _template(out), ttl_ms)
+
+
+def _compile(app: Runtime, flow: _Flow, nodes: list[_Node], prev: Any) -> Any:
+    """Append the nodes of ``flow`` run after ``prev`` (an output spec or None); return the
     spec of its output."""
     if isinstance(flow, Signature):
-        node: dict[str, Any] = {"t": flow.task.name, "deps": _refs(prev), "st": "pending"}
+        task = _known(app, flow.task)
         if flow.has_data:
-            node["d"] = flow.data
+            job, _ = task._build(flow.data)  # validated and serialized as a dispatch's data
+            node = _Node(task, job, True, None, _refs(prev))
         elif prev is None:
-            raise ValueError(f"the first step ({flow.task.name!r}) of a workflow needs data")
+            raise ValueError(f"the first step ({task.name!r}) of a workflow needs data")
         else:
-            node["in"] = prev
+            node = _Node(task, task._new_job(None), False, prev, _refs(prev))
         nodes.append(node)
-        return {"n": len(nodes) - 1}
+        return len(nodes) - 1
     if isinstance(flow, Chain):
+        if not flow.steps:
+            raise ValueError("a chain needs at least one step")
         spec = prev
         for step in flow.steps:
-            spec = _compile(step, nodes, spec)
+            spec = _compile(app, step, nodes, spec)
         return spec
     if isinstance(flow, Group):
         if not flow.steps:
             raise ValueError("a group needs at least one step")
-        return {"l": [_compile(step, nodes, prev) for step in flow.steps]}
+        return [_compile(app, step, nodes, prev) for step in flow.steps]
     if isinstance(flow, Chord):
-        return _compile(flow.callback, nodes, _compile(flow.header, nodes, prev))
+        return _compile(app, flow.callback, nodes, _compile(app, flow.header, nodes, prev))
+    if isinstance(flow, Chunk):
+        outputs: list[Any] = []
+        spec = prev
+        for lo in range(0, len(flow.items), flow.size):
+            part = flow.items[lo : lo + flow.size]
+            spec = [_compile(app, Signature(flow.task, item), nodes, spec) for item in part]
+            outputs += spec
+        return outputs
     raise TypeError(f"not a workflow step: {flow!r}")
+
+
+def _known(app: Runtime, task: StepTask) -> StepTask:
+    if app.tasks.get(task.name) is not task:
+        raise ValueError(
+            f"unknown task {task.name!r}: every step's task must be registered with the "
+            "workflow's app"
+        )
+    if task.collect is not None:
+        raise ValueError(f"task {task.name!r} collects its dispatches: it cannot be a step")
+    return task
 
 
 def _refs(spec: Any) -> list[int]:
     if spec is None:
         return []
-    if "n" in spec:
-        return [spec["n"]]
-    return [i for s in spec["l"] for i in _refs(s)]
+    if isinstance(spec, int):
+        return [spec]
+    return list(dict.fromkeys(i for s in spec for i in _refs(s)))
 
 
-def _resolve(spec: Any, nodes: list[dict[str, Any]]) -> Any:
-    if "n" in spec:
-        return nodes[spec["n"]].get("r")
-    return [_resolve(s, nodes) for s in spec["l"]]
+def _template(spec: Any) -> str:
+    if isinstance(spec, int):
+        return f"#{spec}"
+    return "[" + ",".join(_template(s) for s in spec) + "]"
+
+
+def _describe(flow: _Flow) -> str:
+    """The default name, as the reference makes it: ``chain(a → b)``, ``group(a, b)``."""
+
+    def name(f: _Flow) -> str:
+        if isinstance(f, Signature):
+            return f.task.name
+        if isinstance(f, Chain):
+            return " → ".join(name(s) for s in f.steps)
+        if isinstance(f, Group):
+            return ", ".join(name(s) for s in f.steps)
+        if isinstance(f, Chord):
+            return f"{name(f.header)} → {name(f.callback)}"
+        if isinstance(f, Chunk):
+            return f"{f.task.name} x{len(f.items)} by {f.size}"
+        return type(f).__name__
+
+    kind = type(flow).__name__.lower()
+    text = name(flow) if isinstance(flow, Signature) else f"{kind}({name(flow)})"
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def step_id(wf_id: str, node: int) -> str:
@@ -184,58 +324,19 @@ def parse_step(job_id: str) -> tuple[str, int] | None:
     if not job_id.startswith(STEP_PREFIX):
         return None
     wf_id, _, node = job_id[len(STEP_PREFIX) :].rpartition("-")
-    return (wf_id, int(node)) if node.isdigit() else None
+    return (wf_id, int(node)) if node.isdigit() and wf_id else None
 
 
-# ---- the engine (runs in the dispatching process, then in the workers)
+# ---- the engine (the dispatching process starts it, the workers advance it) -----------------
 
 
-async def _enqueue_node(app: Runtime, backend: Backend, wf_id: str, i: int, doc: Any) -> None:
-    node = doc["nodes"][i]
-    data = node["d"] if "d" in node else _resolve(node["in"], doc["nodes"])
-    task = app.tasks.get(node["t"])
-    if task is not None:
-        job, _ = task._build(data)  # type: ignore[attr-defined]
-        job = dataclasses.replace(job, id=step_id(wf_id, i))
-    else:  # a task this process does not know: its defaults
-        job = NewJob(id=step_id(wf_id, i), data=serializer.dumps(data, "workflow step data"))
-    await backend.enqueue(node["t"], [job])
-
-
-def _retention_ms(app: Runtime, state: str) -> int:
-    r = app.retention
-    return r.completed_age_ms if state == "completed" else r.failed_age_ms
-
-
-async def _update(app: Runtime, wf_id: str, change: Any, after: Any = None) -> Any:
-    """Read-modify-write the document until the version check passes. ``change(doc)``
-    returns the node indexes to enqueue first (None: nothing to write)."""
-    backend = await app._connected_backend()
-    while True:
-        got = await backend.workflow_get(wf_id)
-        if got is None:
-            return None
-        version, raw = got
-        doc = json.loads(raw)
-        todo = change(doc)
-        if todo is None:
-            return doc
-        for i in todo:
-            await _enqueue_node(app, backend, wf_id, i, doc)
-        keep = _retention_ms(app, doc["s"]) if doc["s"] != "running" else 0
-        if await backend.workflow_put(wf_id, version, json.dumps(doc), keep):
-            if after is not None:
-                await after(backend, doc)
-            return doc
-
-
-def _ready(doc: Any) -> list[int]:
-    out = []
-    for i, node in enumerate(doc["nodes"]):
-        if node["st"] == "pending" and all(doc["nodes"][d]["st"] == "done" for d in node["deps"]):
-            node["st"] = "dispatched"
-            out.append(i)
-    return out
+async def _enqueue(backend: Backend, wf_id: str, ready: Iterable[ReadyStep]) -> None:
+    """Enqueue unblocked steps, one call per task (an id that exists is left untouched)."""
+    by_task: dict[str, list[NewJob]] = {}
+    for r in ready:
+        job = NewJob(step_id(wf_id, r.node), r.data, r.version, r.max_attempts)
+        by_task.setdefault(r.task, []).append(job)
+    await asyncio.gather(*(backend.enqueue(task, jobs) for task, jobs in by_task.items()))
 
 
 async def step_done(app: Runtime, job_id: str, result: str | None) -> None:
@@ -243,20 +344,13 @@ async def step_done(app: Runtime, job_id: str, result: str | None) -> None:
     parsed = parse_step(job_id)
     if parsed is None:
         return
-    wf_id, i = parsed
-    value = serializer.loads(result, "step result") if result is not None else None
-
-    def change(doc: Any) -> list[int] | None:
-        node = doc["nodes"][i]
-        if doc["s"] != "running" or node["st"] == "done":
-            return None
-        node["st"], node["r"] = "done", value
-        todo = _ready(doc)
-        if all(n["st"] == "done" for n in doc["nodes"]):
-            doc["s"], doc["r"] = "completed", _resolve(doc["out"], doc["nodes"])
-        return todo
-
-    await _update(app, wf_id, change)
+    wf_id, node = parsed
+    backend = await app._connected_backend()
+    keep = app.retention.completed_age_ms
+    advance = await backend.workflow_advance(wf_id, node, result or "null", keep)
+    if _KILL_AFTER_ADVANCE is not None and _KILL_AFTER_ADVANCE == str(node):
+        os.kill(os.getpid(), signal.SIGKILL)
+    await _enqueue(backend, wf_id, advance.ready)
 
 
 async def step_ended(app: Runtime, job_id: str, state: str, error: str | None) -> None:
@@ -264,27 +358,28 @@ async def step_ended(app: Runtime, job_id: str, state: str, error: str | None) -
     parsed = parse_step(job_id)
     if parsed is None:
         return
-    wf_id, i = parsed
-    await _end(app, wf_id, "failed" if state == "failed" else "cancelled", error, skip=i)
+    wf_id, node = parsed
+    ended = "failed" if state == "failed" else "cancelled"
+    await _end(app, wf_id, ended, error or f"step {node} {ended}", node)
 
 
-async def _end(app: Runtime, wf_id: str, state: str, error: str | None, skip: int = -1) -> Any:
-    def change(doc: Any) -> list[int] | None:
-        if doc["s"] != "running":
-            return None
-        doc["s"], doc["e"] = state, error or ""
-        return []
-
-    async def cascade(backend: Backend, doc: Any) -> None:
-        for j, node in enumerate(doc["nodes"]):
-            if j != skip and node["st"] != "done":
-                await backend.cancel(node["t"], step_id(wf_id, j), f"workflow {state}")
-
-    return await _update(app, wf_id, change, cascade)
+async def _end(app: Runtime, wf_id: str, state: str, message: str, node: int) -> None:
+    backend = await app._connected_backend()
+    keep = app.retention.failed_age_ms
+    cascade = await backend.workflow_end(wf_id, state, node, message, keep)
+    reason = f"workflow {state}"
+    await asyncio.gather(*(backend.cancel(task, step_id(wf_id, i), reason) for i, task in cascade))
 
 
-class WorkflowError(TaskoraError):
-    """The workflow is unknown (never started, or trimmed by retention)."""
+async def sweep(app: Runtime) -> int:
+    """Cancel the workflows whose ttl has passed (the workers call this with their stall
+    check); returns how many were due. Idempotent: two sweepers at once cancel once."""
+    backend = await app._connected_backend()
+    due = await backend.workflow_due(SWEEP_LIMIT)
+    for wf_id in due:
+        await _end(app, wf_id, "cancelled", "workflow ttl passed", TTL)
+    await backend.workflow_undue(due)
+    return len(due)
 
 
 class WorkflowHandle:
@@ -299,58 +394,80 @@ class WorkflowHandle:
     def __await__(self) -> Any:
         return self._id().__await__()
 
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.id!r}, name={self.name!r})"
+
     async def _id(self) -> str:
         assert self._started is not None
         await asyncio.shield(self._started)
         return self.id
 
-    async def _start(self, doc: dict[str, Any]) -> None:
-        todo = _ready(doc)
+    async def _start(self, plan: WorkflowPlan) -> None:
         backend = await self.app._connected_backend()
-        if not await backend.workflow_put(self.id, 0, json.dumps(doc), 0):
+        if not await backend.workflow_create(self.id, plan):
             raise ConfigError(f"workflow {self.id} exists already")
-        for i in todo:
-            await _enqueue_node(self.app, backend, self.id, i, doc)
-
-    async def _doc(self) -> Any:
-        await self._id()
-        backend = await self.app._connected_backend()
-        got = await backend.workflow_get(self.id)
-        if got is None:
-            raise WorkflowError(f"workflow {self.id} not found")
-        return json.loads(got[1])
+        roots = [
+            ReadyStep(i, s.task, s.data or "null", s.version, s.max_attempts)
+            for i, s in enumerate(plan.steps)
+            if s.waits == 0
+        ]
+        await _enqueue(backend, self.id, roots)
+        await backend.workflow_started(self.id)
 
     async def get_state(self) -> WorkflowState:
-        return await self.app._route(self._doc_state)
+        async def read() -> WorkflowState:
+            await self._id()
+            backend = await self.app._connected_backend()
+            info = await backend.workflow_read(self.id)
+            if info is None:
+                raise WorkflowError(f"workflow {self.id} not found")
+            state: WorkflowState = info.state  # type: ignore[assignment]
+            return state
 
-    async def _doc_state(self) -> WorkflowState:
-        state: WorkflowState = (await self._doc())["s"]
-        return state
+        return await self.app._route(read)
 
     @property
     def result(self) -> Any:
-        return self.app._route(self._result)
+        """Wait for the output with no timeout (``await handle.result``)."""
+        return self.wait_for(None)
 
-    async def wait_for(self, timeout: float) -> Any:
-        return await asyncio.wait_for(self.result, timeout)
+    async def wait_for(self, timeout: Any) -> Any:
+        """Wait for the output; raise :class:`taskora.TimeoutError` after ``timeout``."""
+        timeout_ms = optional_ms(timeout, "wait_for(timeout)")
+        return await self.app._route(lambda: self._wait(timeout_ms))
 
-    async def _result(self) -> Any:
-        pause = 0.005
-        while True:
-            doc = await self._doc()
-            state = doc["s"]
-            if state == "completed":
-                return doc.get("r")
-            if state == "failed":
-                raise JobFailedError(self.id, None, doc.get("e", ""))
-            if state == "cancelled":
-                raise JobCancelledError(self.id, None, doc.get("e") or None)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.1)
+    async def _wait(self, timeout_ms: int | None) -> Any:
+        loop = asyncio.get_running_loop()
+        limit = None if timeout_ms is None else timeout_ms / 1000
+        deadline = None if limit is None else loop.time() + limit
+        try:
+            await asyncio.wait_for(self._id(), limit)
+        except builtins.TimeoutError:
+            raise self._timeout(timeout_ms) from None
+        backend = await self.app._connected_backend()
+        remaining = None if deadline is None else max(0.0, deadline - loop.time())
+        end = await backend.workflow_wait(self.id, remaining)
+        if end is None:
+            raise self._timeout(timeout_ms)
+        return self._unwrap(end)
+
+    def _timeout(self, ms: int | None) -> TimeoutError:
+        return TimeoutError(f"Workflow {self.id} did not complete within {ms} ms", self.id, ms)
+
+    def _unwrap(self, end: Terminal) -> Any:
+        if end.state == "completed":
+            return serializer.loads(end.result or "null", "workflow result")
+        if end.state == "failed":
+            raise JobFailedError(self.id, None, end.error or "")
+        if end.state == "cancelled":
+            raise JobCancelledError(self.id, None, end.reason)
+        raise WorkflowError(f"workflow {self.id} not found ({end.reason or end.state})")
 
     async def cancel(self, reason: str | None = None) -> None:
+        """Cancel the workflow: every step not finished is cancelled, running ones included."""
+
         async def run() -> None:
             await self._id()
-            await _end(self.app, self.id, "cancelled", reason)
+            await _end(self.app, self.id, "cancelled", reason or "workflow cancelled", HANDLE)
 
         await self.app._route(run)

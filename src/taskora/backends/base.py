@@ -25,9 +25,14 @@ __all__ = [
     "JobSnapshot",
     "NewJob",
     "Outcome",
+    "ReadyStep",
     "ScheduleExpect",
     "StallReport",
     "Terminal",
+    "WorkflowAdvance",
+    "WorkflowInfo",
+    "WorkflowPlan",
+    "WorkflowStep",
 ]
 
 
@@ -156,6 +161,61 @@ class Terminal:
     """
 
     state: str
+    result: str | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStep:
+    """One node of a workflow as stored: its task and job options, its own data (serialized)
+    or ``inputs``, a template of its input (``#<node>`` stands for that node's result:
+    ``"#3"``, ``"[#1,#2]"``), the number of nodes it waits for and the nodes waiting for it."""
+
+    task: str
+    version: int
+    max_attempts: int
+    data: str | None
+    inputs: str
+    waits: int
+    then: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowPlan:
+    """What ``workflow_create`` writes: the nodes, the template of the workflow's output,
+    its ttl (0: none) and the lease before ``workflow_started``."""
+
+    name: str
+    steps: tuple[WorkflowStep, ...]
+    output: str
+    ttl_ms: int = 0
+    lease_ms: int = 600_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyStep:
+    """A node whose inputs are all complete: enqueue it as job ``wf-<workflow>-<node>``."""
+
+    node: int
+    task: str
+    data: str
+    version: int
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowAdvance:
+    """After a step: the workflow's state (``missing``: no record) and the steps to enqueue."""
+
+    state: str
+    ready: tuple[ReadyStep, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    state: str
+    name: str = ""
     result: str | None = None
     error: str | None = None
     reason: str | None = None
@@ -353,13 +413,42 @@ class Backend(Protocol):
     async def purge(self, task: str, state: str, older_than_ms: int) -> int:
         """Delete finished jobs in ``state`` that ended more than ``older_than_ms`` ago."""
 
-    # -- workflows (one key per workflow; docs/design.md#workflows) ---------------------------
-    async def workflow_get(self, wf_id: str) -> tuple[int, str] | None:
-        """A workflow's document and its version, or None (docs/design.md#workflows)."""
+    # -- workflows (one record per workflow, its own slot; docs/design.md#workflows) ---------
+    async def workflow_create(self, wf_id: str, plan: WorkflowPlan) -> bool:
+        """Write a new workflow's record (roots marked queued); False if the id exists. The
+        record expires after ``plan.lease_ms`` unless ``workflow_started`` follows, so a
+        dispatcher that dies before enqueuing the roots leaves nothing behind for good."""
 
-    async def workflow_put(self, wf_id: str, version: int, doc: str, keep_ms: int) -> bool:
-        """Write the document if its version is still ``version`` (0: create); ``keep_ms``
-        > 0 lets it expire after that long (a finished workflow's retention)."""
+    async def workflow_started(self, wf_id: str) -> None:
+        """The roots are enqueued: a running record now lives until it ends."""
+
+    async def workflow_advance(
+        self, wf_id: str, node: int, result: str, keep_ms: int
+    ) -> WorkflowAdvance:
+        """Record node ``node`` completed with ``result`` and return the steps it unblocks,
+        in one atomic step. Repeated for a node already recorded, it returns the unblocked
+        steps not completed yet again (a crash before they were enqueued loses nothing).
+        Completing the last node completes the workflow: it keeps ``keep_ms``."""
+
+    async def workflow_end(
+        self, wf_id: str, state: str, node: int, message: str, keep_ms: int
+    ) -> list[tuple[int, str]]:
+        """End a running workflow as ``failed`` or ``cancelled`` (by node ``node``, or -1 for
+        a cancel from a handle, -2 for its ttl) and return the (node, task) steps that were
+        queued, to be cancelled. The same ender asking again gets the same list (a replay
+        after a crash); anyone else, and a node already completed, gets nothing."""
+
+    async def workflow_read(self, wf_id: str) -> WorkflowInfo | None:
+        """A workflow's state and outcome, or None (never created, or trimmed)."""
+
+    async def workflow_wait(self, wf_id: str, timeout_s: float | None) -> Terminal | None:
+        """Wait for the workflow to end (pushed, as a job's end); None on timeout."""
+
+    async def workflow_due(self, limit: int) -> list[str]:
+        """Workflows whose ttl has passed, by the backend's clock (ended or not)."""
+
+    async def workflow_undue(self, wf_ids: Sequence[str]) -> None:
+        """Forget the deadlines of these workflows (they are ended)."""
 
     # -- schedules (their own keys, one cluster slot; docs/design.md#scheduling) -------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:

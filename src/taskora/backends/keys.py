@@ -6,7 +6,15 @@ job's ``dedupKey``), so both build them here and cannot disagree.
 
 from __future__ import annotations
 
-__all__ = ["meta_key", "root", "schedule_base", "task_base", "workflow_key"]
+__all__ = [
+    "WORKFLOWS",
+    "meta_key",
+    "root",
+    "schedule_base",
+    "task_base",
+    "workflow_key",
+    "workflows_base",
+]
 
 
 def root(prefix: str | None) -> str:
@@ -30,3 +38,14 @@ def schedule_base(prefix: str | None) -> str:
 def workflow_key(prefix: str | None, wf_id: str) -> str:
     """One workflow's record ``<root>:{wf:<id>}``: its own hash tag (docs/design.md#workflows)."""
     return f"{root(prefix)}:{{wf:{wf_id}}}"
+
+
+WORKFLOWS = ":wf"
+"""The name under which a workflow's end reaches result waiters, as if it were a task's job:
+task names cannot contain ``:``, so it is nobody's task (docs/design.md#workflows)."""
+
+
+def workflows_base(prefix: str | None) -> str:
+    """``<root>:{:wf}:``: the shared workflow keys (deadlines zset, end channel); the hash tag
+    ``:wf`` cannot be a task's (no ``:`` in task names)."""
+    return task_base(prefix, WORKFLOWS)

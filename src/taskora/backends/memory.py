@@ -33,10 +33,14 @@ from .base import (
     ScheduleExpect,
     StallReport,
     Terminal,
+    WorkflowAdvance,
+    WorkflowInfo,
+    WorkflowPlan,
     needed_fields,
 )
 from .memory_collect import Buffer, collect_drain, collect_push
 from .memory_schedules import ScheduleStore
+from .memory_workflows import WorkflowStore
 
 __all__ = ["MemoryBackend"]
 
@@ -133,7 +137,7 @@ class MemoryBackend:
     def __init__(self, prefix: str | None = None, clock: Callable[[], int] | None = None) -> None:
         self.prefix = prefix
         self.clock = clock or _system_clock
-        self._workflows: dict[str, tuple[int, str, int]] = {}
+        self.workflows = WorkflowStore(self.now_ms)
         self._tasks: dict[str, _Task] = {}
         self._waiters: dict[tuple[str, str], list[asyncio.Future[Terminal]]] = {}
         self._cancel_listeners: dict[str, CancelListener] = {}
@@ -163,6 +167,7 @@ class MemoryBackend:
         for t in self._tasks.values():
             t.marker_event = None
         self._waiters.clear()
+        self.workflows.reset()
         self._event_sources.clear()  # they belonged to the old event loop
 
     def now_ms(self) -> int:
@@ -980,24 +985,34 @@ class MemoryBackend:
             if job_id in t.jobs
         ]
 
-    # -- workflows (docs/design.md#workflows) ---------------------------------------------------
-    async def workflow_get(self, wf_id: str) -> tuple[int, str] | None:
-        got = self._workflows.get(wf_id)
-        if got is None:
-            return None
-        version, doc, expire_at = got
-        if expire_at and expire_at <= self.now_ms():
-            del self._workflows[wf_id]
-            return None
-        return version, doc
+    # -- workflows (memory_workflows.py) -------------------------------------------------------
+    async def workflow_create(self, wf_id: str, plan: WorkflowPlan) -> bool:
+        return self.workflows.create(wf_id, plan)
 
-    async def workflow_put(self, wf_id: str, version: int, doc: str, keep_ms: int) -> bool:
-        current = await self.workflow_get(wf_id)
-        if (current[0] if current else 0) != version:
-            return False
-        expire_at = self.now_ms() + keep_ms if keep_ms > 0 else 0
-        self._workflows[wf_id] = (version + 1, doc, expire_at)
-        return True
+    async def workflow_started(self, wf_id: str) -> None:
+        self.workflows.started(wf_id)
+
+    async def workflow_advance(
+        self, wf_id: str, node: int, result: str, keep_ms: int
+    ) -> WorkflowAdvance:
+        return self.workflows.advance(wf_id, node, result, keep_ms)
+
+    async def workflow_end(
+        self, wf_id: str, state: str, node: int, message: str, keep_ms: int
+    ) -> list[tuple[int, str]]:
+        return self.workflows.end(wf_id, state, node, message, keep_ms)
+
+    async def workflow_read(self, wf_id: str) -> WorkflowInfo | None:
+        return self.workflows.read(wf_id)
+
+    async def workflow_wait(self, wf_id: str, timeout_s: float | None) -> Terminal | None:
+        return await self.workflows.wait(wf_id, timeout_s)
+
+    async def workflow_due(self, limit: int) -> list[str]:
+        return self.workflows.due(limit)
+
+    async def workflow_undue(self, wf_ids: Sequence[str]) -> None:
+        self.workflows.undue(wf_ids)
 
     # -- schedules (memory_schedules.py) ------------------------------------------------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:

@@ -32,8 +32,11 @@ from ..base import (
     ScheduleExpect,
     StallReport,
     Terminal,
+    WorkflowAdvance,
+    WorkflowInfo,
+    WorkflowPlan,
 )
-from ..keys import meta_key, root, workflow_key
+from ..keys import meta_key, root
 from .address import Address, parse_address
 from .keys import TaskKeys, task_keys
 from .resp import ReplyError, RespClient, Subscriber
@@ -710,20 +713,52 @@ class RedisBackend:
         with self.errors():
             return await ExpireDue(self.keys(task), ids).run(self.client)
 
+    # -- workflows (redis/workflows.py) ---------------------------------------------------------
+    async def workflow_create(self, wf_id: str, plan: WorkflowPlan) -> bool:
+        from .workflows import workflow_create
+
+        return await workflow_create(self, wf_id, plan)
+
+    async def workflow_started(self, wf_id: str) -> None:
+        from .workflows import workflow_started
+
+        await workflow_started(self, wf_id)
+
+    async def workflow_advance(
+        self, wf_id: str, node: int, result: str, keep_ms: int
+    ) -> WorkflowAdvance:
+        from .workflows import workflow_advance
+
+        return await workflow_advance(self, wf_id, node, result, keep_ms)
+
+    async def workflow_end(
+        self, wf_id: str, state: str, node: int, message: str, keep_ms: int
+    ) -> list[tuple[int, str]]:
+        from .workflows import workflow_end
+
+        return await workflow_end(self, wf_id, state, node, message, keep_ms)
+
+    async def workflow_read(self, wf_id: str) -> WorkflowInfo | None:
+        from .workflows import workflow_read
+
+        return await workflow_read(self, wf_id)
+
+    async def workflow_wait(self, wf_id: str, timeout_s: float | None) -> Terminal | None:
+        from .workflows import workflow_wait
+
+        return await workflow_wait(self, wf_id, timeout_s)
+
+    async def workflow_due(self, limit: int) -> list[str]:
+        from .workflows import workflow_due
+
+        return await workflow_due(self, limit)
+
+    async def workflow_undue(self, wf_ids: Sequence[str]) -> None:
+        from .workflows import workflow_undue
+
+        await workflow_undue(self, wf_ids)
+
     # -- schedules (redis/schedules.py) -------------------------------------------------------
-    async def workflow_get(self, wf_id: str) -> tuple[int, str] | None:
-        from .scripts import WorkflowGet
-
-        with self.errors():
-            return await WorkflowGet(workflow_key(self.prefix, wf_id)).run(self.client)
-
-    async def workflow_put(self, wf_id: str, version: int, doc: str, keep_ms: int) -> bool:
-        from .scripts import WorkflowPut
-
-        key = workflow_key(self.prefix, wf_id)
-        with self.errors():
-            return await WorkflowPut(key, version, doc, keep_ms).run(self.client)
-
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
         from .schedules import schedule_lock
 

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ..keys import root, schedule_base, task_base
+from ..keys import WORKFLOWS, root, schedule_base, task_base, workflow_key
 
-__all__ = ["TASK_KEY_NAMES", "TaskKeys", "root", "schedule_keys", "task_keys"]
+__all__ = [
+    "TASK_KEY_NAMES",
+    "TaskKeys",
+    "WorkflowKeys",
+    "root",
+    "schedule_keys",
+    "task_keys",
+]
 
 TASK_KEY_NAMES = (
     "wait",
@@ -58,9 +65,25 @@ class TaskKeys:
         return f"{self.base}{kind}:{key}"
 
 
+class WorkflowKeys(TaskKeys):
+    """The keys of the pseudo-task ``WORKFLOWS`` under which result waiters wait for a
+    workflow's end: its "job" is the workflow's record (which holds ``state``, ``result``,
+    ``error`` and ``cancelReason`` as a job's hash does) and its ``done`` channel is the one
+    the workflow scripts publish ends on. Nothing else of it exists (docs/design.md#workflows)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str | None) -> None:
+        super().__init__(prefix, WORKFLOWS)
+        self.prefix = prefix
+
+    def job(self, job_id: str) -> str:
+        return workflow_key(self.prefix, job_id)
+
+
 @lru_cache(maxsize=4096)
 def task_keys(prefix: str | None, task: str) -> TaskKeys:
-    return TaskKeys(prefix, task)
+    return WorkflowKeys(prefix) if task == WORKFLOWS else TaskKeys(prefix, task)
 
 
 def schedule_keys(prefix: str | None) -> tuple[str, str, str]:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
-from ..base import Claimed, EnqueueResult, NewJob, StallReport
+from ..base import Claimed, EnqueueResult, NewJob, ReadyStep, StallReport, WorkflowAdvance
 from .keys import TaskKeys
 from .resp import Arg, ReplyError, RespClient
 
@@ -64,6 +64,11 @@ __all__ = [
     "Script",
     "StalledCheck",
     "Trim",
+    "WorkflowAdvanceCall",
+    "WorkflowCreate",
+    "WorkflowEnd",
+    "WorkflowRow",
+    "WorkflowStarted",
     "parse_header",
     "run_pipelined",
 ]
@@ -676,28 +681,81 @@ class Trim(Call[int]):
         return int(raw)
 
 
-@lua("workflow_get")
-@dataclasses.dataclass(slots=True)
-class WorkflowGet(Call["tuple[int, str] | None"]):
-    """Reply: the workflow's version and document, or None."""
+# -- workflows (docs/design.md#workflows; the record is the only key: its own slot) ---------
+class WorkflowRow(NamedTuple):
+    """One node as workflow_create.lua reads it (every field a string)."""
 
-    wf: str
-
-    def decode(self, raw: Any) -> tuple[int, str] | None:
-        if not raw:
-            return None
-        return int(_str(raw[0])), _str(raw[1])
-
-
-@lua("workflow_put")
-@dataclasses.dataclass(slots=True)
-class WorkflowPut(Call[bool]):
-    """Reply: whether the document was written (False: its version moved on)."""
-
-    wf: str
+    task: str
     version: int
-    doc: str
-    keep_ms: int
+    max_attempts: int
+    data: str
+    inputs: str
+    waits: int
+    then: str
+
+
+@lua("workflow_create")
+@dataclasses.dataclass(slots=True)
+class WorkflowCreate(Call[bool]):
+    """Reply: whether the record was created (False: the id exists)."""
+
+    wf: str
+    name: str
+    output: str
+    deadline_ms: int
+    lease_ms: int
+    steps: Sequence[WorkflowRow]
 
     def decode(self, raw: Any) -> bool:
         return bool(raw)
+
+
+@lua("workflow_started")
+@dataclasses.dataclass(slots=True)
+class WorkflowStarted(Call[None]):
+    wf: str
+
+    def decode(self, raw: Any) -> None:
+        return None
+
+
+@lua("workflow_advance")
+@dataclasses.dataclass(slots=True)
+class WorkflowAdvanceCall(Call[WorkflowAdvance]):
+    wf: str
+    wf_id: str
+    channel: str
+    node: int
+    result: str
+    keep_ms: int
+
+    def decode(self, raw: Any) -> WorkflowAdvance:
+        rows = raw[1:]
+        ready = tuple(
+            ReadyStep(
+                int(rows[i]),
+                _str(rows[i + 1]),
+                _str(rows[i + 2]),
+                int(rows[i + 3]),
+                int(rows[i + 4]),
+            )
+            for i in range(0, len(rows), 5)
+        )
+        return WorkflowAdvance(_str(raw[0]), ready)
+
+
+@lua("workflow_end")
+@dataclasses.dataclass(slots=True)
+class WorkflowEnd(Call["list[tuple[int, str]]"]):
+    """Reply: the (node, task) steps to cancel."""
+
+    wf: str
+    wf_id: str
+    channel: str
+    state: str
+    node: int
+    message: str
+    keep_ms: int
+
+    def decode(self, raw: Any) -> list[tuple[int, str]]:
+        return [(int(raw[i]), _str(raw[i + 1])) for i in range(0, len(raw), 2)]

@@ -1,0 +1,120 @@
+"""Workflow records on Redis (docs/design.md#workflows).
+
+One hash per workflow, ``<root>:{wf:<id>}``, under its own hash tag: every workflow script
+touches that key alone (one cluster slot). The shared keys live under ``{:wf}``: the zset of
+ttl deadlines (written before the record, so a deadline never misses its workflow; one left
+over for a record never written is dropped by the sweep) and the channel workflow ends are
+published on, which the result waiter reads as it reads a task's ``done`` channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..base import Terminal, WorkflowAdvance, WorkflowInfo, WorkflowPlan
+from ..keys import WORKFLOWS, workflow_key, workflows_base
+from .scripts import WorkflowAdvanceCall, WorkflowCreate, WorkflowEnd, WorkflowRow, WorkflowStarted
+
+if TYPE_CHECKING:
+    from .backend import RedisBackend
+
+__all__ = [
+    "workflow_advance",
+    "workflow_create",
+    "workflow_due",
+    "workflow_end",
+    "workflow_read",
+    "workflow_started",
+    "workflow_undue",
+    "workflow_wait",
+]
+
+
+def _deadlines(backend: RedisBackend) -> str:
+    return workflows_base(backend.prefix) + "deadlines"
+
+
+def _channel(backend: RedisBackend) -> str:
+    return backend.keys(WORKFLOWS).done
+
+
+async def workflow_create(backend: RedisBackend, wf_id: str, plan: WorkflowPlan) -> bool:
+    deadline = backend.now_ms() + plan.ttl_ms if plan.ttl_ms else 0
+    rows = [
+        WorkflowRow(
+            s.task,
+            s.version,
+            s.max_attempts,
+            s.data or "",
+            s.inputs,
+            s.waits,
+            ",".join(map(str, s.then)),
+        )
+        for s in plan.steps
+    ]
+    call = WorkflowCreate(
+        workflow_key(backend.prefix, wf_id), plan.name, plan.output, deadline, plan.lease_ms, rows
+    )
+    with backend.errors():
+        if deadline:
+            await backend.client.execute("ZADD", _deadlines(backend), deadline, wf_id)
+        return await call.run(backend.client)
+
+
+async def workflow_started(backend: RedisBackend, wf_id: str) -> None:
+    with backend.errors():
+        await WorkflowStarted(workflow_key(backend.prefix, wf_id)).run(backend.client)
+
+
+async def workflow_advance(
+    backend: RedisBackend, wf_id: str, node: int, result: str, keep_ms: int
+) -> WorkflowAdvance:
+    key = workflow_key(backend.prefix, wf_id)
+    call = WorkflowAdvanceCall(key, wf_id, _channel(backend), node, result, keep_ms)
+    with backend.errors():
+        return await call.run(backend.client)
+
+
+async def workflow_end(
+    backend: RedisBackend, wf_id: str, state: str, node: int, message: str, keep_ms: int
+) -> list[tuple[int, str]]:
+    key = workflow_key(backend.prefix, wf_id)
+    call = WorkflowEnd(key, wf_id, _channel(backend), state, node, message, keep_ms)
+    with backend.errors():
+        return await call.run(backend.client)
+
+
+async def workflow_read(backend: RedisBackend, wf_id: str) -> WorkflowInfo | None:
+    key = workflow_key(backend.prefix, wf_id)
+    with backend.errors():
+        raw = await backend.client.execute(
+            "HMGET", key, "state", "name", "result", "error", "cancelReason"
+        )
+    state, name, result, error, reason = (
+        None if v is None else v.decode("utf-8", "replace") for v in raw
+    )
+    if state is None:
+        return None
+    return WorkflowInfo(state, name or "", result, error, reason)
+
+
+async def workflow_wait(
+    backend: RedisBackend, wf_id: str, timeout_s: float | None
+) -> Terminal | None:
+    """The shared result waiter, on the pseudo-task ``WORKFLOWS`` (redis/keys.py)."""
+    return await backend.waiter.wait(WORKFLOWS, wf_id, timeout_s, None)
+
+
+async def workflow_due(backend: RedisBackend, limit: int) -> list[str]:
+    with backend.errors():
+        raw = await backend.client.execute(
+            "ZRANGEBYSCORE", _deadlines(backend), "-inf", backend.now_ms(), "LIMIT", 0, limit
+        )
+    return [v.decode() for v in raw]
+
+
+async def workflow_undue(backend: RedisBackend, wf_ids: Sequence[str]) -> None:
+    if wf_ids:
+        with backend.errors():
+            await backend.client.execute("ZREM", _deadlines(backend), *wf_ids)
