@@ -124,7 +124,10 @@ class RedisCluster:
                     if b"cluster_state:ok" not in c.execute_command("CLUSTER", "INFO"):
                         return False
                     maps.add(self._owners(c))
-            return len(maps) == 1 and sum(end - start + 1 for start, end, _ in next(iter(maps))) == SLOTS
+            return (
+                len(maps) == 1
+                and sum(end - start + 1 for start, end, _ in next(iter(maps))) == SLOTS
+            )
 
         _wait("a healthy cluster", healthy, timeout)
 

@@ -1,4 +1,4 @@
-"""The storage contract at the backend boundary, identical on memory and Redis."""
+"""The storage contract at the backend boundary, identical on memory, Redis and a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import uuid
 import taskora
 from taskora.backends.base import ClaimOptions, NewJob, Outcome, StallReport, Terminal
 from tests.conftest import AppFactory
+from tests.conftest import with_cluster as backend_url  # noqa: F401 (a fixture: + cluster)
 
 
 async def _backend(make_app: AppFactory):  # type: ignore[no-untyped-def]
