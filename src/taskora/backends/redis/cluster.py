@@ -192,6 +192,7 @@ class Topology:
         self._refreshing: asyncio.Future[None] | None = None
         self._listeners: list[Callable[[], None]] = []
         self.refreshes = 0
+        self.replies: dict[str, int] = {}  # MOVED / ASK / TRYAGAIN ... seen (tests, benchmarks)
 
     def load(self, reply: Any, asked: Address) -> None:
         """Read a ``CLUSTER SLOTS`` reply: [[start, end, [host, port, id], replicas...]...]."""
@@ -476,6 +477,7 @@ class ClusterClient(RespClient):
             except ReplyError as exc:
                 code = exc.code
                 asking = None
+                self.topology.replies[code] = self.topology.replies.get(code, 0) + 1
                 if code in ("MOVED", "ASK") and slot is not None:
                     redirects += 1
                     if redirects > MAX_REDIRECTS:
