@@ -219,6 +219,7 @@ async def busy_task(url: str, prefix: str, run: Run) -> AsyncIterator[Callable[[
         yield stop.set
         stop.set()
         await producer
+        run.replies = dict(run.topology.replies)
         for handle, job_id in zip(handles, run.accepted, strict=True):
             try:
                 await handle.wait_for(60)
@@ -273,7 +274,6 @@ async def _live_migration(cluster: RedisCluster, seconds: float, batch: int) -> 
         await _until(lambda: len(run.runs) >= before + 50, "work after the migration")
         await asyncio.sleep(seconds)
         stop()
-        run.replies = dict(run.topology.replies)
     print(run.report(f"live migration of slot {slot} ({moved} keys, MIGRATE {batch} at a time)"))
     print(f"  replies followed: {run.replies}")
     return run
@@ -287,6 +287,34 @@ async def test_live_migration_of_a_busy_slot_loses_nothing(ha_cluster: RedisClus
     ha_cluster.wait_healthy()
 
 
+async def _failover(cluster: RedisCluster, takeover: bool, jobs_after: int) -> Run:
+    prefix = "f" + uuid.uuid4().hex[:10]
+    slot = key_slot(task_base(prefix, "busy"))
+    run = Run()
+    async with busy_task(cluster.url, prefix, run) as stop:
+        await _until(lambda: len(run.runs) >= 50, "the task to get busy")
+        master = cluster.master_of(slot)
+        replica = cluster.replica_of(master)
+        master.stop(kill=True)
+        killed = time.monotonic()
+        if takeover:
+            with replica.client() as c:
+                c.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+        killed_at = len(run.accepted)
+        await _until(lambda: len(run.accepted) > killed_at, "a dispatch after the kill")
+        resumed = time.monotonic() - killed
+        await _until(lambda: len(run.accepted) >= killed_at + jobs_after, "dispatches after it")
+        await _until(lambda: len(run.runs) >= killed_at + jobs_after, "work after failover")
+        stop()
+    how = "CLUSTER FAILOVER TAKEOVER" if takeover else "automatic failover"
+    print(run.report(f"SIGKILL of slot {slot}'s master, {how}"))
+    print(f"  dispatch resumed {resumed:.2f}s after the kill; replies: {run.replies}")
+    assert len(run.ends) == len(run.accepted)  # every waiter got an answer
+    after = run.accepted[killed_at + 10 :]
+    assert after and all(run.ends[job] == "completed" for job in after)
+    return run
+
+
 async def test_failover_of_a_busy_master_workers_and_waiters_carry_on(
     ha_cluster: RedisCluster,
 ) -> None:
@@ -294,24 +322,17 @@ async def test_failover_of_a_busy_master_workers_and_waiters_carry_on(
     TAKEOVER): dispatch, work and waiting resume on the new master. Writes the replica had
     not received when the master died are lost (asynchronous replication): reported, and
     every waiter still gets an answer (JobNotFoundError for such a job)."""
-    prefix = "f" + uuid.uuid4().hex[:10]
-    slot = key_slot(task_base(prefix, "busy"))
-    run = Run()
-    async with busy_task(ha_cluster.url, prefix, run) as stop:
-        await _until(lambda: len(run.runs) >= 50, "the task to get busy")
-        master = ha_cluster.master_of(slot)
-        replica = ha_cluster.replica_of(master)
-        master.stop(kill=True)
-        with replica.client() as c:
-            c.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
-        killed_at = len(run.accepted)
-        await _until(lambda: len(run.accepted) >= killed_at + 100, "dispatches after failover")
-        await _until(lambda: len(run.runs) >= killed_at + 100, "work after failover")
-        stop()
-    print(run.report(f"failover of slot {slot}'s master (SIGKILL + FAILOVER TAKEOVER)"))
-    assert len(run.ends) == len(run.accepted)  # every waiter got an answer
-    after = run.accepted[killed_at + 10 :]
-    assert after and all(run.ends[job] == "completed" for job in after)
+    await _failover(ha_cluster, takeover=True, jobs_after=100)
+
+
+@pytest.mark.slow
+async def test_automatic_failover_soak() -> None:
+    """The cluster promotes the replica by itself (node timeout 1 s); more work after."""
+    cluster = RedisCluster(masters=3, replicas=1)
+    try:
+        await _failover(cluster, takeover=False, jobs_after=2000)
+    finally:
+        cluster.close()
 
 
 @pytest.mark.slow

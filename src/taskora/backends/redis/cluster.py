@@ -379,6 +379,8 @@ class ClusterClient(RespClient):
     async def execute(self, *args: Arg) -> Any:
         self.round_trips += 1
         command = sharded_command(args)
+        if command[0] == "SCRIPT":
+            return await self._broadcast(command)
         return await self._run(command_slot(command), command)
 
     def send_now(self, *args: Arg) -> asyncio.Future[Any] | None:
@@ -446,15 +448,16 @@ class ClusterClient(RespClient):
             return exc
 
     async def _broadcast(self, command: tuple[Arg, ...]) -> Any:
-        """SCRIPT LOAD: every master gets the script; the first one's reply is returned."""
+        """SCRIPT LOAD: every master gets the script (a master that cannot be reached now
+        gets it on its first NOSCRIPT); the first answer is returned."""
         replies = await asyncio.gather(
             *(self._run_on(node, command) for node in self.topology.masters),
             return_exceptions=True,
         )
         for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-        return replies[0]
+            if not isinstance(reply, BaseException):
+                return reply
+        raise replies[0]
 
     async def _run_on(self, node: Node, command: tuple[Arg, ...]) -> Any:
         return await self.node(node).execute(*command)
