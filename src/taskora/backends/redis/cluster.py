@@ -1,4 +1,5 @@
-"""Redis Cluster: find the cluster at connect, route every command by its key's slot.
+"""Redis Cluster: find the cluster at connect, route every command by its key's slot
+(docs/design.md#redis-cluster).
 
 The routing sits above resp.py: a ``ClusterClient`` is a ``RespClient`` whose commands go,
 each over a self-pipelining connection of its own per node, to the master that owns the slot
