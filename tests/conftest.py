@@ -1,7 +1,7 @@
 """Shared fixtures: real redis-server processes, and apps on both backends.
 
 ``any_backend`` runs a test once on memory and once on a real Redis: the contract the two
-backends share; the contract modules add a third run on a real Redis Cluster (``with_cluster``).
+backends share; the contract modules add a third run on a real Redis Cluster (``url_for``).
 Each test gets a unique key prefix, so tests never see each other's keys.
 """
 
@@ -50,10 +50,6 @@ def url_for(request: pytest.FixtureRequest) -> str:
     if request.param == "cluster":
         return request.getfixturevalue("redis_cluster").url  # type: ignore[no-any-return]
     return str(request.getfixturevalue("redis_url"))
-
-
-with_cluster = pytest.fixture(params=["memory", "redis", "cluster"], name="backend_url")(url_for)
-"""Import as ``backend_url`` in a module to run its tests on a Redis Cluster too."""
 
 
 @pytest.fixture
