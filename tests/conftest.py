@@ -1,7 +1,8 @@
 """Shared fixtures: real redis-server processes, and apps on both backends.
 
 ``any_backend`` runs a test once on memory and once on a real Redis: the contract the two
-backends share. Each test gets a unique key prefix, so tests never see each other's keys.
+backends share; the contract modules add a third run on a real Redis Cluster (``url_for``).
+Each test gets a unique key prefix, so tests never see each other's keys.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import taskora
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.stored import Store
 
@@ -33,6 +35,23 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One 3-master cluster for the whole session (about 2 s to form), always torn down."""
+    cluster = RedisCluster(masters=3)
+    yield cluster
+    cluster.close()
+
+
+def url_for(request: pytest.FixtureRequest) -> str:
+    """The URL of the backend a parametrized test runs on: memory, redis or cluster."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "cluster":
+        return request.getfixturevalue("redis_cluster").url  # type: ignore[no-any-return]
+    return str(request.getfixturevalue("redis_url"))
+
+
 @pytest.fixture
 def prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]
@@ -43,9 +62,7 @@ AppFactory = Callable[..., taskora.App]
 
 @pytest.fixture(params=["memory", "redis"])
 def backend_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory://"
-    return str(request.getfixturevalue("redis_url"))
+    return url_for(request)
 
 
 @pytest.fixture
@@ -99,7 +116,12 @@ async def store(backend_url: str) -> AsyncIterator[Store]:
     if not backend_url.startswith("redis"):
         yield Store(None)
         return
-    client = aioredis.Redis.from_url(backend_url)
+    seed = backend_url.split(",")[0]  # a cluster: redis-py's cluster client from one seed
+    client = (
+        aioredis.RedisCluster.from_url(seed)
+        if seed != backend_url
+        else aioredis.Redis.from_url(backend_url)
+    )
     try:
         yield Store(client)
     finally:

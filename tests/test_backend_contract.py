@@ -1,13 +1,20 @@
-"""The storage contract at the backend boundary, identical on memory and Redis."""
+"""The storage contract at the backend boundary, identical on memory, Redis and a Redis Cluster."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+import pytest
+
 import taskora
 from taskora.backends.base import ClaimOptions, NewJob, Outcome, StallReport, Terminal
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, url_for
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    return url_for(request)
 
 
 async def _backend(make_app: AppFactory):  # type: ignore[no-untyped-def]

@@ -35,6 +35,8 @@ from taskora.backends.base import (
 from taskora.backends.keys import task_base
 from taskora.backends.memory import MemoryBackend
 from taskora.backends.redis import RedisBackend
+from taskora.backends.redis.cluster import key_slot
+from tests.conftest import url_for
 
 T = TypeVar("T")
 TASK = "job"
@@ -311,15 +313,21 @@ class Harness:
         return f"{kind} {job_id}{extra}"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def h(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Harness]:
     if request.param == "memory":
         yield Harness(MemoryBackend(prefix=prefix), None, prefix)
         return
-    url = str(request.getfixturevalue("redis_url"))
+    url = url_for(request)
     backend = RedisBackend(url, prefix=prefix)
     await backend.connect()
-    rdb = aioredis.Redis.from_url(url)
+    if request.param == "cluster":  # every key of the task lives on its slot's master
+        owner = request.getfixturevalue("redis_cluster").master_of(
+            key_slot(task_base(prefix, TASK))
+        )
+        rdb = aioredis.Redis(port=owner.port)
+    else:
+        rdb = aioredis.Redis.from_url(url)
     try:
         yield Harness(backend, rdb, prefix)
     finally:

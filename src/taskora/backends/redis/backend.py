@@ -3,7 +3,8 @@
 
 Connections per process: one pool for commands and scripts, one blocking connection per
 task being worked (``BZPOPMIN`` on its marker), one pub/sub connection for cancellation,
-and one connection for the shared result reader (``XREAD``) while anyone waits.
+and one connection for the shared result reader (``XREAD``) while anyone waits. On a Redis
+Cluster (found at connect, cluster.py) each of these is one per node it talks to.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ from ..base import (
 )
 from ..keys import meta_key, root
 from .address import Address, parse_address
+from .cluster import (
+    ClusterClient,
+    ClusterEvents,
+    ClusterSubscriber,
+    Topology,
+    describe_seeds,
+    discover,
+    masters,
+    split_seeds,
+)
 from .keys import TaskKeys, task_keys
 from .resp import ReplyError, RespClient, Subscriber
 from .scripts import (
@@ -92,13 +103,21 @@ class RedisBackend:
         if url is None and client is None:
             url = "redis://127.0.0.1:6379/0"
         try:
-            self.address = parse_address(url) if url is not None else _address_of(client)
+            # several nodes (redis://h1:7000,h2:7001): seeds of a Redis Cluster
+            seeds = (
+                [parse_address(u) for u in split_seeds(url)]
+                if url is not None
+                else [_address_of(client)]
+            )
         except ValueError as exc:  # parse_address's messages never include the password
             raise ConfigError(f"invalid Redis {'URL' if url else 'client'}: {exc}") from None
         except (TypeError, AttributeError) as exc:
             raise ConfigError(f"invalid Redis URL or client: {type(exc).__name__}") from None
+        self.address = seeds[0]
+        self._seeds = seeds
+        self._topology: Topology | None = None  # set at connect on a Redis Cluster
         self.prefix = prefix
-        self.url = self.address.describe()
+        self.url = describe_seeds(seeds)
         self._client: RespClient | None = None
         self._blocking: dict[str, RespClient] = {}
         self._subscriber: Subscriber | None = None
@@ -119,12 +138,36 @@ class RedisBackend:
     # -- connections --------------------------------------------------------------------
     def _new_client(self, role: str, blocking: bool = False) -> RespClient:
         # Blocking reads wait at most a few seconds server-side; a longer silence is a dead peer.
+        if self._topology is not None:
+            return ClusterClient(
+                self._topology,
+                f"taskora:{role}",
+                connect_timeout=self.address.connect_timeout,
+                reply_timeout=20.0 if blocking else 30.0,
+            )
         return RespClient(
             self.address,
             f"taskora:{role}",
             connect_timeout=self.address.connect_timeout,
             reply_timeout=20.0 if blocking else 30.0,
         )
+
+    def _new_subscriber(
+        self,
+        role: str,
+        on_message: Callable[[str, bytes], None],
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> Subscriber:
+        """Pub/sub: sharded (per slot, on its master) on a cluster, plain otherwise."""
+        name = f"taskora:{role}"
+        if self._topology is not None:
+            return ClusterSubscriber(self._topology, name, on_message, on_reconnect)
+        return Subscriber(self.address, name, on_message, on_reconnect)
+
+    @property
+    def cluster(self) -> Topology | None:
+        """The cluster's slot map when connected to a Redis Cluster, else None."""
+        return self._topology
 
     @property
     def client(self) -> RespClient:
@@ -135,6 +178,11 @@ class RedisBackend:
     async def connect(self) -> None:
         if self._client is not None:
             return
+        try:
+            self._topology = await discover(self._seeds, self.url)
+        except BackendError:
+            self._topology = None
+            raise
         client = self._new_client("main")
         try:
             # The Redis clock, read against our monotonic clock: a host clock that is off, or
@@ -175,10 +223,12 @@ class RedisBackend:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+        self._topology = None
 
     def reset(self) -> None:
         """Forget connections made in an event loop that is gone (no I/O)."""
         self._client = None
+        self._topology = None
         self._blocking = {}
         self._subscriber = None
         self._cancel_listeners.clear()
@@ -532,7 +582,7 @@ class RedisBackend:
         channel = self.keys(task).cancel_channel
         self._cancel_listeners[channel] = listener
         if self._subscriber is None:
-            self._subscriber = Subscriber(self.address, "taskora:cancel", self._on_message)
+            self._subscriber = self._new_subscriber("cancel", self._on_message)
         await self._subscriber.subscribe(channel)
 
     async def unsubscribe_cancel(self, task: str) -> None:
@@ -573,10 +623,12 @@ class RedisBackend:
 
     def open_events(
         self, deliver: Deliver, on_error: Callable[[BaseException], None]
-    ) -> EventsReader:
+    ) -> EventsReader | ClusterEvents:
         """The process's events reader (see events_reader.py); the App keeps one."""
         from .events_reader import EventsReader
 
+        if self._topology is not None:
+            return ClusterEvents(self, deliver, on_error)
         return EventsReader(self, deliver, on_error)
 
     async def add_logs(self, task: str, job_id: str, entries: Sequence[str]) -> None:
@@ -798,18 +850,19 @@ class RedisBackend:
         head = _glob_escape(root(self.prefix)) + ":{"
         pattern = head + "*}:events"
         names: set[str] = set()
-        cursor = b"0"
+        start = len(root(self.prefix)) + 2
         with self.errors():
-            while True:
-                cursor, found = await self.client.execute(
-                    "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
-                )
-                start = len(root(self.prefix)) + 2
-                for raw in found:
-                    key = _str(raw) or ""
-                    names.add(key[start : -len("}:events")])
-                if cursor in (b"0", "0", 0):
-                    break
+            for node in masters(self.client):  # on a cluster, every master holds some
+                cursor: Any = b"0"
+                while True:
+                    cursor, found = await node.execute(
+                        "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
+                    )
+                    for raw in found:
+                        key = _str(raw) or ""
+                        names.add(key[start : -len("}:events")])
+                    if cursor in (b"0", "0", 0):
+                        break
         return sorted(name for name in names if name)
 
     async def locate(self, tasks: Sequence[str], job_id: str) -> list[str]:

@@ -119,7 +119,7 @@ class EventsReader:
 
     async def _run(self) -> None:
         backend = self._backend
-        conn = self._conn = RespClient(backend.address, "taskora:events", reply_timeout=20.0)
+        conn = self._conn = backend._new_client("events", blocking=True)
         delay = 0.1
         while self._cursors:
             if self._snapshots:

@@ -319,10 +319,12 @@ class _SubscriberProtocol(asyncio.Protocol):
         while (reply := self._reader.gets()) is not False:
             if isinstance(reply, list) and len(reply) == 3:
                 kind = reply[0]
-                if kind == b"message":
+                if kind in (b"message", b"smessage"):
                     self._subscriber.on_message(reply[1].decode(), reply[2])
-                elif kind == b"subscribe":
+                elif kind in (b"subscribe", b"ssubscribe"):
                     self._subscriber._confirmed(reply[1].decode())
+                elif kind == b"sunsubscribe":  # asked for, or its slot moved (cluster)
+                    self._subscriber._dropped(reply[1].decode())
             elif isinstance(reply, ReplyError) or _is_replica(reply):
                 # NOPERM, a failed AUTH, or a replica Sentinel named too early: retry later
                 if self.transport is not None:
@@ -336,7 +338,11 @@ class _SubscriberProtocol(asyncio.Protocol):
 class Subscriber:
     """A connection in subscribe mode for the channels it is told about. It reconnects and
     re-subscribes by itself; ``on_reconnect`` runs once the channels are subscribed again,
-    to tell the owner that messages may have been missed while the connection was down."""
+    to tell the owner that messages may have been missed while the connection was down.
+
+    ``sharded``: SSUBSCRIBE, one channel per command (a cluster node takes one slot per
+    command); ``on_dropped`` hears of a lost connection and of a channel the server dropped
+    (its slot moved), for the cluster layer to re-read where channels live."""
 
     def __init__(
         self,
@@ -344,16 +350,22 @@ class Subscriber:
         name: str,
         on_message: Callable[[str, bytes], None],
         on_reconnect: Callable[[], None] | None = None,
+        *,
+        sharded: bool = False,
+        on_dropped: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self.name = name
         self.on_message = on_message
         self._on_reconnect = on_reconnect
+        self._on_dropped = on_dropped
+        self._verb = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
+        self._unverb = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
         self._channels: set[str] = set()
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
         self._protocol: _SubscriberProtocol | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._resubscribed = False
+        self._resubscribing: set[str] = set()
 
     async def subscribe(self, channel: str) -> None:
         """Subscribe, returning once Redis confirmed it (messages from then on arrive)."""
@@ -363,22 +375,30 @@ class Subscriber:
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name=f"{self.name}-subscriber")
         elif self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.write(_pack(("SUBSCRIBE", channel)))
+            self._protocol.transport.write(_pack((self._verb, channel)))
         await asyncio.wait_for(future, 30)
 
     def _confirmed(self, channel: str) -> None:
-        if self._resubscribed and self._on_reconnect is not None:
-            # one SUBSCRIBE re-took every channel at once: from here on nothing is missed
-            self._resubscribed = False
-            self._on_reconnect()
+        self._back(channel)
         for future in self._waiting.pop(channel, ()):
             if not future.done():
                 future.set_result(None)
 
+    def _back(self, channel: str) -> None:
+        if channel in self._resubscribing:
+            self._resubscribing.discard(channel)
+            if not self._resubscribing and self._on_reconnect is not None:
+                self._on_reconnect()  # every channel is back: from here on nothing is missed
+
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
+        self._back(channel)
         if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.write(_pack(("UNSUBSCRIBE", channel)))
+            self._protocol.transport.write(_pack((self._unverb, channel)))
+
+    def _dropped(self, channel: str | None = None) -> None:
+        if (channel is None or channel in self._channels) and self._on_dropped is not None:
+            self._on_dropped()
 
     async def _run(self) -> None:
         delay = 0.05
@@ -390,15 +410,18 @@ class Subscriber:
                     a, lambda: _SubscriberProtocol(self), a.connect_timeout
                 )
             except OSError:  # ConnectionError and TimeoutError included
+                self._dropped()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
             setup: list[tuple[Arg, ...]] = list(handshake(a, self.name, select=False))
-            if self._channels:
+            if self._channels and self._verb == "SUBSCRIBE":
                 setup.append(("SUBSCRIBE", *sorted(self._channels)))
+            elif self._channels:
+                setup += [(self._verb, channel) for channel in sorted(self._channels)]
             transport.write(b"".join(_pack(cmd) for cmd in setup))
             self._protocol = protocol
-            self._resubscribed = not first and bool(self._channels)
+            self._resubscribing = set() if first else set(self._channels)
             first = False
             delay = 0.05
             try:
@@ -406,6 +429,7 @@ class Subscriber:
             finally:
                 self._protocol = None
                 transport.close()
+            self._dropped()
             await asyncio.sleep(delay)
 
     async def close(self) -> None:

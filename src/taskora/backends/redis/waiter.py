@@ -249,8 +249,8 @@ class ResultWaiter:
             if channel not in self._channels:
                 self._channels[channel] = task
                 if self._subscriber is None:
-                    self._subscriber = Subscriber(
-                        backend.address, "taskora:results", self._on_message, self._on_reconnect
+                    self._subscriber = backend._new_subscriber(
+                        "results", self._on_message, self._on_reconnect
                     )
                 with backend.errors():
                     await self._subscriber.subscribe(channel)
