@@ -16,10 +16,11 @@ Not imported by ``import taskora``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from . import serializer
 from .app import App
@@ -35,8 +36,11 @@ from .middleware import run_chain
 from .retry import retry_delay_ms
 from .scheduler import Scheduler
 from .task import Task
+from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, step_id
 
-__all__ = ["Execution", "JobView", "TestRunner", "VirtualClock"]
+__all__ = ["Execution", "JobView", "TestRunner", "VirtualClock", "WorkflowExecution"]
+
+Workflow = Signature | Chain | Group | Chord  # what execute() takes as a workflow
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 MAX_ROUNDS = 10_000  # execute(): due-time jumps before it gives up on a job that never ends
@@ -71,6 +75,20 @@ class Execution:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowExecution:
+    """How a workflow ended: ``runner.execute(chain_or_group)``. ``steps`` holds one
+    :class:`Execution` per step, in the order the workflow was written (a step that never
+    ran, because the workflow ended first, has state ``None`` or ``cancelled``)."""
+
+    id: str
+    state: str | None
+    result: Any
+    error: str | None
+    steps: list[Execution]
+    handle: WorkflowHandle = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class JobView:
     """A job the runner holds: ``runner.jobs``."""
 
@@ -97,8 +115,14 @@ class TestRunner:
         self.app = app
         self.clock = VirtualClock(start_ms)
         self.backend = MemoryBackend(prefix=app.prefix, clock=self.clock)
-        self._saved: tuple[Backend, bool] | None = (app.backend, app._connected)
+        self._saved: tuple[Backend, bool, Callable[[], str]] | None = (
+            app.backend,
+            app._connected,
+            app._new_id,
+        )
+        self._id_seq = 0
         app.backend = self.backend
+        app._new_id = self._next_id
         app._connected = False
         app._enqueuer = None
         app._connect_lock = None
@@ -137,11 +161,18 @@ class TestRunner:
         app = self.app
         for executor in self._executors.values():
             executor.shutdown()
-        app.backend, app._connected = saved
+        app.backend, app._connected, app._new_id = saved
         app._enqueuer = None
         app._connect_lock = None
         if app._hub is not None:
             app._hub.reset()
+
+    def _next_id(self) -> str:
+        """Job ids that count up (a UUID's shape): ids are what orders jobs due at the same
+        instant (as on Redis, where equal scores sort by member), so counting makes those
+        ties run in dispatch order, and every run of a test makes the same ids."""
+        self._id_seq += 1
+        return f"00000000-0000-4000-8000-{self._id_seq:012x}"
 
     def _check(self) -> None:
         if self._saved is None:
@@ -188,24 +219,65 @@ class TestRunner:
         self._check()
         return self._task(task).dispatch(data, **options)
 
+    @overload
     async def execute(
         self, task: Task[Any, Any] | str, data: Any = None, **options: Any
-    ) -> Execution:
-        """Dispatch, then process and jump virtual time over delays and backoff until the job
-        ends; returns how it ended."""
+    ) -> Execution: ...
+
+    @overload
+    async def execute(self, task: Workflow) -> WorkflowExecution: ...
+
+    async def execute(
+        self, task: Task[Any, Any] | str | Workflow, data: Any = None, **options: Any
+    ) -> Execution | WorkflowExecution:
+        """Dispatch a task's job (or start a workflow: ``execute(a.s(1) | b.s())``), then
+        process and jump virtual time over delays and backoff until it ends; returns how it
+        ended."""
+        if isinstance(task, Workflow):
+            return await self._execute_workflow(task, options)
         handle = self.dispatch(task, data, **options)
         name = handle.task
         job_id = await handle
+
+        async def ended() -> bool:
+            snapshot = await self.backend.get_snapshot(name, job_id)
+            return snapshot.state is None or snapshot.state in TERMINAL
+
+        await self._until(ended)
+        return await self._execution(handle, name, job_id)
+
+    async def _execute_workflow(self, flow: Workflow, options: dict[str, Any]) -> WorkflowExecution:
+        self._check()
+        if options:
+            raise ConfigError(f"execute(workflow) takes no dispatch options, got {sorted(options)}")
+        handle = flow.dispatch()
+        await handle
+
+        async def ended() -> bool:
+            return await handle.get_state() != "running"
+
+        await self._until(ended)
+        got = await self.backend.workflow_get(handle.id)
+        doc = json.loads(got[1]) if got is not None else {"s": None, "nodes": []}
+        steps = []
+        for i, node in enumerate(doc["nodes"]):
+            job_id = step_id(handle.id, i)
+            name = node["t"]
+            steps.append(await self._execution(ResultHandle(self.app, name, job_id), name, job_id))
+        return WorkflowExecution(
+            handle.id, doc["s"], doc.get("r"), doc.get("e") or None, steps, handle
+        )
+
+    async def _until(self, ended: Callable[[], Awaitable[bool]]) -> None:
+        """Process, then jump to the next due time, until ``ended()`` (or nothing is due)."""
         for _ in range(MAX_ROUNDS):
             await self.run_until_idle()
-            snapshot = await self.backend.get_snapshot(name, job_id)
-            if snapshot.state is None or snapshot.state in TERMINAL:
-                break
+            if await ended():
+                return
             due = self.backend.next_due_ms()
             if due is None:
-                break
+                return
             await self._step_to(due)
-        return await self._execution(handle, name, job_id)
 
     async def advance(self, duration: Duration) -> None:
         """Move virtual time forward by ``duration``: everything due on the way happens, in
@@ -226,6 +298,7 @@ class TestRunner:
         self._check()
         backend = await self.app._connected_backend()
         await self._subscribe(backend)
+        await self._trim()
         while True:
             if self.app._enqueuer is not None:
                 await self.app._enqueuer.drain()
@@ -321,6 +394,17 @@ class TestRunner:
             self._executors[task.name] = lane.executor
         return lane
 
+    async def _trim(self) -> None:
+        """Retention by age, as each worker's stall loop does it: every ``Stall.interval``
+        of virtual time, finished jobs older than ``Retention``'s ages go. (The loop's other
+        half, the stalled-job check, has nothing to do here: a job runs to its end inside
+        one virtual instant, so no lock ever expires under it.)"""
+        now = self.clock.ms
+        for lane in self._lanes():
+            if now >= lane.next_trim_ms:
+                lane.next_trim_ms = now + lane.task.options.stall.interval_ms
+                await self.backend.trim(lane.name, self.app.retention)
+
     def _runnable(self, name: str) -> bool:
         """Whether a claim could find anything: queued jobs, or delayed ones now due (the
         claim promotes those). A peek at the memory backend's structures, so an idle task
@@ -372,7 +456,7 @@ class TestRunner:
             snapshot.state,
             result,
             fields.get("error"),
-            int(fields.get("attempt", "1")),
+            int(fields.get("attempt", "0")),  # 0: no such job (a step that never started)
             logs,
             None if progress is None else serializer.loads(progress, "progress"),
             handle,
@@ -383,13 +467,14 @@ class _Lane:
     """What the runner keeps per task with a handler: its executor, its claim options and
     the outcomes waiting to be finished with the next claim."""
 
-    __slots__ = ("claim", "concurrency", "executor", "name", "outcomes", "task")
+    __slots__ = ("claim", "concurrency", "executor", "name", "next_trim_ms", "outcomes", "task")
 
     def __init__(self, task: Task[Any, Any], app: App, backend: MemoryBackend) -> None:
         self.task = task
         self.name = task.name
         self.concurrency = task.options.concurrency
         self.outcomes: list[Outcome] = []
+        self.next_trim_ms = 0
         record = self.outcomes.append
         self.executor = Executor(
             app,
