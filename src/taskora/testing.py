@@ -16,14 +16,18 @@ Not imported by ``import taskora``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 from . import serializer
 from .app import App
+from .backends import backend_from_url
 from .backends.base import Backend, ClaimOptions, Outcome
 from .backends.memory import MemoryBackend
 from .context import Context, LocalIO
@@ -38,7 +42,7 @@ from .scheduler import Scheduler
 from .task import Task
 from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, step_id
 
-__all__ = ["Execution", "JobView", "TestRunner", "VirtualClock", "WorkflowExecution"]
+__all__ = ["Execution", "JobView", "TestRunner", "VirtualClock", "WorkflowExecution", "on_redis"]
 
 Workflow = Signature | Chain | Group | Chord  # what execute() takes as a workflow
 
@@ -115,19 +119,10 @@ class TestRunner:
         self.app = app
         self.clock = VirtualClock(start_ms)
         self.backend = MemoryBackend(prefix=app.prefix, clock=self.clock)
-        self._saved: tuple[Backend, bool, Callable[[], str]] | None = (
-            app.backend,
-            app._connected,
-            app._new_id,
-        )
+        self._put_back: Callable[[], None] | None = _swap_backend(app, self.backend, app.prefix)
+        self._own_ids = app._new_id
         self._id_seq = 0
-        app.backend = self.backend
         app._new_id = self._next_id
-        app._connected = False
-        app._enqueuer = None
-        app._connect_lock = None
-        if app._hub is not None:
-            app._hub.reset()
         self._executors: dict[str, Executor] = {}
         self._lanes_by_name: dict[str, _Lane] = {}
         self._lane_list: list[_Lane] = []
@@ -145,7 +140,7 @@ class TestRunner:
 
     async def dispose(self) -> None:
         """Put the app's own backend back; the runner's jobs are dropped."""
-        if self._saved is None:
+        if self._put_back is None:
             return
         if self.app._enqueuer is not None:
             await self.app._enqueuer.drain()
@@ -155,17 +150,13 @@ class TestRunner:
     def _restore(self) -> None:
         """The synchronous part of ``dispose`` (the pytest fixture's teardown: it works
         whichever async plugin runs the tests)."""
-        saved, self._saved = self._saved, None
-        if saved is None:
+        put_back, self._put_back = self._put_back, None
+        if put_back is None:
             return
-        app = self.app
         for executor in self._executors.values():
             executor.shutdown()
-        app.backend, app._connected, app._new_id = saved
-        app._enqueuer = None
-        app._connect_lock = None
-        if app._hub is not None:
-            app._hub.reset()
+        put_back()
+        self.app._new_id = self._own_ids
 
     def _next_id(self) -> str:
         """Job ids that count up (a UUID's shape): ids are what orders jobs due at the same
@@ -175,7 +166,7 @@ class TestRunner:
         return f"00000000-0000-4000-8000-{self._id_seq:012x}"
 
     def _check(self) -> None:
-        if self._saved is None:
+        if self._put_back is None:
             raise TaskoraError("this TestRunner was disposed")
 
     @property
@@ -461,6 +452,68 @@ class TestRunner:
             None if progress is None else serializer.loads(progress, "progress"),
             handle,
         )
+
+
+@contextlib.contextmanager
+def on_redis(app: App, url: str) -> Iterator[App]:
+    """``app`` on the Redis at ``url``, under a fresh random prefix, for the ``with`` block
+    (the ``taskora_redis_app`` fixture): tests never see each other's keys, and the user's
+    code does not change. After the block the app's own backend is back and every key under
+    that prefix is deleted. Close the app inside the block (``async with app:``)."""
+    if app._started:
+        raise ConfigError("on_redis: the app is running workers; close it first")
+    prefix = "test-" + os.urandom(6).hex()
+    backend = backend_from_url(url, prefix=prefix)
+    put_back = _swap_backend(app, backend, prefix)
+    try:
+        yield app
+    finally:
+        put_back()
+        reset = getattr(backend, "reset", None)
+        if reset is not None:  # its connections belonged to the test's event loop, gone now
+            reset()
+        if not isinstance(backend, MemoryBackend):
+            from .backends.redis.admin import delete_prefix
+
+            _in_thread(lambda: delete_prefix(url, prefix))
+
+
+def _swap_backend(app: App, backend: Backend, prefix: str | None) -> Callable[[], None]:
+    """Point ``app`` at ``backend`` (connected on first use); returns what puts it back."""
+    saved = (app.backend, app._connected, app.prefix)
+    app.backend, app._connected, app.prefix = backend, False, prefix
+    _forget_connection(app)
+
+    def put_back() -> None:
+        app.backend, app._connected, app.prefix = saved
+        _forget_connection(app)
+
+    return put_back
+
+
+def _forget_connection(app: App) -> None:
+    app._enqueuer = None
+    app._connect_lock = None
+    if app._hub is not None:
+        app._hub.reset()
+
+
+def _in_thread(factory: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Run a coroutine to its end on a new loop in a new thread: it works from sync and async
+    code alike, whatever loop the caller has (or had)."""
+    failed: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            asyncio.run(factory())
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=main, name="taskora-testing")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 class _Lane:
