@@ -275,6 +275,14 @@ async def test_a_failing_workflow_step_ends_the_workflow() -> None:
         assert [s.attempts for s in execution.steps] == [1, 2, 0]
         with pytest.raises(taskora.ConfigError, match="no dispatch options"):
             await runner.execute(double.s(1), delay="1m")  # type: ignore[call-overload]
+        other = App("memory://")
+
+        @other.task
+        async def elsewhere(n: int) -> int:
+            return n
+
+        with pytest.raises(taskora.ConfigError, match="another App"):
+            await runner.execute(elsewhere.s(1))
 
 
 async def test_due_times_run_in_order_and_every_run_is_the_same() -> None:
@@ -386,3 +394,26 @@ async def test_cancel_a_delayed_job_before_it_runs() -> None:
         await runner.advance("1h")
         assert seen == []
         assert await handle.get_state() == "cancelled"
+
+
+async def test_the_inspector_and_dead_letters_read_the_runner() -> None:
+    app = App("memory://")
+
+    @app.task(retry=Retry(attempts=2, delay="1m"))
+    async def fragile(n: int) -> int:
+        if n < 0:
+            raise ValueError("negative")
+        return n
+
+    async with TestRunner(app) as runner:
+        await runner.execute(fragile, 1)
+        bad = await runner.execute(fragile, -1)
+        later = runner.dispatch(fragile, 2, delay="1h")
+        insp = app.inspect()
+        assert await insp.stats("fragile") == {**await insp.stats("fragile"), "completed": 1}
+        assert [j.id for j in await insp.failed("fragile")] == [bad.id]
+        assert [j.id for j in await insp.delayed("fragile")] == [later.id]
+        assert await app.dead_letters.retry(bad.id)  # back to waiting, attempts start over
+        await runner.run_until_idle()  # it fails again, and retries a minute later
+        info = await insp.find("fragile", bad.id)
+        assert info is not None and (info.state, info.attempt) == ("retrying", 2)

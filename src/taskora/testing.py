@@ -40,7 +40,7 @@ from .middleware import run_chain
 from .retry import retry_delay_ms
 from .scheduler import Scheduler
 from .task import Task
-from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, step_id
+from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, _app_of, step_id
 
 __all__ = ["Execution", "JobView", "TestRunner", "VirtualClock", "WorkflowExecution", "on_redis"]
 
@@ -241,6 +241,10 @@ class TestRunner:
         self._check()
         if options:
             raise ConfigError(f"execute(workflow) takes no dispatch options, got {sorted(options)}")
+        if _app_of(flow) is not self.app:
+            raise ConfigError(
+                "execute(workflow): its tasks belong to another App than the runner's"
+            )
         handle = flow.dispatch()
         await handle
 
