@@ -40,11 +40,11 @@ from .middleware import run_chain
 from .retry import retry_delay_ms
 from .scheduler import Scheduler
 from .task import Task
-from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, _app_of, step_id
+from .workflow import WorkflowHandle, _app_of, _Flow, step_id
 
 __all__ = ["Execution", "JobView", "TestRunner", "VirtualClock", "WorkflowExecution", "on_redis"]
 
-Workflow = Signature | Chain | Group | Chord  # what execute() takes as a workflow
+Workflow = _Flow  # what execute() takes as a workflow: a Signature, Chain, Group, Chord, ...
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 MAX_ROUNDS = 10_000  # execute(): due-time jumps before it gives up on a job that never ends
