@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from typing import Any
@@ -425,3 +426,27 @@ async def test_the_inspector_and_dead_letters_read_the_runner() -> None:
         await runner.run_until_idle()  # it fails again, and retries a minute later
         info = await insp.find("fragile", bad.id)
         assert info is not None and (info.state, info.attempt) == ("retrying", 2)
+
+
+async def test_a_running_job_is_cancelled_as_under_a_worker() -> None:
+    app = App("memory://")
+    cleaned: list[str] = []
+
+    async def clean_up(data: dict[str, str], ctx: taskora.Context) -> None:
+        cleaned.append(data["role"])
+
+    @app.task(concurrency=2, on_cancel=clean_up)
+    async def pair(data: dict[str, str], ctx: taskora.Context) -> str:
+        if data["role"] == "waits":
+            await asyncio.sleep(3600)  # real time: only the cancel ends it
+            return "never"
+        await pair.handle(data["other"]).cancel("enough")
+        return "cancelled the other"
+
+    async with TestRunner(app) as runner:
+        waits = runner.dispatch(pair, {"role": "waits"})
+        stops = runner.dispatch(pair, {"role": "stops", "other": await waits})
+        await runner.run_until_idle()
+        assert await waits.get_state() == "cancelled"
+        assert await stops.result == "cancelled the other"
+        assert cleaned == ["waits"]
