@@ -128,6 +128,10 @@ async def test_keys_left_behind_are_deleted(taskora_redis_app):
 
 def test_the_app_is_back_afterwards():
     assert conftest.app.backend is conftest.original and conftest.app.prefix is None
+
+async def test_left_running(taskora_redis_app):
+    note(taskora_redis_app)
+    await taskora_redis_app.start()
 """
 
 
@@ -142,9 +146,11 @@ def test_redis_app_gets_a_fresh_prefix_and_its_keys_are_deleted(
         result = pytester.runpytest_subprocess(
             "-p", "no:cacheprovider", "--taskora-redis-url", server.url
         )
-        result.assert_outcomes(passed=3)
+        result.assert_outcomes(passed=4, errors=1)  # the last one left its app running
+        result.stdout.fnmatch_lines(["*ERROR at teardown of test_left_running*"])
+        result.stdout.fnmatch_lines(["*left running workers; close it inside the block*"])
         prefixes = (pytester.path / "prefixes.txt").read_text().split()
-        assert len(prefixes) == 2 and len(set(prefixes)) == 2
+        assert len(prefixes) == 3 and len(set(prefixes)) == 3
         with redis.Redis(port=server.port) as client:
             assert client.dbsize() == 0  # both tests wrote keys; none is left
     finally:

@@ -479,6 +479,11 @@ def on_redis(app: App, url: str) -> Iterator[App]:
             from .backends.redis.admin import delete_prefix
 
             _in_thread(lambda: delete_prefix(url, prefix))
+    if app._started:  # after the clean-up: its keys are gone either way
+        raise ConfigError(
+            "on_redis: the app was left running workers; close it inside the block "
+            "(async with app:)"
+        )
 
 
 def _swap_backend(app: App, backend: Backend, prefix: str | None) -> Callable[[], None]:
