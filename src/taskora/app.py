@@ -31,7 +31,7 @@ from .inspector import DeadLetters, Inspector
 from .middleware import Middleware, check_middleware
 from .schedule import ScheduleSpec, coerce_schedule
 from .scheduler import ScheduleManager, Scheduler
-from .task import Task
+from .task import Task, new_id
 from .types import Retention, TaskDefaults, check_name
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ class App:
             raise ConfigError("defaults must be a taskora.TaskDefaults")
         self.prefix = prefix
         self.max_payload_bytes = max_payload_bytes
+        self._new_id: Callable[[], str] = new_id  # job ids; taskora.testing counts instead
         self.defaults = defaults or TaskDefaults()
         self.retention = retention or Retention()
         # quick jobs a worker claims ahead of its free slots (reserved, still waiting to

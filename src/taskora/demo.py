@@ -404,20 +404,10 @@ async def _cleanup(demo: Demo) -> None:
     """Delete the demo's keys from Redis (a fresh prefix: nothing else lives there)."""
     if not demo.url or not demo.prefix or not demo.url.startswith(("redis", "unix")):
         return
-    from .backends.redis.resp import RespClient, parse_address
+    from .backends.redis.admin import delete_prefix
 
     with contextlib.suppress(Exception):
-        client = RespClient(parse_address(demo.url), "taskora-demo-cleanup")
-        try:
-            cursor, pattern = b"0", f"taskora:{demo.prefix}:*"
-            while True:
-                cursor, keys = await client.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 500)
-                if keys:
-                    await client.execute("DEL", *keys)
-                if cursor in (b"0", "0"):
-                    break
-        finally:
-            await client.close()
+        await delete_prefix(demo.url, demo.prefix)
 
 
 def run_demo(jobs: int = 300, console: Console | None = None) -> int:

@@ -51,6 +51,7 @@ class Runtime(Protocol):
     @property
     def middleware(self) -> tuple[Any, ...]: ...
 
+    _new_id: Callable[[], str]  # a new job id (taskora.testing: sequential, so ties are FIFO)
     _tracing: Tracing | None  # None = off (docs/design.md#tracing)
     _metrics: JobObserver | None  # None = off (docs/design.md#metrics)
 

@@ -61,6 +61,8 @@ class Scheduler:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
+        self._parsed: dict[str, tuple[str, ScheduleSpec]] = {}  # name -> the record it
+        # wrote last, parsed: the next tick reads that record back and skips the parse
 
     async def start(self) -> None:
         """Store the declared schedules, then tick in the background: once ``start()``
@@ -119,11 +121,15 @@ class Scheduler:
     async def _fire(
         self, backend: Backend, name: str, due_ms: int, record: str, now: int
     ) -> tuple[int, bool]:
-        try:
-            spec = ScheduleSpec.from_json(record)
-        except (ValueError, KeyError, TypeError):
-            self._warn(name, f"schedule {name!r} has an unreadable record; left as it is")
-            return 0, False
+        known = self._parsed.get(name)
+        if known is not None and known[0] == record:
+            spec = known[1]
+        else:
+            try:
+                spec = ScheduleSpec.from_json(record)
+            except (ValueError, KeyError, TypeError):
+                self._warn(name, f"schedule {name!r} has an unreadable record; left as it is")
+                return 0, False
         task: Any = self.app.tasks.get(spec.task)
         if task is None:
             self._warn(name, f"schedule {name!r}: task {spec.task!r} is unknown here; left armed")
@@ -151,9 +157,9 @@ class Scheduler:
                 last_run, last_job = fire, job.id
                 sent += 1
         updated = replace(spec, last_run=last_run, last_job_id=last_job)
-        await backend.schedule_write(
-            name, ScheduleExpect(record, due_ms), updated.to_json(), plan.next_ms
-        )
+        text = updated.to_json()
+        if await backend.schedule_write(name, ScheduleExpect(record, due_ms), text, plan.next_ms):
+            self._parsed[name] = (text, updated)
         return sent, plan.more
 
     def _warn(self, name: str, message: str) -> None:

@@ -349,7 +349,7 @@ class Task(Generic[In, Out]):
             )
         retry = self.options.retry
         return NewJob(
-            id=new_id(),
+            id=self.app._new_id(),
             data=encoded,
             max_attempts=retry.attempts if retry else 1,
             version=self.versioning.version,

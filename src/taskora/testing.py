@@ -7,22 +7,29 @@ stay in the runner. No worker loop runs; the runner claims and runs jobs itself 
 worker's :class:`~taskora.executor.Executor` (validation, middleware, timeouts, retry
 decisions), and time moves only when it says so: ``advance`` jumps the clock from one due time
 to the next (delayed jobs, backoff, debounce, collect flushes, schedules) and processes
-everything runnable at each, so a month of schedules takes a fraction of a second and every
-run is deterministic (docs/design.md#testing).
+everything runnable at each, so hours of backoff take no wall time and every run is
+deterministic (ties go in dispatch order: the runner's job ids count up). Each job still runs
+as under a worker, about 80 µs apiece: a virtual month of an every-minute schedule (43,200
+jobs) takes a few seconds (docs/design.md#testing).
 
-Not imported by ``import taskora``.
+``on_redis(app, url)`` is the other half: the app on a real Redis under a throwaway prefix
+(the pytest plugin's ``taskora_redis_app``). Not imported by ``import taskora``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from . import serializer
 from .app import App
+from .backends import backend_from_url
 from .backends.base import Backend, ClaimOptions, Outcome
 from .backends.memory import MemoryBackend
 from .context import Context, LocalIO
@@ -35,8 +42,12 @@ from .middleware import run_chain
 from .retry import retry_delay_ms
 from .scheduler import Scheduler
 from .task import Task
+from .workflow import WorkflowHandle, _app_of, _Flow, _plan, step_id
+from .workflow import sweep as sweep_workflows
 
-__all__ = ["Execution", "JobView", "TestRunner", "VirtualClock"]
+__all__ = ["Execution", "JobView", "TestRunner", "VirtualClock", "WorkflowExecution", "on_redis"]
+
+Workflow = _Flow  # what execute() takes as a workflow: a Signature, Chain, Group, Chord, ...
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 MAX_ROUNDS = 10_000  # execute(): due-time jumps before it gives up on a job that never ends
@@ -71,6 +82,20 @@ class Execution:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowExecution:
+    """How a workflow ended: ``runner.execute(chain_or_group)``. ``steps`` holds one
+    :class:`Execution` per step, in the order the workflow was written (a step that never
+    ran, because the workflow ended first, has state ``None`` or ``cancelled``)."""
+
+    id: str
+    state: str | None
+    result: Any
+    error: str | None
+    steps: list[Execution]
+    handle: WorkflowHandle = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class JobView:
     """A job the runner holds: ``runner.jobs``."""
 
@@ -97,18 +122,15 @@ class TestRunner:
         self.app = app
         self.clock = VirtualClock(start_ms)
         self.backend = MemoryBackend(prefix=app.prefix, clock=self.clock)
-        self._saved: tuple[Backend, bool] | None = (app.backend, app._connected)
-        app.backend = self.backend
-        app._connected = False
-        app._enqueuer = None
-        app._connect_lock = None
-        if app._hub is not None:
-            app._hub.reset()
-        self._executors: dict[str, Executor] = {}
-        self._outcomes: dict[str, list[Outcome]] = {}
+        self._put_back: Callable[[], None] | None = _swap_backend(app, self.backend, app.prefix)
+        self._own_ids = app._new_id
+        self._id_seq = 0
+        app._new_id = self._next_id
+        self._lanes_by_name: dict[str, _Lane] = {}
+        self._lane_list: list[_Lane] = []
+        self._lane_seen = -1
         self._running: dict[tuple[str, str], Slot[Run]] = {}
         self._scheduler: Scheduler | None = None
-        self._subscribed = False
 
     # -- lifecycle --------------------------------------------------------------------
     async def __aenter__(self) -> TestRunner:
@@ -119,7 +141,7 @@ class TestRunner:
 
     async def dispose(self) -> None:
         """Put the app's own backend back; the runner's jobs are dropped."""
-        if self._saved is None:
+        if self._put_back is None:
             return
         if self.app._enqueuer is not None:
             await self.app._enqueuer.drain()
@@ -129,20 +151,23 @@ class TestRunner:
     def _restore(self) -> None:
         """The synchronous part of ``dispose`` (the pytest fixture's teardown: it works
         whichever async plugin runs the tests)."""
-        saved, self._saved = self._saved, None
-        if saved is None:
+        put_back, self._put_back = self._put_back, None
+        if put_back is None:
             return
-        app = self.app
-        for executor in self._executors.values():
-            executor.shutdown()
-        app.backend, app._connected = saved
-        app._enqueuer = None
-        app._connect_lock = None
-        if app._hub is not None:
-            app._hub.reset()
+        for lane in self._lanes_by_name.values():
+            lane.executor.shutdown()
+        put_back()
+        self.app._new_id = self._own_ids
+
+    def _next_id(self) -> str:
+        """Job ids that count up (a UUID's shape): ids are what orders jobs due at the same
+        instant (as on Redis, where equal scores sort by member), so counting makes those
+        ties run in dispatch order, and every run of a test makes the same ids."""
+        self._id_seq += 1
+        return f"00000000-0000-4000-8000-{self._id_seq:012x}"
 
     def _check(self) -> None:
-        if self._saved is None:
+        if self._put_back is None:
             raise TaskoraError("this TestRunner was disposed")
 
     @property
@@ -186,24 +211,70 @@ class TestRunner:
         self._check()
         return self._task(task).dispatch(data, **options)
 
+    @overload
     async def execute(
         self, task: Task[Any, Any] | str, data: Any = None, **options: Any
-    ) -> Execution:
-        """Dispatch, then process and jump virtual time over delays and backoff until the job
-        ends; returns how it ended."""
+    ) -> Execution: ...
+
+    @overload
+    async def execute(self, task: Workflow) -> WorkflowExecution: ...
+
+    async def execute(
+        self, task: Task[Any, Any] | str | Workflow, data: Any = None, **options: Any
+    ) -> Execution | WorkflowExecution:
+        """Dispatch a task's job (or start a workflow: ``execute(a.s(1) | b.s())``), then
+        process and jump virtual time over delays and backoff until it ends; returns how it
+        ended."""
+        if isinstance(task, Workflow):
+            return await self._execute_workflow(task, options)
         handle = self.dispatch(task, data, **options)
         name = handle.task
         job_id = await handle
+
+        async def ended() -> bool:
+            snapshot = await self.backend.get_snapshot(name, job_id)
+            return snapshot.state is None or snapshot.state in TERMINAL
+
+        await self._until(ended)
+        return await self._execution(handle, name, job_id)
+
+    async def _execute_workflow(self, flow: Workflow, options: dict[str, Any]) -> WorkflowExecution:
+        self._check()
+        if options:
+            raise ConfigError(f"execute(workflow) takes no dispatch options, got {sorted(options)}")
+        if _app_of(flow) is not self.app:
+            raise ConfigError(
+                "execute(workflow): its tasks belong to another App than the runner's"
+            )
+        handle = flow.dispatch()
+        await handle
+
+        async def ended() -> bool:
+            return await handle.get_state() != "running"
+
+        await self._until(ended)
+        info = await self.backend.workflow_read(handle.id)
+        steps = []
+        for i, node in enumerate(_plan(self.app, flow, None, 0).steps):
+            job_id = step_id(handle.id, i)
+            steps.append(
+                await self._execution(ResultHandle(self.app, node.task, job_id), node.task, job_id)
+            )
+        if info is None:
+            return WorkflowExecution(handle.id, None, None, None, steps, handle)
+        result = serializer.loads(info.result, "workflow result") if info.result else None
+        return WorkflowExecution(handle.id, info.state, result, info.error, steps, handle)
+
+    async def _until(self, ended: Callable[[], Awaitable[bool]]) -> None:
+        """Process, then jump to the next due time, until ``ended()`` (or nothing is due)."""
         for _ in range(MAX_ROUNDS):
             await self.run_until_idle()
-            snapshot = await self.backend.get_snapshot(name, job_id)
-            if snapshot.state is None or snapshot.state in TERMINAL:
-                break
+            if await ended():
+                return
             due = self.backend.next_due_ms()
             if due is None:
-                break
+                return
             await self._step_to(due)
-        return await self._execution(handle, name, job_id)
 
     async def advance(self, duration: Duration) -> None:
         """Move virtual time forward by ``duration``: everything due on the way happens, in
@@ -224,14 +295,16 @@ class TestRunner:
         self._check()
         backend = await self.app._connected_backend()
         await self._subscribe(backend)
+        await self._trim()
+        await sweep_workflows(self.app)  # workflow ttls, as a worker's stall loop sweeps them
         while True:
             if self.app._enqueuer is not None:
                 await self.app._enqueuer.drain()
             fired = await self._tick_schedules()
             ran = 0
-            for task in list(self.app.tasks.values()):
-                if task.handler is not None:
-                    ran += await self._process(task)
+            for lane in self._lanes():
+                if self._runnable(lane.name):
+                    ran += await self._process(lane)
             if not ran and not fired and not self._pending():
                 return
 
@@ -272,25 +345,24 @@ class TestRunner:
         await self.run_until_idle()
 
     async def _subscribe(self, backend: Backend) -> None:
-        if self._subscribed:
-            return
-        self._subscribed = True
-        for task in self.app.tasks.values():
-            if task.handler is not None:
-                await backend.subscribe_cancel(task.name, self._cancel_listener(task.name))
+        """Hear cancel requests for running jobs, as a worker does (each task once)."""
+        for lane in self._lanes():
+            if not lane.subscribed:
+                lane.subscribed = True
+                await backend.subscribe_cancel(lane.name, self._cancel_listener(lane.name))
 
     def _cancel_listener(self, name: str) -> Callable[[str], None]:
         def heard(job_id: str) -> None:
             slot = self._running.get((name, job_id))
             if slot is not None:
                 slot.cancel_requested = True
-                self._executors[name].interrupt(slot)
+                self._lanes_by_name[name].executor.interrupt(slot)
 
         return heard
 
     async def _tick_schedules(self) -> int:
-        """The scheduler's tick, driven by the runner instead of its poll loop (Workflows,
-        when they land, hook in here the same way: advance whatever is due at ``now``)."""
+        """The scheduler's tick, driven by the runner instead of its poll loop: only when a
+        schedule is due (or the declared ones are not stored yet)."""
         app = self.app
         if self._scheduler is None:
             if not app._declared and not self.backend.schedules.records:
@@ -301,33 +373,54 @@ class TestRunner:
             return 0
         return await self._scheduler.tick()
 
-    async def _process(self, task: Task[Any, Any]) -> int:
+    def _lanes(self) -> list[_Lane]:
+        """One lane per task with a handler (rebuilt when the app registers more tasks)."""
+        tasks = self.app.tasks
+        if self._lane_seen != len(tasks):
+            self._lane_seen = len(tasks)
+            self._lane_list = [
+                self._lane_for(task) for task in tasks.values() if task.handler is not None
+            ]
+        return self._lane_list
+
+    def _lane_for(self, task: Task[Any, Any]) -> _Lane:
+        lane = self._lanes_by_name.get(task.name)
+        if lane is None or lane.task is not task:
+            lane = _Lane(task, self.app, self.backend)
+            self._lanes_by_name[task.name] = lane
+        return lane
+
+    async def _trim(self) -> None:
+        """Retention by age, as each worker's stall loop does it: every ``Stall.interval``
+        of virtual time, finished jobs older than ``Retention``'s ages go. (The loop's other
+        half, the stalled-job check, has nothing to do here: a job runs to its end inside
+        one virtual instant, so no lock ever expires under it.)"""
+        now = self.clock.ms
+        for lane in self._lanes():
+            if now >= lane.next_trim_ms:
+                lane.next_trim_ms = now + lane.task.options.stall.interval_ms
+                await self.backend.trim(lane.name, self.app.retention)
+
+    def _runnable(self, name: str) -> bool:
+        """Whether a claim could find anything: queued jobs, or delayed ones now due (the
+        claim promotes those). A peek at the memory backend's structures, so an idle task
+        costs no claim call at each virtual step."""
+        t = self.backend._tasks.get(name)
+        if t is None:
+            return False
+        if t.wait or t.prio_score:
+            return True
+        due = self.backend._next_due(t)
+        return due is not None and due <= self.clock.ms
+
+    async def _process(self, lane: _Lane) -> int:
         """Claim what is runnable now (promoting what is due), run it, record the outcomes."""
-        name = task.name
-        executor = self._executors.get(name)
-        outcomes = self._outcomes.setdefault(name, [])
-        if executor is None:
-            executor = Executor(
-                self.app,
-                task,
-                self.backend,
-                task.options.concurrency,
-                lambda slot, outcome, took: outcomes.append(outcome),
-                lambda job_id: None,
-            )
-            self._executors[name] = executor
-        claim = ClaimOptions(
-            lock_ttl_ms=task.options.stall.lock_ttl_ms,
-            singleton=task.options.singleton,
-            keep_completed=self.app.retention.completed_max,
-            keep_failed=self.app.retention.failed_max,
-            version=task.versioning.version,
-        )
+        name, executor, outcomes = lane.name, lane.executor, lane.outcomes
         ran = 0
         pending: list[Outcome] = []
         while True:
             report = await self.backend.finish_and_claim(
-                name, pending, task.options.concurrency, claim, "runner"
+                name, pending, lane.concurrency, lane.claim, "runner"
             )
             if not report.claimed:
                 return ran
@@ -335,7 +428,11 @@ class TestRunner:
             for slot in slots:
                 self._running[(name, slot.id)] = slot
                 executor.start(slot)
-            await asyncio.gather(*(s.run.runner for s in slots if s.run and s.run.runner))
+            runners = [s.run.runner for s in slots if s.run and s.run.runner]
+            if len(runners) == 1:
+                await runners[0]
+            else:
+                await asyncio.gather(*runners)
             for slot in slots:
                 self._running.pop((name, slot.id), None)
             ran += len(slots)
@@ -355,10 +452,117 @@ class TestRunner:
             snapshot.state,
             result,
             fields.get("error"),
-            int(fields.get("attempt", "1")),
+            int(fields.get("attempt", "0")),  # 0: no such job (a step that never started)
             logs,
             None if progress is None else serializer.loads(progress, "progress"),
             handle,
+        )
+
+
+@contextlib.contextmanager
+def on_redis(app: App, url: str) -> Iterator[App]:
+    """``app`` on the Redis at ``url``, under a fresh random prefix, for the ``with`` block
+    (the ``taskora_redis_app`` fixture): tests never see each other's keys, and the user's
+    code does not change. After the block the app's own backend is back and every key under
+    that prefix is deleted. Close the app inside the block (``async with app:``)."""
+    if app._started:
+        raise ConfigError("on_redis: the app is running workers; close it first")
+    prefix = "test-" + os.urandom(6).hex()
+    backend = backend_from_url(url, prefix=prefix)
+    put_back = _swap_backend(app, backend, prefix)
+    try:
+        yield app
+    finally:
+        put_back()
+        reset = getattr(backend, "reset", None)
+        if reset is not None:  # its connections belonged to the test's event loop, gone now
+            reset()
+        if not isinstance(backend, MemoryBackend):
+            from .backends.redis.admin import delete_prefix
+
+            _in_thread(lambda: delete_prefix(url, prefix))
+    if app._started:  # after the clean-up: its keys are gone either way
+        raise ConfigError(
+            "on_redis: the app was left running workers; close it inside the block "
+            "(async with app:)"
+        )
+
+
+def _swap_backend(app: App, backend: Backend, prefix: str | None) -> Callable[[], None]:
+    """Point ``app`` at ``backend`` (connected on first use); returns what puts it back."""
+    saved = (app.backend, app._connected, app.prefix)
+    app.backend, app._connected, app.prefix = backend, False, prefix
+    _forget_connection(app)
+
+    def put_back() -> None:
+        app.backend, app._connected, app.prefix = saved
+        _forget_connection(app)
+
+    return put_back
+
+
+def _forget_connection(app: App) -> None:
+    app._enqueuer = None
+    app._connect_lock = None
+    if app._hub is not None:
+        app._hub.reset()
+
+
+def _in_thread(factory: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """Run a coroutine to its end on a new loop in a new thread: it works from sync and async
+    code alike, whatever loop the caller has (or had)."""
+    failed: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            asyncio.run(factory())
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=main, name="taskora-testing")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+class _Lane:
+    """What the runner keeps per task with a handler: its executor, its claim options and
+    the outcomes waiting to be finished with the next claim."""
+
+    __slots__ = (
+        "claim",
+        "concurrency",
+        "executor",
+        "name",
+        "next_trim_ms",
+        "outcomes",
+        "subscribed",
+        "task",
+    )
+
+    def __init__(self, task: Task[Any, Any], app: App, backend: MemoryBackend) -> None:
+        self.task = task
+        self.name = task.name
+        self.concurrency = task.options.concurrency
+        self.outcomes: list[Outcome] = []
+        self.next_trim_ms = 0
+        self.subscribed = False
+        record = self.outcomes.append
+        self.executor = Executor(
+            app,
+            task,
+            backend,
+            self.concurrency,
+            lambda slot, outcome, took: record(outcome),
+            lambda job_id: None,
+        )
+        self.claim = ClaimOptions(
+            lock_ttl_ms=task.options.stall.lock_ttl_ms,
+            singleton=task.options.singleton,
+            keep_completed=app.retention.completed_max,
+            keep_failed=app.retention.failed_max,
+            version=task.versioning.version,
         )
 
 

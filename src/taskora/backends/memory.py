@@ -175,10 +175,13 @@ class MemoryBackend:
 
     def next_due_ms(self) -> int | None:
         """The earliest time anything here moves by itself: a delayed or retrying job (delays,
-        backoff, debounce, collect flushes, ttl of delayed jobs) or a schedule's next fire.
+        backoff, debounce, collect flushes, ttl of delayed jobs), a schedule's next fire or a
+        workflow's ttl.
         ``taskora.testing`` jumps its virtual clock from one such time to the next."""
         times = [due for t in self._tasks.values() if (due := self._next_due(t)) is not None]
         times.extend(self.schedules.next.values())
+        if (deadline := self.workflows.next_deadline()) is not None:
+            times.append(deadline)
         return min(times) if times else None
 
     async def verify(self) -> str | None:

@@ -48,6 +48,10 @@ class WorkflowStore:
         self._records: dict[str, _Record] = {}
         self._deadlines: dict[str, int] = {}
 
+    def next_deadline(self) -> int | None:
+        """The earliest workflow ttl still pending (the test runner's clock stops there)."""
+        return min(self._deadlines.values(), default=None)
+
     def _get(self, wf_id: str) -> _Record | None:
         record = self._records.get(wf_id)
         if record is not None and record.expire_at and record.expire_at <= self._clock():
