@@ -294,11 +294,37 @@ class MemoryBackend:
         if t.marker_event is not None:
             t.marker_event.set()
 
-    def _finish(
-        self, task: str, t: _Task, job_id: str, state: str, now: int, terminal: Terminal
+    def _end(
+        self,
+        task: str,
+        t: _Task,
+        job_id: str,
+        state: str,
+        now: int,
+        *,
+        result: str | None = None,
+        error: str | None = None,
+        reason: str | None = None,
     ) -> None:
+        """End a job, as lib.lua's end sequence does: state and finish time (with its result or
+        error), its dedup key released, the event, the terminal set and the end for waiters.
+        The caller has already released its lock, active entry and concurrency slot."""
+        job = t.jobs[job_id]
+        job.update(state=state, finishedOn=now)
+        if result is not None:
+            job["result"] = result
+        if error is not None:
+            job["error"] = error
+        self._release_dedup(t, job.get("dedupKey"), job_id)
+        if error is not None:
+            self._emit(t, job_id, state, "error", error)
+        elif state == "cancelled":
+            self._emit(t, job_id, state, "reason", reason or "")
+        else:
+            self._emit(t, job_id, state)
         t.finished[state][job_id] = now
-        self._notify(task, job_id, terminal)
+        end = Terminal(state, result=result, error=error, reason=reason or None)
+        self._notify(task, job_id, end)
 
     def _notify(self, task: str, job_id: str, terminal: Terminal) -> None:
         ends = self._t(task).ends
@@ -340,20 +366,14 @@ class MemoryBackend:
                 del t.flow_keys[dedup_key]
 
     def _expire(self, task: str, t: _Task, job_id: str, now: int) -> None:
-        job = t.jobs[job_id]
-        job.update(state="expired", finishedOn=now)
-        self._release_dedup(t, job.get("dedupKey"), job_id)
-        self._emit(t, job_id, "expired")
-        self._finish(task, t, job_id, "expired", now, Terminal("expired"))
+        self._end(task, t, job_id, "expired", now)
 
     def _fail_malformed(self, task: str, t: _Task, job_id: str, reason: str, now: int) -> None:
         """A job whose stored form is unusable ends failed with a reason (lib.lua's
         fail_malformed; docs/design.md#decisions, 4): only data poked into the tables can be."""
         error = "malformed job: " + reason
         t.active.pop(job_id, None)
-        t.jobs[job_id].update(state="failed", finishedOn=now, error=error)
-        self._emit(t, job_id, "failed", "error", error)
-        self._finish(task, t, job_id, "failed", now, Terminal("failed", error=error))
+        self._end(task, t, job_id, "failed", now, error=error)
 
     def _promote(self, task: str, t: _Task, now: int) -> None:
         for _ in range(PROMOTE_BATCH):
@@ -631,14 +651,8 @@ class MemoryBackend:
             t.active.pop(o.id, None)
             if self._release_concurrency(t, job.get("concurrencyKey")):
                 released = True
-            dedup = job.get("dedupKey")
             if o.kind == "completed":
-                job.update(state="completed", finishedOn=now, result=o.result or "")
-                self._release_dedup(t, dedup, o.id)
-                self._emit(t, o.id, "completed")
-                self._finish(
-                    task, t, o.id, "completed", now, Terminal("completed", result=o.result)
-                )
+                self._end(task, t, o.id, "completed", now, result=o.result or "")
                 n_completed += 1
             elif o.kind == "retry":
                 job["attempt"] += 1
@@ -649,17 +663,10 @@ class MemoryBackend:
                     "nextAttemptAt", now + o.retry_delay_ms, "error", o.error or "",
                 )  # fmt: skip
             elif o.kind == "failed":
-                job.update(state="failed", finishedOn=now, error=o.error or "")
-                self._release_dedup(t, dedup, o.id)
-                self._emit(t, o.id, "failed", "error", o.error or "")
-                self._finish(task, t, o.id, "failed", now, Terminal("failed", error=o.error))
+                self._end(task, t, o.id, "failed", now, error=o.error or "")
                 n_failed += 1
             elif o.kind == "cancelled":
-                job.update(state="cancelled", finishedOn=now)
-                self._release_dedup(t, dedup, o.id)
-                reason = job.get("cancelReason") or None
-                self._emit(t, o.id, "cancelled", "reason", job.get("cancelReason") or "")
-                self._finish(task, t, o.id, "cancelled", now, Terminal("cancelled", reason=reason))
+                self._end(task, t, o.id, "cancelled", now, reason=job.get("cancelReason"))
             else:
                 job["state"] = "waiting"
                 self._requeue_front(t, o.id, job)
@@ -793,25 +800,14 @@ class MemoryBackend:
             self._release_concurrency(t, job.get("concurrencyKey"))
             released = True
             if "cancelledAt" in job:
-                job.update(state="cancelled", finishedOn=now)
-                self._release_dedup(t, job.get("dedupKey"), job_id)
-                reason = job.get("cancelReason") or None
-                self._emit(t, job_id, "cancelled", "reason", job.get("cancelReason") or "")
-                self._finish(
-                    task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason)
-                )
+                self._end(task, t, job_id, "cancelled", now, reason=job.get("cancelReason"))
                 cancelled.append(job_id)
                 continue
             job["stalledCount"] = job.get("stalledCount", 0) + 1
             if job["stalledCount"] > max_count:
-                job.update(state="failed", finishedOn=now, error=STALL_MESSAGE)
-                self._release_dedup(t, job.get("dedupKey"), job_id)
                 count = job["stalledCount"]
                 self._emit(t, job_id, "stalled", "count", count, "action", "failed")
-                self._emit(t, job_id, "failed", "error", STALL_MESSAGE)
-                self._finish(
-                    task, t, job_id, "failed", now, Terminal("failed", error=STALL_MESSAGE)
-                )
+                self._end(task, t, job_id, "failed", now, error=STALL_MESSAGE)
                 failed.append(job_id)
             else:
                 job["state"] = "waiting"
@@ -883,12 +879,8 @@ class MemoryBackend:
                 self._remove_waiting(t, job_id)
             else:
                 t.due.pop(job_id, None)
-            job.update(state="cancelled", finishedOn=now, cancelReason=reason or "")
-            self._release_dedup(t, job.get("dedupKey"), job_id)
-            self._emit(t, job_id, "cancelled", "reason", reason or "")
-            self._finish(
-                task, t, job_id, "cancelled", now, Terminal("cancelled", reason=reason or None)
-            )
+            job["cancelReason"] = reason or ""
+            self._end(task, t, job_id, "cancelled", now, reason=reason)
             return "cancelled"
         if state == "active":
             job.update(cancelledAt=now, cancelReason=reason or "")

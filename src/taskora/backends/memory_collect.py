@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from .base import EnqueueResult, Flow, NewJob, Terminal
+from .base import EnqueueResult, Flow, NewJob
 
 if TYPE_CHECKING:
     from .memory import MemoryBackend, _Task
@@ -87,9 +87,6 @@ def collect_drain(
         job["data"] = "[" + ",".join(buffer.items) + "]"
         if buffer.items:
             return True
-    job.update(state="cancelled", finishedOn=now, cancelReason="empty collect batch")
-    backend._emit(t, job_id, "cancelled", "reason", "empty collect batch")
-    backend._finish(
-        task, t, job_id, "cancelled", now, Terminal("cancelled", reason="empty collect batch")
-    )
+    job["cancelReason"] = "empty collect batch"
+    backend._end(task, t, job_id, "cancelled", now, reason="empty collect batch")
     return False
