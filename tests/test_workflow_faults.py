@@ -91,7 +91,7 @@ async def test_a_crash_between_advance_and_enqueue_loses_nothing(
             assert first.wait(timeout=60) == -9  # it killed itself after node 0's advance
             # half done, as a crash there leaves it: node 0 recorded, node 1 not enqueued
             client = redis.Redis.from_url(redis_url)
-            record = f"taskora:{prefix}:{{wf:{wf}}}"
+            record = f"taskora:{prefix}:{{:wf}}:{wf}"
             assert client.hget(record, "n:0:state") == b"completed"
             assert client.hget(record, "n:1:state") == b"queued"
             assert not client.exists(f"taskora:{prefix}:{{b}}:wf-{wf}-1")

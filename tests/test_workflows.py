@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -395,18 +396,18 @@ async def test_finished_records_follow_retention(
             try:
                 # a running record lives until it ends; one whose roots were never enqueued
                 # (its dispatcher died) only for its lease
-                assert await client.pttl(f"taskora:{prefix}:{{wf:{await running}}}") == -1
+                assert await client.pttl(f"taskora:{prefix}:{{:wf}}:{await running}") == -1
                 backend = await app._connected_backend()
                 await backend.workflow_create("orphan", WorkflowPlan("o", (), "[]", 0, 5000))
-                assert 0 < await client.pttl(f"taskora:{prefix}:{{wf:orphan}}") <= 5000
+                assert 0 < await client.pttl(f"taskora:{prefix}:{{:wf}}:orphan") <= 5000
                 assert (
                     3_000_000
-                    < await client.pttl(f"taskora:{prefix}:{{wf:{await ok}}}")
+                    < await client.pttl(f"taskora:{prefix}:{{:wf}}:{await ok}")
                     <= 3_600_000
                 )
                 assert (
                     3_600_000
-                    < await client.pttl(f"taskora:{prefix}:{{wf:{await bad}}}")
+                    < await client.pttl(f"taskora:{prefix}:{{:wf}}:{await bad}")
                     <= 7_200_000
                 )
             finally:
@@ -596,3 +597,56 @@ async def test_a_failure_deep_inside_cancels_running_and_queued_steps(
                 await task.handle(f"wf-{wf}-{node}").wait_for(20)
         assert await handle.get_state() == "failed"
     assert ran == ["inc"]  # the step after the gate never ran
+
+
+async def test_workflows_on_a_cluster(redis_cluster: Any, prefix: str) -> None:
+    """Every workflow script stays in the ``{:wf}`` slot, where its sharded end publish must
+    stay too: a chord over tasks spread across three masters completes with its result pushed,
+    and a failing step fails its workflow (both refused by Redis when a record had a slot of its
+    own and its end went to ``{:wf}``)."""
+    app = taskora.App(redis_cluster.url, prefix=prefix)
+    names = [f"step-{i}" for i in range(6)]  # six task slots over the three masters
+    runs: list[str] = []
+
+    def make(name: str) -> taskora.Task[int, int]:
+        @app.task(name)
+        async def step(x: int, ctx: taskora.Context) -> int:
+            runs.append(ctx.id)
+            return x + 1
+
+        return step
+
+    steps = [make(n) for n in names]
+
+    @app.task("sum-all")
+    async def sum_all(xs: list[int]) -> int:
+        return sum(xs)
+
+    @app.task("boom", retry=Retry(attempts=1))
+    async def boom(x: int) -> int:
+        raise ValueError("no")
+
+    @app.task("stuck", concurrency=6)
+    async def stuck(x: int) -> int:
+        await asyncio.sleep(60)
+        return x
+
+    async with app:
+        flows = [
+            chord([s.s(i) | steps[(i + k) % 6].s() for i, s in enumerate(steps)], sum_all.s())
+            for k in range(1, 7)  # six workflows: records on every master if they had own slots
+        ]
+        handles = [flow.dispatch() for flow in flows]
+        for handle in handles:
+            assert await handle.wait_for(30) == sum(i + 2 for i in range(6))
+        assert len(runs) == len(set(runs)) == 72  # each step once: every advance went through
+        failing = [(steps[0].s(1) | boom.s() | steps[1].s()).dispatch() for _ in range(6)]
+        for handle in failing:
+            with pytest.raises(taskora.JobFailedError):
+                await handle.wait_for(30)
+            assert await handle.get_state() == "failed"
+        blocked = [(stuck.s(1) | steps[2].s()).dispatch() for _ in range(6)]
+        for handle in blocked:
+            await handle
+            await handle.cancel("not needed")
+            assert await handle.get_state() == "cancelled"

@@ -36,8 +36,10 @@ def schedule_base(prefix: str | None) -> str:
 
 
 def workflow_key(prefix: str | None, wf_id: str) -> str:
-    """One workflow's record ``<root>:{wf:<id>}``: its own hash tag (docs/design.md#workflows)."""
-    return f"{root(prefix)}:{{wf:{wf_id}}}"
+    """One workflow's record ``<root>:{:wf}:<id>``, in the slot of the shared workflow keys
+    (deadlines, the end channel), so each workflow script stays in one cluster slot
+    (docs/design.md#workflows)."""
+    return f"{task_base(prefix, WORKFLOWS)}{wf_id}"
 
 
 WORKFLOWS = ":wf"

@@ -1,10 +1,11 @@
 """Workflow records on Redis (docs/design.md#workflows).
 
-One hash per workflow, ``<root>:{wf:<id>}``, under its own hash tag: every workflow script
-touches that key alone (one cluster slot). The shared keys live under ``{:wf}``: the zset of
-ttl deadlines (written before the record, so a deadline never misses its workflow; one left
-over for a record never written is dropped by the sweep) and the channel workflow ends are
-published on, which the result waiter reads as it reads a task's ``done`` channel.
+One hash per workflow, ``<root>:{:wf}:<id>``: every workflow script touches that key and
+publishes on the end channel, both under the hash tag ``{:wf}`` (one cluster slot, where a
+sharded publish must stay). The other shared key there is the zset of ttl deadlines
+(written before the record, so a deadline never misses its workflow; one left over for a
+record never written is dropped by the sweep). The result waiter reads the end channel as it
+reads a task's ``done`` channel.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 -- WORKFLOW_ADVANCE: a step completed; record it and return what it unblocks, atomically
 -- (docs/design.md#workflows). O(the step): its own fields, a counter per node waiting for it,
 -- and the input of each node it unblocks.
--- KEYS: <root>:{wf:<id>} (see workflow_create.lua)
+-- KEYS: <root>:{:wf}:<id> (see workflow_create.lua)
 -- ARGV: workflow id, the end channel (<root>:{:wf}:done), node, its result (JSON), keepMs
 --       (retention of the record once the workflow completes)
 -- Returns { state, then per unblocked node: node, task, data, version, maxAttempts }, state

@@ -1,7 +1,7 @@
 --- KEYS: wf
 --- ARGV: name output deadlineMs leaseMs #steps steps{task version maxAttempts data inputs waits then}
 -- WORKFLOW_CREATE: write a new workflow's record (docs/design.md#workflows).
--- KEYS: <root>:{wf:<id>}, a hash (the only key: one cluster slot): state, name, createdAt,
+-- KEYS: <root>:{:wf}:<id>, a hash (the only key: one cluster slot): state, name, createdAt,
 --       out (template of the output), n (nodes), left (nodes not completed), deadline (ms,
 --       when a ttl was given), and per node i: n:i:task, n:i:v, n:i:attempts, n:i:data (own
 --       data) or n:i:in (template of its input: '#<node>' stands for that node's result),

@@ -1,7 +1,7 @@
 --- KEYS: wf
 --- ARGV: wfId channel state node message keepMs
 -- WORKFLOW_END: a running workflow fails or is cancelled (docs/design.md#workflows).
--- KEYS: <root>:{wf:<id>} (see workflow_create.lua)
+-- KEYS: <root>:{:wf}:<id> (see workflow_create.lua)
 -- ARGV: workflow id, the end channel (<root>:{:wf}:done), state ('failed' | 'cancelled'),
 --       the node that ended it (-1: a cancel from a handle, -2: its ttl), the error or
 --       reason, keepMs (retention of the ended record)
