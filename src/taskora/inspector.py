@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -16,8 +17,9 @@ from .errors import ConfigError
 from .runtime import Runtime
 from .types import JobState
 from .versions import Versioning
+from .workflow import cancel_workflow, step_id
 
-__all__ = ["DeadLetters", "Inspector", "JobInfo", "Migrations"]
+__all__ = ["DeadLetters", "Inspector", "JobInfo", "Migrations", "StepInfo", "WorkflowInfo"]
 
 RETRY_BATCH = 500
 _STATES = {state.value for state in JobState}
@@ -295,6 +297,136 @@ class Inspector:
             return await backend.purge(task, state, older_than_ms)
 
         return await self._app._route(run)
+
+    async def cancel(
+        self, job_id: str, task: str | None = None, reason: str | None = None
+    ) -> str | None:
+        """Cancel one job by id (an operator's action): "cancelled", "flagged" (it is
+        running; its worker stops it), "not_cancellable" (it has finished), or None when
+        there is no such job."""
+
+        async def run() -> str | None:
+            job = await self._find(task, job_id)
+            if job is None:
+                return None
+            backend = await self._app._connected_backend()
+            return await backend.cancel(job.task, job.id, reason)
+
+        return await self._app._route(run)
+
+    async def server(self) -> dict[str, Any]:
+        """What the store says of itself (Redis: version, memory, clients, uptime)."""
+
+        async def run() -> dict[str, Any]:
+            return await (await self._app._connected_backend()).server_info()
+
+        return await self._app._route(run)
+
+    async def workflows(
+        self, state: str | None = None, limit: int = 20, offset: int = 0, scan: int = 10_000
+    ) -> builtins.list[WorkflowInfo]:
+        """Stored workflows (running, or finished and not yet past retention), newest
+        first, optionally of one ``state``; reads up to ``scan`` of them (a keyspace walk)."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        if state is not None and state not in WORKFLOW_STATES:
+            raise ValueError(f"unknown workflow state {state!r}; expected one of {WORKFLOW_STATES}")
+
+        async def run() -> builtins.list[WorkflowInfo]:
+            backend = await self._app._connected_backend()
+            ids = await backend.workflow_ids(scan)
+            docs = await asyncio.gather(*(backend.workflow_get(wf) for wf in ids))
+            found = [
+                WorkflowInfo.from_doc(wf, json.loads(got[1]))
+                for wf, got in zip(ids, docs, strict=True)
+                if got is not None
+            ]
+            found = [w for w in found if state is None or w.state == state]
+            found.sort(key=lambda w: (w.created_at or _EPOCH, w.id), reverse=True)
+            return found[offset : offset + limit]
+
+        return await self._app._route(run)
+
+    async def workflow(self, wf_id: str) -> WorkflowInfo | None:
+        """One workflow with its steps; a started step's state is its job's."""
+
+        async def run() -> WorkflowInfo | None:
+            backend = await self._app._connected_backend()
+            got = await backend.workflow_get(wf_id)
+            if got is None:
+                return None
+            info = WorkflowInfo.from_doc(wf_id, json.loads(got[1]))
+            started = [s for s in info.steps if s.state != "pending"]
+            snaps = await asyncio.gather(*(backend.get_snapshot(s.task, s.job_id) for s in started))
+            states = {s.index: snap.state for s, snap in zip(started, snaps, strict=True)}
+            steps = [
+                dataclasses.replace(s, state=states.get(s.index) or s.state) for s in info.steps
+            ]
+            return dataclasses.replace(info, steps=steps)
+
+        return await self._app._route(run)
+
+    async def cancel_workflow(self, wf_id: str, reason: str | None = None) -> str | None:
+        """Cancel a running workflow and its unfinished steps: its state after (a finished
+        one keeps its own), or None when there is no such workflow."""
+        return await self._app._route(lambda: cancel_workflow(self._app, wf_id, reason))
+
+
+WORKFLOW_STATES = ("running", "completed", "failed", "cancelled")
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One step of a workflow: its task, job id, the steps it waits for, and its state
+    ("pending" until started; then its job's state, or "dispatched"/"done" when the job
+    is gone)."""
+
+    index: int
+    task: str
+    job_id: str
+    deps: builtins.list[int]
+    state: str
+    data: Any = None
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    """A stored workflow (``inspect().workflows()`` / ``workflow(id)``)."""
+
+    id: str
+    name: str | None
+    state: str
+    error: str | None
+    created_at: datetime | None
+    result: Any
+    steps: builtins.list[StepInfo]
+
+    @classmethod
+    def from_doc(cls, wf_id: str, doc: dict[str, Any]) -> WorkflowInfo:
+        steps = [
+            StepInfo(
+                index=i,
+                task=str(node.get("t", "")),
+                job_id=step_id(wf_id, i),
+                deps=[int(d) for d in node.get("deps", ())],
+                state=str(node.get("st", "pending")),
+                data=node.get("d"),
+                result=node.get("r"),
+            )
+            for i, node in enumerate(doc.get("nodes", ()))
+        ]
+        ts = doc.get("ts")
+        return cls(
+            id=wf_id,
+            name=doc.get("name") or None,
+            state=str(doc.get("s", "")),
+            error=doc.get("e") or None,
+            created_at=_at(str(ts)) if isinstance(ts, int) else None,
+            result=doc.get("r"),
+            steps=steps,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -67,6 +68,7 @@ class _Flow:
         nodes: list[dict[str, Any]] = []
         out = _compile(self, nodes, None)  # bad input raises here, before anything is written
         doc = {"s": "running", "nodes": nodes, "out": out, "name": name or ""}
+        doc["ts"] = int(time.time() * 1000)  # for listing, newest first (the board)
         handle = WorkflowHandle(app, _new_wf_id(), name)
         handle._started = asyncio.ensure_future(app._route(lambda: handle._start(doc)))
         return handle
@@ -354,3 +356,9 @@ class WorkflowHandle:
             await _end(self.app, self.id, "cancelled", reason)
 
         await self.app._route(run)
+
+
+async def cancel_workflow(app: Runtime, wf_id: str, reason: str | None = None) -> str | None:
+    """Cancel a workflow known by id (the board): its state after, None if unknown."""
+    doc = await _end(app, wf_id, "cancelled", reason)
+    return None if doc is None else str(doc["s"])

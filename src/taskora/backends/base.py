@@ -361,6 +361,14 @@ class Backend(Protocol):
         """Write the document if its version is still ``version`` (0: create); ``keep_ms``
         > 0 lets it expire after that long (a finished workflow's retention)."""
 
+    async def workflow_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` stored workflow ids, in no order (for listing; a keyspace walk)."""
+
+    async def server_info(self) -> dict[str, Any]:
+        """What the store says of itself for operators: ``backend``, and on Redis its
+        ``version``, ``used_memory``/``used_memory_human``, ``maxmemory``, ``clients``,
+        ``blocked_clients`` and ``uptime_s``."""
+
     # -- schedules (their own keys, one cluster slot; docs/design.md#scheduling) -------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
         """Take or renew the scheduler leader lock for ``token`` (or give it up); True while

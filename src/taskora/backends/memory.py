@@ -999,6 +999,14 @@ class MemoryBackend:
         self._workflows[wf_id] = (version + 1, doc, expire_at)
         return True
 
+    async def workflow_ids(self, limit: int) -> list[str]:
+        now = self.now_ms()
+        alive = [wf for wf, (_, _, at) in self._workflows.items() if not at or at > now]
+        return alive[:limit]
+
+    async def server_info(self) -> dict[str, Any]:
+        return {"backend": "memory"}
+
     # -- schedules (memory_schedules.py) ------------------------------------------------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
         return self.schedules.lock(token, ttl_ms, release)

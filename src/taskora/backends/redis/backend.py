@@ -721,6 +721,41 @@ class RedisBackend:
         with self.errors():
             return await WorkflowPut(key, version, doc, keep_ms).run(self.client)
 
+    async def workflow_ids(self, limit: int) -> list[str]:
+        """SCAN with an escaped MATCH for ``<root>:{wf:*}`` (never KEYS)."""
+        head = root(self.prefix) + ":{wf:"
+        pattern = _glob_escape(head) + "*}"
+        found: list[str] = []
+        cursor: Any = b"0"
+        with self.errors():
+            while len(found) < limit:
+                cursor, keys = await self.client.execute(
+                    "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
+                )
+                found += [(_str(k) or "")[len(head) : -1] for k in keys]
+                if cursor in (b"0", "0", 0):
+                    break
+        return [wf for wf in found if wf][:limit]
+
+    async def server_info(self) -> dict[str, Any]:
+        with self.errors():
+            raw = await self.client.execute("INFO")
+        info: dict[str, str] = {}
+        for line in (_str(raw) or "").splitlines():
+            name, sep, value = line.partition(":")
+            if sep and not line.startswith("#"):
+                info[name] = value.strip()
+        return {
+            "backend": "redis",
+            "version": info.get("redis_version") or info.get("valkey_version"),
+            "used_memory": _int_or(info.get("used_memory"), 0),
+            "used_memory_human": info.get("used_memory_human"),
+            "maxmemory": _int_or(info.get("maxmemory"), 0),
+            "clients": _int_or(info.get("connected_clients"), 0),
+            "blocked_clients": _int_or(info.get("blocked_clients"), 0),
+            "uptime_s": _int_or(info.get("uptime_in_seconds"), 0),
+        }
+
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
         from .schedules import schedule_lock
 
