@@ -232,7 +232,7 @@ def test_bad_configuration_is_refused_early() -> None:
     app = taskora.App("memory://")
     with pytest.raises(taskora.ConfigError, match="at least 8 characters"):
         create_board(app, auth="short")
-    with pytest.raises(taskora.ConfigError, match="password .* or a callable"):
+    with pytest.raises(taskora.ConfigError, match=r"password .* or a callable"):
         create_board(app, auth=42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="redact"):
         create_board(app, redact=[""])
@@ -339,7 +339,7 @@ async def test_no_endpoint_shows_a_secret(stocked: dict[str, Any]) -> None:
     }
     seen = 0
     async with client(board) as c:
-        for path, methods, kind in route_kinds(board):
+        for path, _, kind in route_kinds(board):
             if kind != "read" or path == "/api/events":
                 continue
             for value in (
