@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from ..app import App
 
-__all__ = ["mount", "serve"]
+__all__ = ["bind", "check_bind", "mount", "serve", "serve_board"]
 
 BASE = "/board"
 
@@ -73,13 +73,25 @@ async def serve(
 ) -> None:
     """Serve the board (``create_board(app, **options)``) under ``/board`` until ``stop`` is
     set or the process is signalled; ``sock``: an already bound socket (tests)."""
-    import uvicorn
-
     check_bind(host if sock is None else str(sock.getsockname()[0]), options.get("auth"))
     board = create_board(app, **options)
-    live = board.state.taskora.live
     if sock is None:
         sock = bind(host, port)
+    await serve_board(board, sock, log_level=log_level, started=started, stop=stop)
+
+
+async def serve_board(
+    board: Starlette,
+    sock: socket.socket,
+    *,
+    log_level: str = "warning",
+    started: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve a board made by ``create_board`` on a bound socket (see ``serve``)."""
+    import uvicorn
+
+    live = board.state.taskora.live
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
