@@ -53,90 +53,106 @@ async def frames(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
             kind, data = None, []
 
 
-async def test_stats_and_jobs_frames_flow_and_are_redacted(make_app: AppFactory) -> None:
+async def test_stats_frames_count_jobs_as_they_flow(make_app: AppFactory) -> None:
     app = make_app()
 
     @app.task(retry=taskora.Retry(attempts=1))
-    async def work(data: dict[str, Any], ctx: taskora.Context) -> int:
-        await ctx.progress({"step": 1, "token": SECRET})
-        if data["n"] == 0:
-            raise RuntimeError(f"login failed: password={SECRET}")
-        return int(data["n"])
+    async def work(n: int) -> int:
+        if n == 0:
+            raise RuntimeError("no")
+        return n
 
     served = board_server(app, refresh_interval=0.2)
     async with app, served as (url, _live), httpx.AsyncClient(timeout=30) as http:
         async with http.stream("GET", url + "/api/events") as response:
             assert response.headers["content-type"].startswith("text/event-stream")
-            seen: dict[str, Any] = {"events": [], "completed": 0, "stats": []}
-            raw: list[str] = []
+            stats: list[Any] = []
             async with asyncio.timeout(60):
                 async for kind, doc in frames(response):
-                    raw.append(json.dumps(doc))
-                    if kind == "stats":
-                        seen["stats"].append(doc)
-                        if len(seen["stats"]) == 1:  # listening now: send the jobs
-                            assert "work" in doc["tasks"]
-                            for n in range(5):
-                                work.dispatch({"n": n, "secret": SECRET})
-                    elif kind == "jobs":
-                        seen["events"] += doc["events"]
-                        seen["completed"] += doc["counts"].get("work", {}).get("completed", 0)
-                    counts = seen["stats"][-1]["tasks"]["work"] if seen["stats"] else {}
-                    if (
-                        seen["completed"] == 4
-                        and counts.get("completed") == 4
-                        and counts.get("failed") == 1
-                    ):
+                    assert kind == "stats"  # a plain stream gets stats, no job events
+                    stats.append(doc)
+                    if len(stats) == 1:
+                        assert doc["tasks"]["work"]["completed"] == 0
+                        for n in range(5):
+                            work.dispatch(n)
+                    counts = doc["tasks"]["work"]
+                    if counts["completed"] == 4 and counts["failed"] == 1:
                         break
-    kinds = {e["event"] for e in seen["events"]}
-    assert {"waiting", "active", "completed", "failed", "progress"} <= kinds
-    failed = next(e for e in seen["events"] if e["event"] == "failed")
+            assert sum(m["completed"] for m in stats[-1]["minutes"]) == 4
+        assert not app._events()._listeners  # the overview needs no events reader
+
+
+async def test_a_job_page_gets_its_job_events_redacted(make_app: AppFactory) -> None:
+    app = make_app()
+    gate = asyncio.Event()
+
+    @app.task(retry=taskora.Retry(attempts=1), concurrency=4)
+    async def work(data: dict[str, Any], ctx: taskora.Context) -> int:
+        await gate.wait()
+        await ctx.progress({"step": 1, "token": SECRET})
+        if data["n"] == 0:
+            raise RuntimeError(f"login failed: password={SECRET}")
+        return int(data["n"])
+
+    async with app, board_server(app) as (url, _), httpx.AsyncClient(timeout=30) as http:
+        failing = work.dispatch({"n": 0})
+        other = work.dispatch({"n": 1})
+        await asyncio.gather(failing, other)
+        query = f"/api/events?job={failing.id}&tasks=work"
+        async with http.stream("GET", url + query) as response:
+            own = frames(response)
+            assert (await asyncio.wait_for(anext(own), 30))[0] == "stats"  # listening now
+            gate.set()
+            seen: list[Any] = []
+            raw: list[str] = []
+            async with asyncio.timeout(60):
+                async for kind, doc in own:
+                    raw.append(json.dumps(doc))
+                    if kind == "jobs":
+                        seen += doc["events"]
+                        if any(e["event"] == "failed" for e in seen):
+                            break
+    assert {e["id"] for e in seen} == {failing.id}  # not the other job's
+    failed = next(e for e in seen if e["event"] == "failed")
     assert failed["error"].endswith("login failed: password=[REDACTED]")
-    progress = next(e for e in seen["events"] if e["event"] == "progress")
+    progress = next(e for e in seen if e["event"] == "progress")
     assert progress["progress"] == {"step": 1, "token": "[REDACTED]"}
     assert not any(SECRET in text for text in raw)
 
 
 async def test_many_browsers_share_one_set_of_listeners(make_app: AppFactory) -> None:
     app = make_app()
-    gate = asyncio.Event()
 
-    @app.task(concurrency=4)
+    @app.task()
     async def tick(n: int) -> int:
-        await gate.wait()
+        return n
+
+    @app.task()
+    async def tock(n: int) -> int:
         return n
 
     async with app, board_server(app) as (url, live), httpx.AsyncClient(timeout=30) as http:
         hub = app._events()
         async with contextlib.AsyncExitStack() as stack:
-            streams = [
+            plain = [
                 frames(await stack.enter_async_context(http.stream("GET", url + "/api/events")))
-                for _ in range(5)
+                for _ in range(3)
             ]
-            for stream in streams:  # every browser gets its first stats frame
+            watching = [
+                frames(
+                    await stack.enter_async_context(
+                        http.stream("GET", url + f"/api/events?job=j{i}&tasks=tick")
+                    )
+                )
+                for i in range(5)
+            ]
+            for stream in plain + watching:  # every browser gets its first stats frame
                 kind, _ = await asyncio.wait_for(anext(stream), 30)
                 assert kind == "stats"
-            assert len(live.clients) == 5
-            # one listener per task and event kind, whatever the number of browsers
+            assert len(live.clients) == 8
+            # one listener per event kind of the one task watched, whatever the browsers
+            assert {task for task, _ in hub._listeners} == {"tick"}
             assert len(hub._listeners) == 9 and all(len(s) == 1 for s in hub._listeners.values())
-
-            mine = tick.dispatch(7)
-            await mine
-            response = await stack.enter_async_context(
-                http.stream("GET", url + f"/api/events?job={mine.id}")
-            )
-            own = frames(response)
-            assert (await asyncio.wait_for(anext(own), 30))[0] == "stats"
-            other = tick.dispatch(8)
-            await other
-            gate.set()
-            await asyncio.gather(mine.wait_for(20), other.wait_for(20))
-            async with asyncio.timeout(30):
-                async for kind, doc in own:
-                    if kind == "jobs":
-                        assert {e["id"] for e in doc["events"]} <= {mine.id}
-                        if any(e["event"] == "completed" for e in doc["events"]):
-                            break
         await wait_until(lambda: not live.clients)
         await wait_until(lambda: not hub._listeners)  # nobody watching: nothing read
 

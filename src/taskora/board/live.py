@@ -1,11 +1,15 @@
 """Live updates for every open board page over one SSE stream each (docs/design.md#board).
 
-One ``Live`` per board process, whatever the number of browsers: it listens to the task
-events through the app's single events reader (``taskora.events``), counts them and keeps
-the latest few, and every ``FLUSH_S`` sends one ``jobs`` frame to each browser; every
-refresh interval it reads the state counts once (one pipeline per task) and sends one
-``stats`` frame to all. So the cost in Redis does not grow with the number of browsers,
-and a busy queue costs each browser two frames a second, not one per job.
+One ``Live`` per board process, whatever the number of browsers:
+
+- every refresh interval it reads the state counts and the last minutes' throughput once
+  (one pipeline per task) and sends the same ``stats`` frame to every browser: what the
+  overview and task pages show. Its cost does not grow with browsers or with job rates.
+- while some browser has a job or a workflow open, it listens to those tasks' events through
+  the app's single events reader (``taskora.events``) and every ``FLUSH_S`` sends a ``jobs``
+  frame with the events of that job (or workflow) to the browsers that watch it. The reader
+  runs only then and only for those tasks: reading every event of a busy queue costs Redis
+  and the board's process real work, which the overview does not need.
 
 A browser that does not keep up (its queue of frames is full) misses frames, never holds
 the others back; the next ``stats`` frame brings it up to date. Nothing runs while no
@@ -19,7 +23,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,21 +39,30 @@ log = logging.getLogger("taskora.board")
 FLUSH_S = 0.5
 HEARTBEAT_S = 15.0
 TASKS_EVERY_S = 30.0  # how often the task list is re-read (a keyspace walk on Redis)
-KEEP_EVENTS = 100  # latest events per frame
 CLIENT_FRAMES = 64  # frames a slow browser may have queued before it misses some
 ERROR_CHARS = 500
 
 
 class Client:
-    """One connected browser: its filter and its queue of ready-to-send frames."""
+    """One connected browser: what it watches and its queue of ready-to-send frames."""
 
-    __slots__ = ("job", "missed", "queue", "tasks")
+    __slots__ = ("job", "missed", "queue", "tasks", "workflow")
 
-    def __init__(self, tasks: frozenset[str] | None, job: str | None) -> None:
-        self.tasks = tasks
+    def __init__(self, tasks: frozenset[str] | None, job: str | None, workflow: str | None) -> None:
+        self.tasks = tasks  # the tasks whose events it needs (None: all)
         self.job = job
+        self.workflow = workflow
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(CLIENT_FRAMES)
         self.missed = 0
+
+    @property
+    def wants_events(self) -> bool:
+        return self.job is not None or self.workflow is not None
+
+    def wants(self, job_id: str) -> bool:
+        if self.job is not None and job_id == self.job:
+            return True
+        return self.workflow is not None and job_id.startswith(f"wf-{self.workflow}-")
 
     def send(self, frame: str | None) -> None:
         try:
@@ -75,19 +87,29 @@ class Live:
         self.clients: set[Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._unsubscribe: list[Callable[[], None]] = []
-        self._tasks: list[str] = []
-        self._latest: deque[tuple[str, Any, float]] = deque(maxlen=KEEP_EVENTS)
-        self._counts: Counter[tuple[str, str]] = Counter()
-        self._jobs: Counter[str] = Counter()  # job ids some browser watches
-        self._by_job: dict[str, list[tuple[str, Any, float]]] = {}
+        self._listening: dict[str, list[Callable[[], None]]] = {}  # task -> unsubscribes
+        self._tasks: list[str] = []  # known tasks (re-read every TASKS_EVERY_S)
+        self._pending: list[tuple[str, Any, float]] = []  # events of watched jobs
         self._stats: str | None = None
         self._closing = False
 
     # -- browsers ---------------------------------------------------------------------------
-    async def stream(self, tasks: frozenset[str] | None, job: str | None) -> AsyncIterator[str]:
-        """The frames for one browser until it goes away or the board closes."""
-        client = self._connect(tasks, job)
+    async def stream(
+        self,
+        tasks: frozenset[str] | None = None,
+        job: str | None = None,
+        workflow: str | None = None,
+    ) -> AsyncIterator[str]:
+        """The frames for one browser until it goes away or the board closes. ``job`` /
+        ``workflow``: send that job's (workflow's) events, read from ``tasks`` (None: all)."""
+        client = Client(tasks, job, workflow)
+        self.clients.add(client)
+        if self._runner is None or self._runner.done():
+            self._loop = asyncio.get_running_loop()
+            self._closing = False
+            self._runner = self._loop.create_task(self._run(), name="taskora-board-live")
+        elif client.wants_events:
+            self._listen()
         try:
             yield "retry: 3000\n\n"
             if self._stats is not None:
@@ -98,27 +120,9 @@ class Live:
                     return
                 yield item
         finally:
-            self._disconnect(client)
-
-    def _connect(self, tasks: frozenset[str] | None, job: str | None) -> Client:
-        client = Client(tasks, job)
-        self.clients.add(client)
-        if job is not None:
-            self._jobs[job] += 1
-        loop = asyncio.get_running_loop()
-        if self._runner is None or self._runner.done():
-            self._loop = loop
-            self._closing = False
-            self._runner = loop.create_task(self._run(), name="taskora-board-live")
-        return client
-
-    def _disconnect(self, client: Client) -> None:
-        self.clients.discard(client)
-        if client.job is not None:
-            self._jobs[client.job] -= 1
-            if self._jobs[client.job] <= 0:
-                del self._jobs[client.job]
-                self._by_job.pop(client.job, None)
+            self.clients.discard(client)
+            if client.wants_events:
+                self._listen()
 
     async def close(self) -> None:
         """End every stream (the server is stopping) and stop listening."""
@@ -130,7 +134,7 @@ class Live:
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
-        self._stop_listening()
+        self._unlisten(set(self._listening))
 
     # -- the one loop -----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -140,7 +144,8 @@ class Live:
             while self.clients and not self._closing:
                 now = time.monotonic()
                 if now >= next_tasks:
-                    await self._watch_tasks()
+                    self._tasks = await self.app.inspect().tasks()
+                    self._listen()
                     next_tasks = now + TASKS_EVERY_S
                 if self._flush():
                     last_sent = now
@@ -158,22 +163,25 @@ class Live:
             for client in list(self.clients):
                 client.send(None)
         finally:
-            self._stop_listening()
+            self._unlisten(set(self._listening))
 
-    async def _watch_tasks(self) -> None:
-        names = await self.app.inspect().tasks()
-        for name in names:
-            if name in self._tasks:
-                continue
-            self._tasks.append(name)
-            for event in sorted(TASK_EVENTS):
-                self._unsubscribe.append(self.app._listen(name, event, self._listener(event)))
+    # -- events (only while a job or workflow page is open) ----------------------------------
+    def _listen(self) -> None:
+        """Listen to exactly the tasks the connected browsers need events of."""
+        wanted: set[str] = set()
+        for client in self.clients:
+            if client.wants_events:
+                wanted |= set(self._tasks) if client.tasks is None else set(client.tasks)
+        self._unlisten(set(self._listening) - wanted)
+        for task in wanted - set(self._listening):
+            self._listening[task] = [
+                self.app._listen(task, name, self._listener(name)) for name in sorted(TASK_EVENTS)
+            ]
 
-    def _stop_listening(self) -> None:
-        unsubscribe, self._unsubscribe = self._unsubscribe, []
-        for off in unsubscribe:
-            off()
-        self._tasks = []
+    def _unlisten(self, tasks: set[str]) -> None:
+        for task in tasks:
+            for off in self._listening.pop(task, ()):
+                off()
 
     def _listener(self, name: str) -> Callable[[Any], None]:
         def on_event(event: Any) -> None:
@@ -192,12 +200,8 @@ class Live:
         return on_event
 
     def _take(self, name: str, event: Any) -> None:
-        now = time.time()
-        self._counts[(event.task, name)] += 1
-        item = (name, event, now)
-        self._latest.append(item)
-        if self._jobs and event.id in self._jobs:
-            self._by_job.setdefault(event.id, []).append(item)
+        if any(client.wants(event.id) for client in self.clients if client.wants_events):
+            self._pending.append((name, event, time.time()))
 
     # -- frames -----------------------------------------------------------------------------
     def _event_doc(self, item: tuple[str, Any, float]) -> dict[str, Any]:
@@ -216,39 +220,16 @@ class Live:
         return doc
 
     def _flush(self) -> bool:
-        if not self._counts:
+        if not self._pending:
             return False
-        counts: dict[str, dict[str, int]] = {}
-        for (task, name), n in self._counts.items():
-            counts.setdefault(task, {})[name] = n
-        latest = [self._event_doc(item) for item in self._latest]
-        by_job = {
-            job: [self._event_doc(item) for item in items] for job, items in self._by_job.items()
-        }
-        self._counts.clear()
-        self._latest.clear()
-        self._by_job.clear()
-        made: dict[tuple[frozenset[str] | None, str | None], str] = {}
+        events = [self._event_doc(item) for item in self._pending]
+        self._pending = []
         for client in list(self.clients):
-            key = (client.tasks, client.job)
-            text = made.get(key)
-            if text is None:
-                text = made[key] = self._jobs_frame(client, counts, latest, by_job)
-            client.send(text)
+            if client.wants_events:
+                mine = [e for e in events if client.wants(e["id"])]
+                if mine:
+                    client.send(frame("jobs", {"events": mine}))
         return True
-
-    @staticmethod
-    def _jobs_frame(
-        client: Client,
-        counts: dict[str, dict[str, int]],
-        latest: list[dict[str, Any]],
-        by_job: dict[str, list[dict[str, Any]]],
-    ) -> str:
-        if client.tasks is not None:
-            counts = {t: c for t, c in counts.items() if t in client.tasks}
-            latest = [e for e in latest if e["task"] in client.tasks]
-        events = by_job.get(client.job, []) if client.job is not None else latest
-        return frame("jobs", {"counts": counts, "events": events})
 
     async def _send_stats(self) -> None:
         insp = self.app.inspect()

@@ -160,8 +160,9 @@ def _routes(state: BoardState, shell: _Shell) -> list[Route]:
         tasks = request.query_params.get("tasks")
         wanted = frozenset(t for t in tasks.split(",") if t) if tasks else None
         job = request.query_params.get("job") or None
+        workflow = request.query_params.get("workflow") or None
         return StreamingResponse(
-            state.live.stream(wanted, job),
+            state.live.stream(wanted, job, workflow),
             media_type="text/event-stream",
             headers={"x-accel-buffering": "no"},
         )

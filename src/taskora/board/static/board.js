@@ -289,7 +289,7 @@
 
   async function jobPage([id]) {
     const job = await api(`/jobs/${enc(id)}`);
-    page.job = id;
+    page.live = `job=${enc(id)}&tasks=${enc(job.task)}`;
     const canCancel = !FINISHED.includes(job.state);
     const started = job.started_at, ended = job.finished_at;
     const meta = [
@@ -412,6 +412,7 @@
 
   async function workflowPage([id]) {
     const w = await api(`/workflows/${enc(id)}`);
+    if (w.state === "running") page.live = `workflow=${enc(id)}&tasks=${enc([...new Set(w.steps.map((st) => st.task))].join(","))}`;
     const rows = w.steps.map((st) => h("tr", {},
       h("td", { class: "num" }, st.index), h("td", {}, st.task), h("td", {}, badge(st.state)),
       h("td", {}, st.deps.join(", ") || "–"),
@@ -514,7 +515,7 @@
       if (mine !== rendering) return;
       show(h("section", { class: "card error-box" }, h("h2", {}, "Could not load this page"), h("p", {}, err.message)));
     }
-    if (mine === rendering) connectLive(current.job ? `job=${enc(current.job)}` : "");
+    if (mine === rendering) connectLive(current.live || "");
   }
 
   function setLive(on) {
