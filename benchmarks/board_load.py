@@ -4,12 +4,13 @@
 
 Starts its own redis-server and a board process (`taskora board --url ... --prefix ...`, as an
 operator would). Each run enqueues ``--jobs`` no-op jobs, then starts one worker process
-(concurrency 64) and times it from its first job to its last. Runs alternate: "without" (the
-board process is up but no browser is connected, so it reads nothing) and "with" (``--clients``
-SSE streams connected to the board for the whole run, each reading every frame). Prints the
-worker's jobs/s per run and the medians, the difference in per cent, and what the browsers
-received. A benchmark, not a test: figures depend on the machine (2 cores here, shared by
-Redis, the worker, the board and the clients).
+(concurrency 64) and times it from its first job to its last. Runs rotate through three modes:
+"without" (the board process is up, no browser connected), "overview" (``--clients`` SSE
+streams as the overview and task pages open them: stats frames) and "job pages" (``--clients``
+streams each watching a job of the task, which makes the board read every event of that
+task). Prints the worker's jobs/s per run, the medians and the differences in per cent, and
+what the browsers received. A benchmark, not a test: figures depend on the machine (2 cores
+here, shared by Redis, the worker, the board and the clients).
 """
 
 from __future__ import annotations
@@ -76,11 +77,11 @@ async def enqueue(url: str, jobs: int) -> None:
     await app.close()
 
 
-async def browser(url: str, stats: dict[str, int], stop: asyncio.Event) -> None:
+async def browser(url: str, query: str, stats: dict[str, int], stop: asyncio.Event) -> None:
     import httpx
 
     async with httpx.AsyncClient(timeout=None) as http:
-        async with http.stream("GET", url + "/api/events") as response:
+        async with http.stream("GET", url + "/api/events" + query) as response:
             reader = response.aiter_lines()
             while not stop.is_set():
                 line = await anext(reader)
@@ -89,11 +90,14 @@ async def browser(url: str, stats: dict[str, int], stop: asyncio.Event) -> None:
                     stats[line[7:]] = stats.get(line[7:], 0) + 1
 
 
-async def one_run(url: str, board: str, jobs: int, clients: int) -> dict[str, Any]:
+async def one_run(url: str, board: str, jobs: int, clients: int, query: str = "") -> dict[str, Any]:
     await enqueue(url, jobs)
     stop = asyncio.Event()
     per_client = [{"bytes": 0} for _ in range(clients)]
-    readers = [asyncio.create_task(browser(board, s, stop)) for s in per_client]
+    readers = [
+        asyncio.create_task(browser(board, query.format(i=i), s, stop))
+        for i, s in enumerate(per_client)
+    ]
     if clients:
         deadline = time.monotonic() + 30
         while any(s.get("stats", 0) == 0 for s in per_client):  # every browser is live
@@ -139,27 +143,38 @@ async def wait_ready(board: str) -> None:
             await asyncio.sleep(0.1)
 
 
+MODES = {
+    # name: (browsers, query); "job pages" makes the board read every event of the task
+    "without": (False, ""),
+    "overview": (True, ""),
+    "job pages": (True, "?job=job-{i}&tasks=" + TASK),
+}
+
+
 async def bench(url: str, board: str, opts: argparse.Namespace) -> None:
     await wait_ready(board)
-    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     await one_run(url, board, min(opts.jobs, 5000), 0)  # warm-up
     for r in range(opts.rounds):
-        for mode in ("without", "with"):
-            run = await one_run(url, board, opts.jobs, opts.clients if mode == "with" else 0)
+        for mode, (browsers, query) in MODES.items():
+            clients = opts.clients if browsers else 0
+            run = await one_run(url, board, opts.jobs, clients, query)
             runs[mode].append(run)
             extra = (
-                f", each browser got {run['frames_per_client_s']:.1f} frames/s "
-                f"({run['kib_per_client_s']:.1f} KiB/s)"
-                if mode == "with"
-                else ""
+                f", each of {clients} browsers got {run['frames_per_client_s']:.1f} frames/s "
+                f"({run['kib_per_client_s']:.2f} KiB/s)"
+                if clients
+                else " (board up, no browser)"
             )
-            print(f"round {r + 1} {mode:>7} board: {run['rate']:8,.0f} jobs/s{extra}", flush=True)
-    without = statistics.median(r["rate"] for r in runs["without"])
-    with_board = statistics.median(r["rate"] for r in runs["with"])
-    print(
-        f"median: {without:,.0f} jobs/s without the board, {with_board:,.0f} jobs/s with "
-        f"{opts.clients} live browsers ({100 * (with_board - without) / without:+.1f} %)"
-    )
+            print(f"round {r + 1} {mode:>9}: {run['rate']:8,.0f} jobs/s{extra}", flush=True)
+    base = statistics.median(r["rate"] for r in runs["without"])
+    print(f"median without browsers: {base:,.0f} jobs/s")
+    for mode in list(MODES)[1:]:
+        rate = statistics.median(r["rate"] for r in runs[mode])
+        print(
+            f"median with {opts.clients} browsers on {mode}: {rate:,.0f} jobs/s "
+            f"({100 * (rate - base) / base:+.1f} %)"
+        )
 
 
 def main() -> None:
