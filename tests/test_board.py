@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -510,3 +512,12 @@ async def test_pages_and_static_files_are_served() -> None:
             )
             assert not re.search(r"(src|href)=\"?https?://", text), name
             assert "@import url(http" not in text
+
+
+def test_import_taskora_does_not_load_the_board() -> None:
+    code = (
+        "import sys, taskora; "
+        "assert 'taskora.board' not in sys.modules and 'starlette' not in sys.modules "
+        "and 'uvicorn' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
