@@ -52,7 +52,7 @@ from .security import (
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["SESSION_COOKIE", "BoardState", "create_board"]
+__all__ = ["SESSION_COOKIE", "BoardState", "create_board", "route_kinds"]
 
 log = logging.getLogger("taskora.board")
 
@@ -120,7 +120,7 @@ def create_board(
     authorization, credential, private key, cookie). Sessions are kept in this process and
     end ``session_ttl`` after login. ``allowed_hosts``: extra ``Host`` names an auth-less
     board answers to (behind a local proxy)."""
-    if isinstance(read_only, bool) is False:
+    if not isinstance(read_only, bool):
         raise ConfigError("read_only must be a bool")
     if (
         isinstance(login_attempts, bool)
