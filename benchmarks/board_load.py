@@ -9,7 +9,9 @@ operator would). Each run enqueues ``--jobs`` no-op jobs, then starts one worker
 streams as the overview and task pages open them: stats frames) and "job pages" (``--clients``
 streams each watching a job of the task, which makes the board read every event of that
 task). Prints the worker's jobs/s per run, the medians and the differences in per cent, and
-what the browsers received. A benchmark, not a test: figures depend on the machine (2 cores
+what the browsers received. With ``--rate 2000`` the jobs are dispatched at that rate while the
+worker runs instead (the issue's load: does the worker keep up with 20 browsers watching?).
+A benchmark, not a test: figures depend on the machine (2 cores
 here, shared by Redis, the worker, the board and the clients).
 """
 
@@ -90,8 +92,26 @@ async def browser(url: str, query: str, stats: dict[str, int], stop: asyncio.Eve
                     stats[line[7:]] = stats.get(line[7:], 0) + 1
 
 
-async def one_run(url: str, board: str, jobs: int, clients: int, query: str = "") -> dict[str, Any]:
-    await enqueue(url, jobs)
+async def paced(url: str, jobs: int, rate: int) -> None:
+    """Dispatch ``jobs`` jobs at ``rate`` a second (batches every 10 ms)."""
+    app = build(url)
+    task = app.tasks[TASK]
+    start = time.perf_counter()
+    sent = 0
+    while sent < jobs:
+        due = min(jobs, int((time.perf_counter() - start) * rate) + 1)
+        if due > sent:
+            await asyncio.gather(*task.dispatch_many([{"data": i} for i in range(sent, due)]))
+            sent = due
+        await asyncio.sleep(0.01)
+    await app.close()
+
+
+async def one_run(
+    url: str, board: str, jobs: int, clients: int, query: str = "", rate: int = 0
+) -> dict[str, Any]:
+    if not rate:
+        await enqueue(url, jobs)
     stop = asyncio.Event()
     per_client = [{"bytes": 0} for _ in range(clients)]
     readers = [
@@ -108,6 +128,8 @@ async def one_run(url: str, board: str, jobs: int, clients: int, query: str = ""
         sys.executable, __file__, "work", url, str(jobs), stdout=subprocess.PIPE
     )
     assert proc.stdout is not None
+    if rate:
+        await paced(url, jobs, rate)
     line = await proc.stdout.readline()
     await proc.wait()
     stop.set()
@@ -158,7 +180,7 @@ async def bench(url: str, board: str, opts: argparse.Namespace) -> None:
     for r in range(opts.rounds):
         for mode, (browsers, query) in MODES.items():
             clients = opts.clients if browsers else 0
-            run = await one_run(url, board, opts.jobs, clients, query)
+            run = await one_run(url, board, opts.jobs, clients, query, opts.rate)
             runs[mode].append(run)
             extra = (
                 f", each of {clients} browsers got {run['frames_per_client_s']:.1f} frames/s "
@@ -185,6 +207,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=30_000)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=0,
+        help="dispatch at this many jobs/s while the worker runs "
+        "(default 0: enqueue everything first and time the worker draining it)",
+    )
     opts = parser.parse_args()
     from harness.redis_server import RedisServer, free_port
 
