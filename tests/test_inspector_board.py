@@ -20,6 +20,16 @@ def backend_url(request: pytest.FixtureRequest) -> str:
     return url_for(request)
 
 
+@pytest.fixture
+def runs_workflows(backend_url: str) -> None:
+    """Workflows do not run end to end on a cluster yet: workflow_advance/_end SPUBLISH the
+    end on <root>:{:wf}:done, a slot other than the record's, and the master refuses the
+    script whenever the two slots live on different masters (a bug of main, reported)."""
+    if "," in backend_url:
+        pytest.skip("workflow ends on a cluster publish to another slot (known bug of main)")
+
+
+@pytest.mark.usefixtures("runs_workflows")
 async def test_workflows_listed_newest_first_with_step_states(make_app: AppFactory) -> None:
     app = make_app()
     viewer = make_app()  # no tasks registered: the board started with --url
@@ -72,7 +82,9 @@ async def test_workflows_listed_newest_first_with_step_states(make_app: AppFacto
         gate.set()
 
 
-async def test_cancel_by_id_and_server_info(make_app: AppFactory, is_redis: bool) -> None:
+async def test_cancel_by_id_and_server_info(
+    make_app: AppFactory, is_redis: bool, backend_url: str
+) -> None:
     app = make_app()
     viewer = make_app()
 
@@ -93,10 +105,13 @@ async def test_cancel_by_id_and_server_info(make_app: AppFactory, is_redis: bool
     if is_redis:
         assert server["backend"] == "redis"
         assert server["version"] and server["used_memory"] > 0 and server["clients"] >= 1
+        assert server["masters"] == backend_url.count(",") + 1  # a cluster: every master's INFO
+        assert server["used_memory_human"]
     else:
         assert server == {"backend": "memory"}
 
 
+@pytest.mark.usefixtures("runs_workflows")
 async def test_a_failed_workflow_shows_the_failing_step(make_app: AppFactory) -> None:
     app = make_app()
 
