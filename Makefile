@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/ensure-redis-server.sh
+	@bash scripts/ensure-chromium.sh
 	$(PY) -m ruff check src tests
 	$(PY) -m ruff format --check src tests
 	$(PY) -m mypy

@@ -1,6 +1,6 @@
-"""The `taskora` command line: `taskora worker module:app`, `taskora demo`, `taskora version`,
-and the operator's commands (`inspect`, `jobs`, `job`, `retry`, `cancel`, `dead-letters`,
-`purge`: `cli_ops.py`).
+"""The `taskora` command line: `taskora worker module:app`, `taskora board`, `taskora demo`,
+`taskora version`, and the operator's commands (`inspect`, `jobs`, `job`, `retry`, `cancel`,
+`dead-letters`, `purge`: `cli_ops.py`).
 
 Usage errors (a bad import string, a module or attribute that does not exist, an attribute
 that is not a ``taskora.App``, unknown task names) print one line to stderr and exit with
@@ -154,6 +154,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo = sub.add_parser("demo", help="run a self-contained demo with a live display")
     demo.add_argument("--jobs", type=_positive, default=300, help="how many jobs (default 300)")
+    board = sub.add_parser(
+        "board",
+        help="serve the web board (needs taskora[board])",
+        description="Serve the web board under /board. Auth: set TASKORA_BOARD_PASSWORD; "
+        "without it the board only listens on loopback.",
+    )
+    board.add_argument(
+        "app", nargs="?", default=None, metavar="module:app", help="an App (optional)"
+    )
+    board.add_argument(
+        "--url", default=None, help="backend URL (default: the app's, else TASKORA_URL)"
+    )
+    board.add_argument("--prefix", default=None, help="key prefix (default: the app's)")
+    board.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    board.add_argument("--port", type=non_negative, default=8080, help="port (default 8080)")
+    board.add_argument("--read-only", action="store_true", help="refuse every change")
+    board.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     sub.add_parser("version", help="print the taskora version")
     add_ops_commands(sub)
     return parser
@@ -195,12 +214,72 @@ def _serve_metrics(app: App, port: int, host: str) -> None:
         raise CLIError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
 
 
+BOARD_PASSWORD_ENV = "TASKORA_BOARD_PASSWORD"
+
+
+def _board(args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        from .board import serve
+        from .board.serve import check_bind
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("starlette", "uvicorn"):
+            raise
+        raise CLIError(
+            "the board needs starlette and uvicorn: pip install 'taskora[board]'"
+        ) from None
+    password = os.environ.get(BOARD_PASSWORD_ENV) or None
+    try:
+        check_bind(args.host, password)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
+    if args.app is not None:
+        if args.url is not None:
+            os.environ["TASKORA_URL"] = args.url
+        app = load_app(args.app)
+        try:
+            app._retarget(args.url, args.prefix)
+        except ConfigError as exc:
+            raise CLIError(str(exc)) from None
+    else:
+        url = args.url or os.environ.get("TASKORA_URL")
+        if not url:
+            raise CLIError("no backend: give module:app, --url redis://... or set TASKORA_URL")
+        app = App(url, prefix=args.prefix)
+    _configure_logging(args.log_level)
+    logging.getLogger("taskora").info(
+        "taskora board on http://%s:%d/board/%s",
+        args.host if ":" not in args.host else f"[{args.host}]",
+        args.port,
+        " (read-only)" if args.read_only else "",
+    )
+
+    async def run() -> None:
+        try:
+            await serve(app, args.host, args.port, auth=password, read_only=args.read_only)
+        finally:
+            await app.close()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        raise CLIError(
+            f"cannot serve the board on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "worker":
             return _worker(args)
+        if args.command == "board":
+            return _board(args)
         if args.command == "demo":
             from .demo import run_demo
 

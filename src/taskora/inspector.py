@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .runtime import Runtime
 from .types import JobState
 from .versions import Versioning
+from .workflow import cancel_workflow, step_id
 
-__all__ = ["DeadLetters", "Inspector", "JobInfo", "Migrations"]
+if TYPE_CHECKING:
+    from .backends.base import WorkflowRecord
+
+__all__ = ["DeadLetters", "Inspector", "JobInfo", "Migrations", "StepInfo", "WorkflowInfo"]
 
 RETRY_BATCH = 500
 _STATES = {state.value for state in JobState}
@@ -295,6 +300,146 @@ class Inspector:
             return await backend.purge(task, state, older_than_ms)
 
         return await self._app._route(run)
+
+    async def cancel(
+        self, job_id: str, task: str | None = None, reason: str | None = None
+    ) -> str | None:
+        """Cancel one job by id (an operator's action): "cancelled", "flagged" (it is
+        running; its worker stops it), "not_cancellable" (it has finished), or None when
+        there is no such job."""
+
+        async def run() -> str | None:
+            job = await self._find(task, job_id)
+            if job is None:
+                return None
+            backend = await self._app._connected_backend()
+            return await backend.cancel(job.task, job.id, reason)
+
+        return await self._app._route(run)
+
+    async def server(self) -> dict[str, Any]:
+        """What the store says of itself (Redis: version, memory, clients, uptime)."""
+
+        async def run() -> dict[str, Any]:
+            return await (await self._app._connected_backend()).server_info()
+
+        return await self._app._route(run)
+
+    async def workflows(
+        self, state: str | None = None, limit: int = 20, offset: int = 0, scan: int = 10_000
+    ) -> builtins.list[WorkflowInfo]:
+        """Stored workflows (running, or ended and not yet past retention), newest first,
+        optionally of one ``state``. It walks the keyspace for up to ``scan`` of them and
+        reads each one's head; only the page returned is read with its steps."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        if state is not None and state not in WORKFLOW_STATES:
+            raise ValueError(f"unknown workflow state {state!r}; expected one of {WORKFLOW_STATES}")
+
+        async def run() -> builtins.list[WorkflowInfo]:
+            backend = await self._app._connected_backend()
+            ids = await backend.workflow_ids(scan)
+            heads = await backend.workflow_records(ids)
+            found = [
+                (head.created_ms, wf_id)
+                for wf_id, head in zip(ids, heads, strict=True)
+                if head is not None and (state is None or head.state == state)
+            ]
+            found.sort(reverse=True)
+            page = [wf_id for _, wf_id in found[offset : offset + limit]]
+            records = await backend.workflow_records(page, nodes=True)
+            return [
+                WorkflowInfo.from_record(wf_id, record)
+                for wf_id, record in zip(page, records, strict=True)
+                if record is not None  # it expired in between
+            ]
+
+        return await self._app._route(run)
+
+    async def workflow(self, wf_id: str) -> WorkflowInfo | None:
+        """One workflow with its steps; a queued step (its job waiting or running) shows
+        its job's state."""
+
+        async def run() -> WorkflowInfo | None:
+            backend = await self._app._connected_backend()
+            (record,) = await backend.workflow_records([wf_id], nodes=True)
+            if record is None:
+                return None
+            info = WorkflowInfo.from_record(wf_id, record)
+            queued = [s for s in info.steps if s.state == "queued"]
+            snaps = await asyncio.gather(*(backend.get_snapshot(s.task, s.job_id) for s in queued))
+            states = {s.index: snap.state for s, snap in zip(queued, snaps, strict=True)}
+            steps = [
+                dataclasses.replace(s, state=states.get(s.index) or s.state) for s in info.steps
+            ]
+            return dataclasses.replace(info, steps=steps)
+
+        return await self._app._route(run)
+
+    async def cancel_workflow(self, wf_id: str, reason: str | None = None) -> str | None:
+        """Cancel a running workflow and its unfinished steps: its state after (an ended
+        one keeps its own), or None when there is no such workflow."""
+        return await self._app._route(lambda: cancel_workflow(self._app, wf_id, reason))
+
+
+WORKFLOW_STATES = ("running", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One step of a workflow: its task, job id, the steps it waits for, and its state
+    (pending, queued, completed, failed, cancelled; a queued step's job state when read by
+    ``workflow(id)``), with its own data, its result or its error."""
+
+    index: int
+    task: str
+    job_id: str
+    deps: builtins.list[int]
+    state: str
+    data: Any = None
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    """A stored workflow (``inspect().workflows()`` / ``workflow(id)``): ``error`` is a
+    failed workflow's error or a cancelled one's reason."""
+
+    id: str
+    name: str | None
+    state: str
+    error: str | None
+    created_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+    steps: builtins.list[StepInfo]
+
+    @classmethod
+    def from_record(cls, wf_id: str, record: WorkflowRecord) -> WorkflowInfo:
+        steps = [
+            StepInfo(
+                index=i,
+                task=node.task,
+                job_id=step_id(wf_id, i),
+                deps=list(node.deps),
+                state=node.state,
+                data=_json(node.data),
+                result=_json(node.result),
+                error=node.error,
+            )
+            for i, node in enumerate(record.nodes)
+        ]
+        return cls(
+            id=wf_id,
+            name=record.name or None,
+            state=record.state,
+            error=record.error or record.reason or None,
+            created_at=_at(str(record.created_ms)),
+            finished_at=_at(str(record.finished_ms)),
+            result=_json(record.result),
+            steps=steps,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ __all__ = [
     "Group",
     "Signature",
     "WorkflowHandle",
+    "cancel_workflow",
     "chain",
     "chord",
     "group",
@@ -471,3 +472,11 @@ class WorkflowHandle:
             await _end(self.app, self.id, "cancelled", reason or "workflow cancelled", HANDLE)
 
         await self.app._route(run)
+
+
+async def cancel_workflow(app: Runtime, wf_id: str, reason: str | None = None) -> str | None:
+    """Cancel a workflow known by id (an operator, the board) as its handle would: its state
+    after (one that had ended keeps its own), or None when there is no such workflow."""
+    await _end(app, wf_id, "cancelled", reason or "workflow cancelled", HANDLE)
+    info = await (await app._connected_backend()).workflow_read(wf_id)
+    return None if info is None else info.state

@@ -31,7 +31,9 @@ __all__ = [
     "Terminal",
     "WorkflowAdvance",
     "WorkflowInfo",
+    "WorkflowNode",
     "WorkflowPlan",
+    "WorkflowRecord",
     "WorkflowStep",
 ]
 
@@ -219,6 +221,36 @@ class WorkflowInfo:
     result: str | None = None
     error: str | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowNode:
+    """One node of a stored workflow as operators see it: ``deps`` are the nodes it waits
+    for; ``data`` its own input (serialized; None when it takes the previous output)."""
+
+    task: str
+    state: str
+    deps: tuple[int, ...]
+    data: str | None = None
+    result: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    """A stored workflow for the inspector and the board (``workflow_records``): ``size``
+    nodes, ``left`` of them not completed; ``nodes`` only when asked for."""
+
+    state: str
+    name: str
+    created_ms: int
+    finished_ms: int
+    size: int
+    left: int
+    result: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    nodes: tuple[WorkflowNode, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +481,21 @@ class Backend(Protocol):
 
     async def workflow_undue(self, wf_ids: Sequence[str]) -> None:
         """Forget the deadlines of these workflows (they are ended)."""
+
+    async def workflow_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` stored workflow ids, in no order (for listing: a keyspace walk,
+        every master of a cluster; never on a hot path)."""
+
+    async def workflow_records(
+        self, wf_ids: Sequence[str], nodes: bool = False
+    ) -> list[WorkflowRecord | None]:
+        """The stored records of these workflows, in order (None: no such workflow), with
+        their nodes when ``nodes`` (one read per workflow; never on a hot path)."""
+
+    async def server_info(self) -> dict[str, Any]:
+        """What the store says of itself for operators: ``backend``, and on Redis its
+        ``version``, ``used_memory``/``used_memory_human``, ``maxmemory``, ``clients``,
+        ``blocked_clients`` and ``uptime_s``."""
 
     # -- schedules (their own keys, one cluster slot; docs/design.md#scheduling) -------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:

@@ -36,6 +36,7 @@ from .base import (
     WorkflowAdvance,
     WorkflowInfo,
     WorkflowPlan,
+    WorkflowRecord,
     needed_fields,
 )
 from .memory_collect import Buffer, collect_drain, collect_push
@@ -1008,6 +1009,17 @@ class MemoryBackend:
 
     async def workflow_undue(self, wf_ids: Sequence[str]) -> None:
         self.workflows.undue(wf_ids)
+
+    async def workflow_ids(self, limit: int) -> list[str]:
+        return self.workflows.ids(limit)
+
+    async def workflow_records(
+        self, wf_ids: Sequence[str], nodes: bool = False
+    ) -> list[WorkflowRecord | None]:
+        return [self.workflows.record(wf_id, nodes) for wf_id in wf_ids]
+
+    async def server_info(self) -> dict[str, Any]:
+        return {"backend": "memory"}
 
     # -- schedules (memory_schedules.py) ------------------------------------------------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:

@@ -10,7 +10,16 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .base import ReadyStep, Terminal, WorkflowAdvance, WorkflowInfo, WorkflowPlan, WorkflowStep
+from .base import (
+    ReadyStep,
+    Terminal,
+    WorkflowAdvance,
+    WorkflowInfo,
+    WorkflowNode,
+    WorkflowPlan,
+    WorkflowRecord,
+    WorkflowStep,
+)
 
 __all__ = ["WorkflowStore"]
 
@@ -34,6 +43,8 @@ class _Record:
     left: int
     deadline: int
     expire_at: int  # 0: none
+    created_ms: int = 0
+    finished_ms: int = 0
     state: str = "running"
     result: str | None = None
     error: str | None = None
@@ -73,7 +84,7 @@ class WorkflowStore:
             self._deadlines[wf_id] = deadline
         nodes = [_Node(s, s.waits, "queued" if s.waits == 0 else "pending") for s in plan.steps]
         self._records[wf_id] = _Record(
-            plan.name, nodes, plan.output, len(nodes), deadline, now + plan.lease_ms
+            plan.name, nodes, plan.output, len(nodes), deadline, now + plan.lease_ms, now
         )
         return True
 
@@ -168,6 +179,35 @@ class WorkflowStore:
             with contextlib.suppress(ValueError):
                 record.waiters.remove(future)
 
+    def ids(self, limit: int) -> list[str]:
+        return [wf_id for wf_id in list(self._records) if self._get(wf_id) is not None][:limit]
+
+    def record(self, wf_id: str, nodes: bool) -> WorkflowRecord | None:
+        record = self._get(wf_id)
+        if record is None:
+            return None
+        deps: list[list[int]] = [[] for _ in record.nodes]
+        for i, n in enumerate(record.nodes):
+            for j in n.step.then:
+                deps[j].append(i)
+        return WorkflowRecord(
+            record.state,
+            record.name,
+            record.created_ms,
+            record.finished_ms,
+            len(record.nodes),
+            record.left,
+            record.result,
+            record.error,
+            record.reason,
+            tuple(
+                WorkflowNode(n.step.task, n.state, tuple(d), n.step.data, n.result, n.error)
+                for n, d in zip(record.nodes, deps, strict=True)
+            )
+            if nodes
+            else (),
+        )
+
     def due(self, limit: int) -> list[str]:
         now = self._clock()
         ids = sorted((at, wf_id) for wf_id, at in self._deadlines.items() if at <= now)
@@ -179,7 +219,8 @@ class WorkflowStore:
 
     def _finish(self, record: _Record, state: str, keep_ms: int, terminal: Terminal) -> None:
         record.state = state
-        record.expire_at = self._clock() + keep_ms
+        record.finished_ms = self._clock()
+        record.expire_at = record.finished_ms + keep_ms
         for future in record.waiters:
             if not future.done():
                 future.set_result(terminal)

@@ -36,6 +36,7 @@ from ..base import (
     WorkflowAdvance,
     WorkflowInfo,
     WorkflowPlan,
+    WorkflowRecord,
 )
 from ..keys import meta_key, root
 from .address import Address, parse_address
@@ -810,6 +811,56 @@ class RedisBackend:
 
         await workflow_undue(self, wf_ids)
 
+    async def workflow_ids(self, limit: int) -> list[str]:
+        """SCAN every master (a cluster spreads the records over all of them) with an
+        escaped MATCH for ``<root>:{wf:*}``, never KEYS. The shared ``<root>:{:wf}:...``
+        keys and task keys (``<root>:{task}:...``; no ``:`` in a task name) do not match."""
+        head = root(self.prefix) + ":{wf:"
+        pattern = _glob_escape(head) + "*}"
+        found: list[str] = []
+        with self.errors():
+            for node in masters(self.client):
+                cursor: Any = b"0"
+                while len(found) < limit:
+                    cursor, keys = await node.execute(
+                        "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
+                    )
+                    found += [(_str(k) or "")[len(head) : -1] for k in keys]
+                    if cursor in (b"0", "0", 0):
+                        break
+        return [wf_id for wf_id in found if wf_id][:limit]
+
+    async def workflow_records(
+        self, wf_ids: Sequence[str], nodes: bool = False
+    ) -> list[WorkflowRecord | None]:
+        from .workflows import workflow_records
+
+        return await workflow_records(self, wf_ids, nodes)
+
+    async def server_info(self) -> dict[str, Any]:
+        """INFO from every master (one on a plain Redis): memory and clients are summed, so a
+        cluster shows its totals; version and uptime are the first master's."""
+        with self.errors():
+            raws = await asyncio.gather(*(node.execute("INFO") for node in masters(self.client)))
+        infos = [_info(raw) for raw in raws]
+        first = infos[0]
+
+        def total(name: str) -> int:
+            return sum(_int_or(info.get(name), 0) for info in infos)
+
+        used = total("used_memory")
+        return {
+            "backend": "redis",
+            "version": first.get("redis_version") or first.get("valkey_version"),
+            "masters": len(infos),
+            "used_memory": used,
+            "used_memory_human": first.get("used_memory_human") if len(infos) == 1 else _mib(used),
+            "maxmemory": total("maxmemory"),
+            "clients": total("connected_clients"),
+            "blocked_clients": total("blocked_clients"),
+            "uptime_s": _int_or(first.get("uptime_in_seconds"), 0),
+        }
+
     # -- schedules (redis/schedules.py) -------------------------------------------------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
         from .schedules import schedule_lock
@@ -1069,6 +1120,20 @@ def _str(value: Any) -> str | None:
 def _glob_escape(text: str) -> str:
     """A literal for SCAN's MATCH (docs/design.md#decisions, 10)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _info(raw: Any) -> dict[str, str]:
+    """INFO's ``name:value`` lines (sections and blanks skipped)."""
+    out: dict[str, str] = {}
+    for line in (_str(raw) or "").splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            out[name] = value.strip()
+    return out
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.2f}M"
 
 
 def _int_or(raw: str | None, default: int) -> int:

@@ -11,9 +11,16 @@ reads a task's ``done`` channel.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..base import Terminal, WorkflowAdvance, WorkflowInfo, WorkflowPlan
+from ..base import (
+    Terminal,
+    WorkflowAdvance,
+    WorkflowInfo,
+    WorkflowNode,
+    WorkflowPlan,
+    WorkflowRecord,
+)
 from ..keys import WORKFLOWS, workflow_key, workflows_base
 from .scripts import WorkflowAdvanceCall, WorkflowCreate, WorkflowEnd, WorkflowRow, WorkflowStarted
 
@@ -26,6 +33,7 @@ __all__ = [
     "workflow_due",
     "workflow_end",
     "workflow_read",
+    "workflow_records",
     "workflow_started",
     "workflow_undue",
     "workflow_wait",
@@ -119,3 +127,81 @@ async def workflow_undue(backend: RedisBackend, wf_ids: Sequence[str]) -> None:
     if wf_ids:
         with backend.errors():
             await backend.client.execute("ZREM", _deadlines(backend), *wf_ids)
+
+
+# -- for operators (the inspector, the board); never on a hot path --------------------------
+_HEAD = ("state", "name", "createdAt", "finishedOn", "n", "left", "result", "error", "cancelReason")
+
+
+async def workflow_records(
+    backend: RedisBackend, wf_ids: Sequence[str], nodes: bool
+) -> list[WorkflowRecord | None]:
+    """One pipelined read per workflow: HGETALL with the nodes, else HMGET of the head."""
+    if not wf_ids:
+        return []
+    keys = [workflow_key(backend.prefix, wf_id) for wf_id in wf_ids]
+    with backend.errors():
+        if nodes:
+            raws = await backend.client.pipeline([("HGETALL", key) for key in keys])
+            rows = [
+                {_text(r[i]): _text(r[i + 1]) for i in range(0, len(r), 2)}
+                if isinstance(r, list)
+                else {}
+                for r in raws
+            ]
+        else:
+            raws = await backend.client.pipeline([("HMGET", key, *_HEAD) for key in keys])
+            rows = [
+                {k: _text(v) for k, v in zip(_HEAD, r, strict=True) if v is not None}
+                if isinstance(r, list)
+                else {}
+                for r in raws
+            ]
+    return [_record(row, nodes) for row in rows]
+
+
+def _record(f: dict[str, str], nodes: bool) -> WorkflowRecord | None:
+    if "state" not in f:
+        return None
+    size = _int(f.get("n"))
+    out: tuple[WorkflowNode, ...] = ()
+    if nodes:
+        deps: list[list[int]] = [[] for _ in range(size)]
+        for i in range(size):
+            for j in f.get(f"n:{i}:next", "").split(","):
+                if j.isdigit() and int(j) < size:
+                    deps[int(j)].append(i)
+        out = tuple(
+            WorkflowNode(
+                f.get(f"n:{i}:task", ""),
+                f.get(f"n:{i}:state", "pending"),
+                tuple(deps[i]),
+                f.get(f"n:{i}:data"),
+                f.get(f"n:{i}:result"),
+                f.get(f"n:{i}:error"),
+            )
+            for i in range(size)
+        )
+    return WorkflowRecord(
+        f["state"],
+        f.get("name", ""),
+        _int(f.get("createdAt")),
+        _int(f.get("finishedOn")),
+        size,
+        _int(f.get("left")),
+        f.get("result"),
+        f.get("error"),
+        f.get("cancelReason"),
+        out,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
