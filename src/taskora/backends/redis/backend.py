@@ -38,7 +38,7 @@ from ..base import (
     WorkflowPlan,
     WorkflowRecord,
 )
-from ..keys import meta_key, root
+from ..keys import meta_key, root, workflows_base
 from .address import Address, parse_address
 from .cluster import (
     ClusterClient,
@@ -812,11 +812,11 @@ class RedisBackend:
         await workflow_undue(self, wf_ids)
 
     async def workflow_ids(self, limit: int) -> list[str]:
-        """SCAN every master (a cluster spreads the records over all of them) with an
-        escaped MATCH for ``<root>:{wf:*}``, never KEYS. The shared ``<root>:{:wf}:...``
-        keys and task keys (``<root>:{task}:...``; no ``:`` in a task name) do not match."""
-        head = root(self.prefix) + ":{wf:"
-        pattern = _glob_escape(head) + "*}"
+        """SCAN (every master of a cluster; the records share the ``{:wf}`` slot, so one
+        answers) with an escaped MATCH for ``<root>:{:wf}:*``, never KEYS. The shared
+        ``deadlines`` zset there is not a record."""
+        head = workflows_base(self.prefix)
+        pattern = _glob_escape(head) + "*"
         found: list[str] = []
         with self.errors():
             for node in masters(self.client):
@@ -825,10 +825,10 @@ class RedisBackend:
                     cursor, keys = await node.execute(
                         "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
                     )
-                    found += [(_str(k) or "")[len(head) : -1] for k in keys]
+                    found += [(_str(k) or "")[len(head) :] for k in keys]
                     if cursor in (b"0", "0", 0):
                         break
-        return [wf_id for wf_id in found if wf_id][:limit]
+        return [w for w in found if w and w != "deadlines" and ":" not in w][:limit]
 
     async def workflow_records(
         self, wf_ids: Sequence[str], nodes: bool = False
