@@ -32,6 +32,8 @@ CEILING_FOR = {
     "round_trip": "python_single",
     "round_trip_seq": "python_single",
 }
+#: Client CPU per round trip (producer, worker process), beside the server's.
+CPU_FIELDS = ("producer_cpu_us_per_job", "worker_cpu_us_per_job")
 #: The per-job server figures of each timed section (libs/common.py ServerCost), in table order.
 COST_FIELDS = ("commands_per_job", "scripts_per_job", "command_us_per_job", "cpu_us_per_job")
 
@@ -51,8 +53,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
             n=min(r.get("n", 0) for r in ok),
             n_planned=ok[0].get("n_planned"),
         )
-        for key in ("p50_ms", "p95_ms", "p99_ms"):
-            if key in ok[0]:
+        for key in ("p50_ms", "p95_ms", "p99_ms", *CPU_FIELDS):
+            if ok[0].get(key) is not None:
                 out[key] = stats.median([r[key] for r in ok])
         costs = [r["redis"] for r in ok if r.get("redis")]
         if costs:
@@ -303,6 +305,24 @@ def _server_cost(libs: dict[str, Any], keys: list[str]) -> list[str]:
         cells.append(f"{mine['cpu_us_per_job'] / value:.2f}× vs {label} ({value:.0f} µs)")
     if any(is_peer(name) for name in libs):
         lines.append(_row(["**taskora CPU vs leanest peer**", *cells]))
+    rt = [k for k in keys if k.startswith("round_trip")]
+    if rt:
+        lines += [
+            "",
+            "Where a round trip's CPU goes (µs per job: producer process / worker process / "
+            "redis-server; the three work one after another on each job's path):",
+            "",
+            _row(["library"] + [WORKLOADS[k].title for k in rt]),
+            "|---|" + "|".join(["---:"] * len(rt)) + "|",
+        ]
+        for lib in libs.values():
+            row = [lib["label"]]
+            for k in rt:
+                res = lib.get("workloads", {}).get(k, {})
+                parts = [res.get("producer_cpu_us_per_job"), res.get("worker_cpu_us_per_job")]
+                parts.append((res.get("redis") or {}).get("cpu_us_per_job"))
+                row.append(" / ".join("?" if p is None else f"{p:.0f}" for p in parts))
+            lines.append(_row(row))
     return [*lines, ""]
 
 

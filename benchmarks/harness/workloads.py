@@ -216,6 +216,8 @@ class LibraryRunner:
                 "--cap",
                 s.cap_s,
                 "--results",
+                "--worker-pid",
+                worker.proc.pid,
                 timeout=self._timeout(),
             )
         finally:
@@ -233,6 +235,8 @@ class LibraryRunner:
             "n_planned": s.rt,
             "capped": bool(out.result.get("capped")),
             "redis": out.result.get("redis") or {},
+            "producer_cpu_us_per_job": out.result.get("producer_cpu_us_per_job"),
+            "worker_cpu_us_per_job": out.result.get("worker_cpu_us_per_job"),
             **summary,
         }
 

@@ -60,6 +60,10 @@ def emit(kind: str, payload: Any = None) -> None:
 
 def _exit(code: int = 0) -> None:
     """Leave at once: worker shutdown paths differ per library and are not under test."""
+    global _AT_EXIT
+    if _AT_EXIT is not None:
+        at_exit, _AT_EXIT = _AT_EXIT, None
+        at_exit()
     try:
         _OUT.flush()
         sys.stderr.flush()
@@ -127,6 +131,16 @@ class ServerCost:
             "cpu_us_per_job": cpu * 1e6 / n,
             "calls_per_job": {k: round(c / n, 3) for k, c in top},
         }
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of another process (Linux /proc), None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,6 +289,8 @@ async def _drive(producer: Producer, command: str, args: argparse.Namespace) -> 
             lat: list[float] = []
             cost = ServerCost(args.url)
             cost.start()
+            worker0 = process_cpu_s(args.worker_pid) if args.worker_pid else None
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             deadline = t0 + args.cap
             for _ in range(args.n):
@@ -285,12 +301,22 @@ async def _drive(producer: Producer, command: str, args: argparse.Namespace) -> 
                 if e > deadline:
                     break
             total = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            worker1 = process_cpu_s(args.worker_pid) if args.worker_pid else None
+            n = max(1, len(lat))
             return {
                 "n": len(lat),
                 "seconds": total,
                 "capped": len(lat) < args.n,
                 "latencies_ms": lat,
                 "redis": cost.read(len(lat)),
+                # where the time goes: CPU of the producer and the worker per round trip
+                "producer_cpu_us_per_job": cpu * 1e6 / n,
+                "worker_cpu_us_per_job": (
+                    (worker1 - worker0) * 1e6 / n
+                    if worker0 is not None and worker1 is not None
+                    else None
+                ),
             }
         raise SystemExit(f"unknown command {command}")
     finally:
@@ -370,6 +396,33 @@ def run_async(main: Callable[[], Any]) -> Any:
     return uvloop.run(main())
 
 
+def _profile_if_asked(command: str) -> None:
+    """BENCH_CPROFILE=DIR: profile this process (cProfile) into DIR/<command>.prof, written
+    at its exit or at SIGTERM (serve-mode workers are stopped with it)."""
+    out_dir = os.environ.get("BENCH_CPROFILE")
+    if not out_dir:
+        return
+    import cProfile
+    import signal
+
+    profiler = cProfile.Profile()
+    path = os.path.join(out_dir, f"{command}.prof")
+
+    def dump(*_: Any) -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+        if _:  # from SIGTERM
+            _exit(0)
+
+    global _AT_EXIT
+    _AT_EXIT = dump
+    signal.signal(signal.SIGTERM, dump)
+    profiler.enable()
+
+
+_AT_EXIT: Callable[..., None] | None = None
+
+
 def main(producer_cls: type[Producer], run_worker: Callable[..., Any]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -384,7 +437,9 @@ def main(producer_cls: type[Producer], run_worker: Callable[..., Any]) -> None:
     )
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--results", action="store_true", help="the workload reads job results")
+    parser.add_argument("--worker-pid", type=int, default=0, help="round trips: the worker's pid")
     args = parser.parse_args()
+    _profile_if_asked(args.command)
     try:
         if args.command == "worker":
             DRAIN.configure(args.n, args.cap, args.url)
