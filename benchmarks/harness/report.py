@@ -35,7 +35,7 @@ CEILING_FOR = {
 #: Client CPU per round trip (producer, worker process), beside the server's.
 CPU_FIELDS = ("producer_cpu_us_per_job", "worker_cpu_us_per_job")
 #: The per-job server figures of each timed section (libs/common.py ServerCost), in table order.
-COST_FIELDS = ("commands_per_job", "scripts_per_job", "command_us_per_job", "cpu_us_per_job")
+COST_FIELDS = ("commands_per_job", "scripts_per_job", "script_us_per_job", "cpu_us_per_job")
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -271,8 +271,8 @@ def _server_cost(libs: dict[str, Any], keys: list[str]) -> list[str]:
         "",
         "Over each timed section (statistics reset right before it): commands per job (every "
         "client's, plus the commands scripts run inside them) · script calls per job · server "
-        "CPU µs per job (used_cpu_user + used_cpu_sys of redis-server; command execution alone, "
-        "from INFO commandstats, in brackets). Lower is leaner.",
+        "CPU µs per job (used_cpu_user + used_cpu_sys of redis-server; the part spent in "
+        "scripts, from INFO commandstats, in brackets). Lower is leaner.",
         "",
         _row(["library"] + [WORKLOADS[k].title for k in keys]),
         "|---|" + "|".join(["---:"] * len(keys)) + "|",
@@ -283,7 +283,7 @@ def _server_cost(libs: dict[str, Any], keys: list[str]) -> list[str]:
             c = cost(lib, k)
             row.append(
                 f"{c['commands_per_job']:.1f} · {c['scripts_per_job']:.2f} · "
-                f"{c['cpu_us_per_job']:.0f} ({c['command_us_per_job']:.0f}) µs"
+                f"{c['cpu_us_per_job']:.0f} ({c['script_us_per_job']:.0f}) µs"
                 if c
                 else "–"
             )
