@@ -43,10 +43,13 @@ for i = 0, count - 1 do
   local o = 3 + i * 5
   local id, token, kind, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
   local jk = B .. id
-  if redis.call('GET', jk .. ':lock') ~= token or redis.call('TYPE', jk).ok ~= 'hash' then
+  local f -- the job's fields an ending outcome needs (read before anything is written)
+  if redis.call('GET', jk .. ':lock') ~= token then
     refused[#refused + 1] = id
   elseif kind == 'start' then
-    if redis.call('ZREM', K.reserved, id) == 1 then
+    if redis.call('TYPE', jk).ok ~= 'hash' then
+      refused[#refused + 1] = id
+    elseif redis.call('ZREM', K.reserved, id) == 1 then
       redis.call('PEXPIRE', jk .. ':lock', ARGV[base + 1])
       redis.call('LPUSH', K.active, id)
       redis.call('HSET', jk, 'state', 'active', 'processedOn', now)
@@ -54,15 +57,24 @@ for i = 0, count - 1 do
     elseif redis.call('HGET', jk, 'state') ~= 'active' then
       refused[#refused + 1] = id
     end -- else started already, by an earlier run of this call whose reply was lost
+  else
+    -- no TYPE first: a key of another type fails this read (caught: refused, as before); a
+    -- missing one reads all-false, told apart from a hash without `ts` by EXISTS, rarely
+    f = redis.pcall('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'ts')
+    if f.err or (not f[5] and redis.call('EXISTS', jk) == 0) then
+      refused[#refused + 1] = id
+      f = nil
+    end
+  end
+  if not f then -- refused, or a start: done above
   elseif redis.call('ZREM', K.reserved, id) == 1 then -- never started: back to the front
     redis.call('DEL', jk .. ':lock')
-    local f = redis.call('HMGET', jk, 'priority', 'ts')
-    requeue(K, id, tonumber(f[1] or '0') or 0, tonumber(f[2] or '') or now, true)
+    requeue(K, id, tonumber(f[4] or '0') or 0, tonumber(f[5] or '') or now, true)
     released = true
   else
     redis.call('DEL', jk .. ':lock')
-    redis.call('LREM', K.active, 1, id)
-    local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'ts')
+    -- from the tail: the oldest claim (the one most likely ending) is found first
+    redis.call('LREM', K.active, -1, id)
     if release_concurrency(K, B, f[1]) then released = true end
     if kind == 'completed' then
       redis.call('HSET', jk, 'state', 'completed', 'finishedOn', now, 'result', payload)
@@ -112,9 +124,11 @@ if n_completed > 0 or n_failed > 0 then
   end
 end
 
-promote(K, B, now)
-local claimed, gated, parked_newer = claim(K, B, now, tonumber(ARGV[base]),
+-- a retry above changed the delayed set after nothing was read: promote() reads it itself
+local first_due = promote(K, B, now)
+local claimed, gated, parked_newer, drained = claim(K, B, now, tonumber(ARGV[base]),
   tonumber(ARGV[base + 8] or '0'), tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3]),
   ARGV[base + 4], tonumber(ARGV[base + 9] or '0') or 0)
-local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1', parked_newer)
+local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1', parked_newer, drained,
+  first_due)
 return { refused, claimed, next_due }
