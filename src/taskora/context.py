@@ -9,7 +9,6 @@ from a plain ``def`` handler running in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Generator
 from typing import Any, Protocol
@@ -87,16 +86,16 @@ class Context:
         self.attempt = attempt
         self.timestamp = timestamp
         self._io = io
-        self._cancelled = threading.Event()
+        self._cancelled = False  # a plain flag that threads poll: no Event built per job
         self.log = Logger(io)
 
     @property
     def cancelled(self) -> bool:
         """True once cancellation of this job was requested; sync handlers should poll it."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def _mark_cancelled(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
     def progress(self, value: float | dict[str, Any]) -> _Done:
         """Record progress (a number or a dict). Await the result to wait for the write."""
