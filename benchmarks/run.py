@@ -240,6 +240,11 @@ def _short(res: dict[str, Any]) -> str:
             f" · redis {cost['commands_per_job']:.1f} cmd {cost['scripts_per_job']:.2f} scr "
             f"{cost['cpu_us_per_job']:.0f} µs/job"
         )
+    cpu = [res.get(k) for k in ("producer_cpu_us_per_job", "worker_cpu_us_per_job")]
+    if any(c is not None for c in cpu):
+        text += " · cpu µs/job producer/worker " + "/".join(
+            "–" if c is None else f"{c:.0f}" for c in cpu
+        )
     return text
 
 

@@ -305,12 +305,14 @@ def _server_cost(libs: dict[str, Any], keys: list[str]) -> list[str]:
         cells.append(f"{mine['cpu_us_per_job'] / value:.2f}× vs {label} ({value:.0f} µs)")
     if any(is_peer(name) for name in libs):
         lines.append(_row(["**taskora CPU vs leanest peer**", *cells]))
-    rt = [k for k in keys if k.startswith("round_trip")]
+    rt = keys
     if rt:
         lines += [
             "",
-            "Where a round trip's CPU goes (µs per job: producer process / worker process / "
-            "redis-server; the three work one after another on each job's path):",
+            "Where the CPU goes (µs per job: producer process / worker process / redis-server, "
+            "over the timed section; – where that process is not timed; in a round trip the "
+            "three work one after another on each job's path). CPU per job moves less with "
+            "the machine's load than jobs/s does: it is the steadier A/B measure.",
             "",
             _row(["library"] + [WORKLOADS[k].title for k in rt]),
             "|---|" + "|".join(["---:"] * len(rt)) + "|",
@@ -321,7 +323,7 @@ def _server_cost(libs: dict[str, Any], keys: list[str]) -> list[str]:
                 res = lib.get("workloads", {}).get(k, {})
                 parts = [res.get("producer_cpu_us_per_job"), res.get("worker_cpu_us_per_job")]
                 parts.append((res.get("redis") or {}).get("cpu_us_per_job"))
-                row.append(" / ".join("?" if p is None else f"{p:.0f}" for p in parts))
+                row.append(" / ".join("–" if p is None else f"{p:.0f}" for p in parts))
             lines.append(_row(row))
     return [*lines, ""]
 

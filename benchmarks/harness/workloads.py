@@ -288,4 +288,6 @@ def _throughput(out: procs.Outcome, planned: int) -> dict[str, Any]:
         "capped": bool(res.get("capped")),
         "seconds": res["seconds"],
         "redis": res.get("redis") or {},
+        "producer_cpu_us_per_job": res.get("producer_cpu_us_per_job"),
+        "worker_cpu_us_per_job": res.get("worker_cpu_us_per_job"),
     }

@@ -164,6 +164,7 @@ class Drain:
         self._lock = threading.Lock()
         self._done = False
         self._cost: ServerCost | None = None
+        self._cpu0 = 0.0
 
     def configure(self, n: int, cap_s: float, url: str | None = None) -> None:
         self.n, self.cap_s = n, cap_s
@@ -175,6 +176,7 @@ class Drain:
             return
         if self._cost is not None:
             self._cost.start()
+        self._cpu0 = time.process_time()
         self.t0 = time.perf_counter()
         if self.n == 0:
             emit("READY", {"pid": os.getpid()})
@@ -209,6 +211,9 @@ class Drain:
                 "capped": capped,
                 "startup_s": (self.t_first - self.t0) if self.t_first is not None else None,
                 "redis": self._cost.read(self.count) if self._cost is not None else {},
+                "worker_cpu_us_per_job": (time.process_time() - self._cpu0)
+                * 1e6
+                / max(1, self.count),
             },
         )
         _exit(0)
@@ -334,6 +339,7 @@ async def _timed_loop(
     done = 0
     cost = ServerCost(url)
     cost.start()
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     deadline = t0 + cap
     for _ in range(steps):
@@ -347,6 +353,7 @@ async def _timed_loop(
         "seconds": seconds,
         "capped": done < steps,
         "redis": cost.read(done * per_step),
+        "producer_cpu_us_per_job": (time.process_time() - cpu0) * 1e6 / max(1, done * per_step),
     }
 
 
