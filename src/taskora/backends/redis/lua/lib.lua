@@ -244,6 +244,7 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
   local total = want + reserve
   local got, pops = 0, 0
   local drained = false -- both queues were found empty: rearm() need not count them
+  local prio_left = true
   local older, next_older = nil, 1
   if max_v > 1 then
     older = redis.call('ZRANGEBYSCORE', B .. 'newer', '-inf', (max_v + 1) * NEWER_SPAN - 1,
@@ -256,8 +257,15 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
       redis.call('ZREM', B .. 'newer', id)
       redis.call('DECR', B .. 'parked')
     else
-      local z = redis.call('ZPOPMIN', K.prioritized, 1)
-      if z[1] then id = z[1]; score = tonumber(z[2]) else id = redis.call('RPOP', K.wait) end
+      -- nothing in this loop adds to the prioritized set (a push-back ends it), so once it
+      -- is found empty, the plain list alone is popped: one command per job, not two
+      local z = prio_left and redis.call('ZPOPMIN', K.prioritized, 1) or {}
+      if z[1] then
+        id = z[1]; score = tonumber(z[2])
+      else
+        prio_left = false
+        id = redis.call('RPOP', K.wait)
+      end
     end
     if not id then drained = true; break end
     pops = pops + 1
