@@ -5,7 +5,8 @@
 
 Runs the suite's round trip (one worker process at the given concurrency, one producer: dispatch,
 await the result, next) on a private redis-server, with cProfile in the producer and the worker
-(BENCH_CPROFILE) and `perf record` on redis-server when perf is usable. Prints per job: latency,
+(BENCH_CPROFILE), or with --no-cprofile `perf record` on redis-server and the worker when perf is
+usable. Prints per job: latency,
 CPU of each process, Redis commands, then the top functions of each profile. Uses the venvs that
 `run.py` built. Profilers slow the Python side (cProfile ~2x): read shares, not absolute times.
 """
@@ -59,9 +60,10 @@ def main() -> int:
         )  # fmt: skip
         if not worker.wait_ready(60):
             raise SystemExit("worker did not start: see " + str(out / "worker.log"))
-        if shutil.which("perf"):
+        if shutil.which("perf") and args.no_cprofile:  # perf on all three, when unprofiled
+            pids = f"{pid},{worker.proc.pid}"
             perf = procs.popen(
-                ["perf", "record", "-g", "-q", "-o", str(out / "redis.perf"), "-p", str(pid)],
+                ["perf", "record", "-g", "-q", "-o", str(out / "all.perf"), "-p", pids],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -94,14 +96,15 @@ def main() -> int:
         if path.exists():
             print(f"\n== {name} (cProfile, tottime) ==")
             pstats.Stats(str(path)).sort_stats("tottime").print_stats(args.top)
-    if (out / "redis.perf").exists():
-        print("\n== redis-server (perf report, self) ==")
-        report = subprocess.run(
-            ["perf", "report", "-i", str(out / "redis.perf"), "--no-children", "--stdio",
-             "-g", "none", "--percent-limit", "0.7"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        print("\n".join(ln for ln in report.stdout.splitlines() if ln and not ln.startswith("#")))
+    if (out / "all.perf").exists():
+        for sort, limit in (("pid,dso", "1"), ("pid,sym", "0.8")):
+            print(f"\n== redis-server and worker (perf report --sort {sort}, self) ==")
+            report = subprocess.run(
+                ["perf", "report", "-i", str(out / "all.perf"), "--no-children", "--stdio",
+                 "-g", "none", "--sort", sort, "--percent-limit", limit],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            print("\n".join(ln for ln in report.stdout.splitlines() if ln and ln[0] != "#"))
     print(f"\nfiles: {out}")
     return 0
 
