@@ -31,12 +31,13 @@ local function trim_to(set, max, budget)
   local over = redis.call('ZCARD', set) - max
   if over <= 0 then return end
   if over > budget then over = budget end
-  local ids = redis.call('ZRANGE', set, 0, over - 1)
+  local last = string.format('%d', over - 1)
+  local ids = redis.call('ZRANGE', set, '0', last)
   for _, old in ipairs(ids) do
     local ok = B .. old
     redis.call('DEL', ok, ok .. ':lock', ok .. ':logs')
   end
-  redis.call('ZREMRANGEBYRANK', set, 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', set, '0', last)
 end
 
 for i = 0, count - 1 do
@@ -52,7 +53,7 @@ for i = 0, count - 1 do
     elseif redis.call('ZREM', K.reserved, id) == 1 then
       redis.call('PEXPIRE', jk .. ':lock', ARGV[base + 1])
       redis.call('LPUSH', K.active, id)
-      redis.call('HSET', jk, 'state', 'active', 'processedOn', now)
+      redis.call('HSET', jk, 'state', 'active', 'processedOn', NOW)
       emit(K.events, 'event', 'active', 'jobId', id)
     elseif redis.call('HGET', jk, 'state') ~= 'active' then
       refused[#refused + 1] = id
@@ -74,11 +75,11 @@ for i = 0, count - 1 do
   else
     redis.call('DEL', jk .. ':lock')
     -- from the tail: the oldest claim (the one most likely ending) is found first
-    redis.call('LREM', K.active, -1, id)
+    redis.call('LREM', K.active, '-1', id)
     if release_concurrency(K, B, f[1]) then released = true end
     if kind == 'completed' then
-      redis.call('HSET', jk, 'state', 'completed', 'finishedOn', now, 'result', payload)
-      redis.call('ZADD', K.completed, now, id)
+      redis.call('HSET', jk, 'state', 'completed', 'finishedOn', NOW, 'result', payload)
+      redis.call('ZADD', K.completed, NOW, id)
       release_dedup(f[2], id)
       finished(id, 'completed', 'result', payload)
       n_completed = n_completed + 1
@@ -91,8 +92,8 @@ for i = 0, count - 1 do
       emit(K.events, 'event', 'retrying', 'jobId', id, 'attempt', attempt, 'nextAttemptAt', due,
         'error', payload)
     elseif kind == 'failed' then
-      redis.call('HSET', jk, 'state', 'failed', 'finishedOn', now, 'error', payload)
-      redis.call('ZADD', K.failed, now, id)
+      redis.call('HSET', jk, 'state', 'failed', 'finishedOn', NOW, 'error', payload)
+      redis.call('ZADD', K.failed, NOW, id)
       release_dedup(f[2], id)
       finished(id, 'failed', 'error', payload)
       n_failed = n_failed + 1
@@ -114,7 +115,9 @@ if n_completed > 0 or n_failed > 0 then
   local minute = math.floor(now / 60000) * 60000
   if n_completed > 0 then
     local key = B .. 'metrics:completed:' .. minute
-    if redis.call('INCRBY', key, n_completed) == n_completed then redis.call('EXPIRE', key, 86400) end
+    if redis.call('INCRBY', key, string.format('%d', n_completed)) == n_completed then
+      redis.call('EXPIRE', key, '86400')
+    end
     trim_to(K.completed, tonumber(ARGV[base + 5]), 2 * n_completed + 10)
   end
   if n_failed > 0 then
@@ -127,7 +130,7 @@ end
 -- a retry above changed the delayed set after nothing was read: promote() reads it itself
 local first_due = promote(K, B, now)
 local claimed, gated, parked_newer, drained = claim(K, B, now, tonumber(ARGV[base]),
-  tonumber(ARGV[base + 8] or '0'), tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3]),
+  tonumber(ARGV[base + 8] or '0'), ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]),
   ARGV[base + 4], tonumber(ARGV[base + 9] or '0') or 0)
 local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1', parked_newer, drained,
   first_due)
