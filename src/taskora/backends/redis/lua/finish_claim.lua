@@ -61,14 +61,17 @@ for i = 0, count - 1 do
   else
     -- no TYPE first: a key of another type fails this read (caught: refused, as before); a
     -- missing one reads all-false, told apart from a hash without `ts` by EXISTS, rarely
-    f = redis.pcall('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'ts')
+    f = redis.pcall('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'ts',
+      'state')
     if f.err or (not f[5] and redis.call('EXISTS', jk) == 0) then
       refused[#refused + 1] = id
       f = nil
     end
   end
   if not f then -- refused, or a start: done above
-  elseif redis.call('ZREM', K.reserved, id) == 1 then -- never started: back to the front
+  -- never started: back to the front (a job claimed ahead stays `waiting` in its hash until
+  -- it starts, so a job that reads `active` is not looked for among the reservations)
+  elseif f[6] == 'waiting' and redis.call('ZREM', K.reserved, id) == 1 then
     redis.call('DEL', jk .. ':lock')
     requeue(K, id, tonumber(f[4] or '0') or 0, tonumber(f[5] or '') or now, true)
     released = true
