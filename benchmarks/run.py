@@ -4,6 +4,7 @@
     python benchmarks/run.py                          # everything: ~20-25 min on 2 cores
     python benchmarks/run.py --quick                  # smoke run, tiny N, one repetition
     python benchmarks/run.py --libraries taskora,saq --workloads enqueue_single,round_trip
+    python benchmarks/run.py --libraries taskora,taskora@../wt-base --repeat 5  # A/B, two checkouts
 
 Needs only the Python standard library to start: it builds `benchmarks/.venv-<library>` venvs (one
 per library, since peers pin conflicting `redis` versions) and `.venv-base` (ceiling probe, plot),
@@ -33,7 +34,7 @@ sys.path.insert(0, str(BENCH_DIR))
 from harness import ceiling, procs, report, stats, venvs  # noqa: E402
 from harness.redis_server import RedisServer  # noqa: E402
 from harness.workloads import FULL, QUICK, WORKLOADS, LibraryRunner, Sizes  # noqa: E402
-from libs import BASE_REQUIREMENTS, COMMON_REQUIREMENTS, LIBRARIES  # noqa: E402
+from libs import BASE_REQUIREMENTS, COMMON_REQUIREMENTS, LIBRARIES, Library, library  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
@@ -51,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--libraries",
         default=",".join(LIBRARIES),
-        help=f"comma-separated, from: {','.join(LIBRARIES)} (default: all)",
+        help=f"comma-separated, from: {','.join(LIBRARIES)} (default: all); taskora@PATH adds "
+        "the taskora checkout at PATH (an A/B in one run)",
     )
     parser.add_argument(
         "--workloads",
@@ -75,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.libraries = [x.strip() for x in args.libraries.split(",") if x.strip()]
     args.workloads = [x.strip() for x in args.workloads.split(",") if x.strip()]
-    unknown = [x for x in args.libraries if x not in LIBRARIES] + [
+    unknown = [x for x in args.libraries if not _known(x)] + [
         x for x in args.workloads if x not in WORKLOADS
     ]
     if unknown:
@@ -85,20 +87,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _known(name: str) -> bool:
+    try:
+        library(name)
+    except KeyError:
+        return False
+    return True
+
+
 def bootstrap(names: list[str], reinstall: bool) -> tuple[venvs.Venv, dict[str, venvs.Venv]]:
-    jobs: list[tuple[str, list[str], str | None]] = [("base", BASE_REQUIREMENTS, None)]
+    libs = [library(n) for n in names]
+    jobs: list[tuple[str, list[str], str | None, str | None]] = [
+        ("base", BASE_REQUIREMENTS, None, None)
+    ]
     jobs += [
-        (n, LIBRARIES[n].requirements + COMMON_REQUIREMENTS, LIBRARIES[n].editable) for n in names
+        (lib.venv, lib.requirements + COMMON_REQUIREMENTS, lib.editable, lib.adapter)
+        for lib in libs
     ]
     log(f"preparing venvs: {', '.join(j[0] for j in jobs)}")
     with ThreadPoolExecutor(3) as pool:
-        done = list(pool.map(lambda j: venvs.ensure(*j, log_dir=LOG_DIR, force=reinstall), jobs))
+        done = list(
+            pool.map(
+                lambda j: venvs.ensure(
+                    j[0], j[1], j[2], log_dir=LOG_DIR, force=reinstall, package=j[3]
+                ),
+                jobs,
+            )
+        )
     for v in done:
         log(
             f"  venv {v.name}: "
             + ("ok " + ", ".join(f"{k} {x}" for k, x in v.versions.items()) if v.ok else v.error)
         )
-    return done[0], {v.name: v for v in done[1:]}
+    return done[0], {lib.name: v for lib, v in zip(libs, done[1:], strict=True)}
 
 
 def machine_info(server: RedisServer) -> dict[str, Any]:
@@ -123,7 +144,7 @@ def machine_info(server: RedisServer) -> dict[str, Any]:
     }
 
 
-def library_version(name: str, v: venvs.Venv) -> str:
+def library_version(lib: Library, v: venvs.Venv) -> str:
     versions = {k.lower().replace("_", "-"): x for k, x in v.versions.items()}
     mains = [x for k, x in versions.items() if k not in SUPPORT_PACKAGES]
     return " + ".join(mains)
@@ -153,40 +174,56 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def run_library(
-    name: str, v: venvs.Venv, server: RedisServer, sizes: Sizes, args: argparse.Namespace
-) -> dict:
-    lib = LIBRARIES[name]
-    entry: dict[str, Any] = {
-        "label": lib.label,
-        "notes": lib.notes,
-        "versions": v.versions,
-        "version": library_version(name, v),
-        "error": v.error,
-        "workloads": {},
-    }
-    if not v.ok:
-        log(f"{name}: skipped, {v.error}")
-        return entry
-    server.flush(scripts=True)
-    runner = LibraryRunner(name, v.python, server, sizes, LOG_DIR)  # type: ignore[arg-type]
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in args.workloads}
+def run_libraries(
+    lib_venvs: dict[str, venvs.Venv], server: RedisServer, sizes: Sizes, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every repetition runs every library in turn (A B A B ...): a drift in the machine's load
+    touches all of them alike, which matters most when comparing two taskora checkouts."""
+    entries: dict[str, Any] = {}
+    runners: dict[str, LibraryRunner] = {}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name, v in lib_venvs.items():
+        lib = library(name)
+        entries[name] = {
+            "label": lib.label,
+            "notes": lib.notes,
+            "versions": v.versions,
+            "version": library_version(lib, v),
+            "error": v.error,
+            "workloads": {},
+        }
+        if not v.ok:
+            log(f"{name}: skipped, {v.error}")
+            continue
+        runners[name] = LibraryRunner(
+            name,
+            v.python,
+            server,
+            sizes,
+            LOG_DIR,
+            module=lib.adapter,  # type: ignore[arg-type]
+        )
+        runs[name] = {k: [] for k in args.workloads}
     for rep in range(args.repeat):
-        for key in args.workloads:
-            last = runs[key][-1] if runs[key] else {}
-            if last.get("status") == "unsupported":
-                continue  # "no bulk API" does not change between repetitions
-            if str(last.get("error", "")).startswith("timeout"):
-                continue  # a hung library would spend the whole budget hanging again
-            t0 = time.monotonic()
-            res = runner.run(key)
-            runs[key].append(res)
-            log(
-                f"{name} {rep + 1}/{args.repeat} {key}: {_short(res)} "
-                f"({time.monotonic() - t0:.1f} s)"
-            )
-    entry["workloads"] = {k: report.aggregate(r) for k, r in runs.items()}
-    return entry
+        for name, runner in runners.items():
+            server.flush(scripts=True)
+            for key in args.workloads:
+                done = runs[name][key]
+                last = done[-1] if done else {}
+                if last.get("status") == "unsupported":
+                    continue  # "no bulk API" does not change between repetitions
+                if str(last.get("error", "")).startswith("timeout"):
+                    continue  # a hung library would spend the whole budget hanging again
+                t0 = time.monotonic()
+                res = runner.run(key)
+                done.append(res)
+                log(
+                    f"{name} {rep + 1}/{args.repeat} {key}: {_short(res)} "
+                    f"({time.monotonic() - t0:.1f} s)"
+                )
+    for name, per_key in runs.items():
+        entries[name]["workloads"] = {k: report.aggregate(r) for k, r in per_key.items()}
+    return entries
 
 
 def _short(res: dict[str, Any]) -> str:
@@ -197,6 +234,17 @@ def _short(res: dict[str, Any]) -> str:
         text += f" p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms"
     if res.get("capped"):
         text += f" (capped: {res['n']}/{res['n_planned']})"
+    cost = res.get("redis") or {}
+    if cost:
+        text += (
+            f" · redis {cost['commands_per_job']:.1f} cmd {cost['scripts_per_job']:.2f} scr "
+            f"{cost['cpu_us_per_job']:.0f} µs/job"
+        )
+    cpu = [res.get(k) for k in ("producer_cpu_us_per_job", "worker_cpu_us_per_job")]
+    if any(c is not None for c in cpu):
+        text += " · cpu µs/job producer/worker " + "/".join(
+            "–" if c is None else f"{c:.0f}" for c in cpu
+        )
     return text
 
 
@@ -204,7 +252,8 @@ def sizes_text(sizes: Sizes) -> str:
     return (
         f"enqueue single {sizes.single:,}; bulk {sizes.bulk:,} in batches of {sizes.batch}; "
         f"process c=1 {sizes.c1:,}; process c=100 {sizes.c100:,}; round trip {sizes.rt:,} "
-        f"(worker concurrency {sizes.rt_concurrency}, {sizes.rt_warmup} warm-up); "
+        f"(worker concurrency {sizes.rt_concurrency}, {sizes.rt_warmup} warm-up; the sequential "
+        "round trip the same with worker concurrency 1); "
         f"memory {sizes.memory:,} "
         f"waiting jobs; producers warm up with {sizes.warmup} untimed operations; "
         f"each timed section capped at {sizes.cap_s:.0f} s"
@@ -254,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             workloads=args.workloads,
         )
         ceiling_data = {} if args.no_ceiling else run_ceiling(server, base, args)
-        libraries = {
-            name: run_library(name, lib_venvs[name], server, sizes, args) for name in args.libraries
-        }
+        libraries = run_libraries(lib_venvs, server, sizes, args)
     except KeyboardInterrupt:
         log("interrupted: stopping workers and redis-server")
         return 130

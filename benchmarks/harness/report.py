@@ -13,6 +13,13 @@ from .ceiling import FIGURES
 from .workloads import WORKLOADS
 
 SUBJECT = "taskora"
+
+
+def is_peer(name: str) -> bool:
+    """Another library (a second taskora checkout, `taskora@PATH`, is an A/B, not a peer)."""
+    return name != SUBJECT and not name.startswith(SUBJECT + "@")
+
+
 # taskora-only variants are compared with the peers' figure of the plain workload.
 PEER_FIGURE = {"process_c1_strict": "process_c1"}
 # Which Python ceiling each throughput workload is read against.
@@ -23,7 +30,12 @@ CEILING_FOR = {
     "process_c1_strict": "python_single",
     "process_c100": "python_pipelined",
     "round_trip": "python_single",
+    "round_trip_seq": "python_single",
 }
+#: Client CPU per round trip (producer, worker process), beside the server's.
+CPU_FIELDS = ("producer_cpu_us_per_job", "worker_cpu_us_per_job")
+#: The per-job server figures of each timed section (libs/common.py ServerCost), in table order.
+COST_FIELDS = ("commands_per_job", "scripts_per_job", "script_us_per_job", "cpu_us_per_job")
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -41,9 +53,13 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
             n=min(r.get("n", 0) for r in ok),
             n_planned=ok[0].get("n_planned"),
         )
-        for key in ("p50_ms", "p95_ms", "p99_ms"):
-            if key in ok[0]:
+        for key in ("p50_ms", "p95_ms", "p99_ms", *CPU_FIELDS):
+            if ok[0].get(key) is not None:
                 out[key] = stats.median([r[key] for r in ok])
+        costs = [r["redis"] for r in ok if r.get("redis")]
+        if costs:
+            out["redis"] = {f: stats.median([c[f] for c in costs]) for f in COST_FIELDS}
+            out["redis"]["calls_per_job"] = costs[len(costs) // 2].get("calls_per_job", {})
         if failed:
             out["warning"] = f"{len(failed)} of {len(runs)} runs failed: {failed[0].get('error')}"
     elif any(r.get("status") == "unsupported" for r in runs):
@@ -68,10 +84,11 @@ def compare(libraries: dict[str, Any]) -> dict[str, Any]:
         for name, lib in libraries.items():
             if name == SUBJECT:
                 continue
-            res = lib.get("workloads", {}).get(PEER_FIGURE.get(key, key), {})
+            figure = key if not is_peer(name) else PEER_FIGURE.get(key, key)
+            res = lib.get("workloads", {}).get(figure, {})
             peer_v = res.get("value") if res.get("status") == "ok" else None
             ratios.setdefault(name, {})[key] = (mine_v / peer_v) if (mine_v and peer_v) else None
-            if peer_v:
+            if peer_v and is_peer(name):
                 candidates.append((peer_v, name))
         if candidates:
             value, name = (max if wl.higher_is_better else min)(candidates)
@@ -117,7 +134,7 @@ def _cell(lib_label: str, key: str, res: dict[str, Any], notes: _Notes) -> str:
         kind = "timeout" if error.startswith("timeout") else "error"
         return f"✗ {kind} " + notes.add(f"{lib_label}, {title}: {error}")
     text = _num(res["value"])
-    if key == "round_trip":
+    if key in ("round_trip", "round_trip_seq"):
         p50, p95, p99 = res["p50_ms"], res["p95_ms"], res["p99_ms"]
         text = f"{text}/s · p50 {p50:.2f} / p95 {p95:.2f} / p99 {p99:.2f} ms"
     if res.get("capped"):
@@ -241,6 +258,76 @@ def _ceiling(libs: dict[str, Any], ceiling: dict[str, Any], keys: list[str]) -> 
     return [*lines, ""]
 
 
+def _server_cost(libs: dict[str, Any], keys: list[str]) -> list[str]:
+    keys = [k for k in keys if k != "memory"]
+
+    def cost(lib: dict[str, Any], key: str) -> dict[str, float] | None:
+        return lib.get("workloads", {}).get(key, {}).get("redis")
+
+    if not any(cost(lib, k) for lib in libs.values() for k in keys):
+        return []
+    lines = [
+        "## Redis server cost per job",
+        "",
+        "Over each timed section (statistics reset right before it): commands per job (every "
+        "client's, plus the commands scripts run inside them) · script calls per job · server "
+        "CPU µs per job (used_cpu_user + used_cpu_sys of redis-server; the part spent in "
+        "scripts, from INFO commandstats, in brackets). Lower is leaner.",
+        "",
+        _row(["library"] + [WORKLOADS[k].title for k in keys]),
+        "|---|" + "|".join(["---:"] * len(keys)) + "|",
+    ]
+    for lib in libs.values():
+        row = [lib["label"]]
+        for k in keys:
+            c = cost(lib, k)
+            row.append(
+                f"{c['commands_per_job']:.1f} · {c['scripts_per_job']:.2f} · "
+                f"{c['cpu_us_per_job']:.0f} ({c['script_us_per_job']:.0f}) µs"
+                if c
+                else "–"
+            )
+        lines.append(_row(row))
+    subject = libs.get(SUBJECT, {}).get("workloads", {})
+    cells = []
+    for k in keys:
+        mine = subject.get(k, {}).get("redis")
+        peer_key = PEER_FIGURE.get(k, k)
+        peers = [
+            (c["cpu_us_per_job"], lib["label"])
+            for name, lib in libs.items()
+            if is_peer(name) and (c := cost(lib, peer_key))
+        ]
+        if not mine or not peers:
+            cells.append("–")
+            continue
+        value, label = min(peers)
+        cells.append(f"{mine['cpu_us_per_job'] / value:.2f}× vs {label} ({value:.0f} µs)")
+    if any(is_peer(name) for name in libs):
+        lines.append(_row(["**taskora CPU vs leanest peer**", *cells]))
+    rt = keys
+    if rt:
+        lines += [
+            "",
+            "Where the CPU goes (µs per job: producer process / worker process / redis-server, "
+            "over the timed section; – where that process is not timed; in a round trip the "
+            "three work one after another on each job's path). CPU per job moves less with "
+            "the machine's load than jobs/s does: it is the steadier A/B measure.",
+            "",
+            _row(["library"] + [WORKLOADS[k].title for k in rt]),
+            "|---|" + "|".join(["---:"] * len(rt)) + "|",
+        ]
+        for lib in libs.values():
+            row = [lib["label"]]
+            for k in rt:
+                res = lib.get("workloads", {}).get(k, {})
+                parts = [res.get("producer_cpu_us_per_job"), res.get("worker_cpu_us_per_job")]
+                parts.append((res.get("redis") or {}).get("cpu_us_per_job"))
+                row.append(" / ".join("–" if p is None else f"{p:.0f}" for p in parts))
+            lines.append(_row(row))
+    return [*lines, ""]
+
+
 def _method(libs: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     lines = [
         "## How each library is driven",
@@ -260,6 +347,7 @@ def render(data: dict[str, Any]) -> str:
     lines = _header(meta)
     lines += _results(libs, keys, notes)
     lines += _ratios(libs, data.get("comparison", {}), keys)
+    lines += _server_cost(libs, keys)
     lines += _ceiling(libs, data.get("ceiling", {}), keys)
     lines += _method(libs, meta)
     if notes.items:

@@ -89,8 +89,10 @@ def ensure(
     editable: str | None = None,
     log_dir: Path | None = None,
     force: bool = False,
+    package: str | None = None,
 ) -> Venv:
-    """Create/refresh `.venv-<name>` with `requirements` (+ `pip install -e editable`)."""
+    """Create/refresh `.venv-<name>` with `requirements` (+ `pip install -e editable`, whose
+    distribution is `package`, default `name`)."""
     path = venv_dir(name)
     python = path / "bin" / "python"
     result = Venv(name)
@@ -102,7 +104,7 @@ def ensure(
     stamp_file = path / STAMP
     names = [_req_name(r) for r in requirements]
     if editable:
-        names.append(name)
+        names.append(package or name)
     if not force and python.exists() and stamp_file.exists():
         try:
             if json.loads(stamp_file.read_text()) == stamp:

@@ -1,6 +1,8 @@
-"""The six workloads: their sizes, and how one run of one workload drives a library's adapter.
+"""The workloads: their sizes, and how one run of one workload drives a library's adapter.
 
 Producers and workers are separate processes, as users run them. Every run starts on fresh data.
+Each timed result carries `redis`: what the timed section cost the server per job (commands,
+script calls, command time, server CPU; see libs/common.py ServerCost).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ WORKLOADS: dict[str, Workload] = {
         Workload("process_c1_strict", "process c=1 strict", "jobs/s"),
         Workload("process_c100", "process c=100", "jobs/s"),
         Workload("round_trip", "round trip (c=10)", "jobs/s"),
+        # one producer: dispatch, await the result, next; the worker runs one job at a time
+        Workload("round_trip_seq", "sequential round trip (c=1)", "jobs/s"),
         Workload("memory", "memory per waiting job", "B/job", higher_is_better=False),
     ]
 }
@@ -77,20 +81,27 @@ class LibraryRunner:
     """Runs workloads for one library through its adapter inside the library's venv."""
 
     def __init__(
-        self, name: str, python: Path, server: RedisServer, sizes: Sizes, log_dir: Path
+        self,
+        name: str,
+        python: Path,
+        server: RedisServer,
+        sizes: Sizes,
+        log_dir: Path,
+        module: str | None = None,
     ) -> None:
         self.name = name
+        self.module = module or name  # the adapter (a second taskora checkout uses libs.taskora)
         self.python = python
         self.server = server
         self.sizes = sizes
-        self.log_path = log_dir / f"{name}.log"
+        self.log_path = log_dir / (name.replace("@", "-at-").replace("/", "_") + ".log")
         self.env = _clean_env()
 
     def _cmd(self, command: str, *extra: Any) -> list[str]:
         return [
             str(self.python),
             "-m",
-            f"libs.{self.name}",
+            f"libs.{self.module}",
             command,
             "--url",
             self.server.url,
@@ -154,7 +165,7 @@ class LibraryRunner:
         return self._process(self.sizes.c1, 1)
 
     def _process_c1_strict(self) -> dict[str, Any]:
-        if self.name != "taskora":
+        if self.module != "taskora":
             return {"status": "unsupported", "error": "n/a (taskora only: no claim-ahead)"}
         return self._process(self.sizes.c1, 1, {**self.env, "TASKORA_BENCH_PREFETCH": "0"})
 
@@ -184,8 +195,14 @@ class LibraryRunner:
         return result
 
     def _round_trip(self) -> dict[str, Any]:
+        return self._round_trips(self.sizes.rt_concurrency)
+
+    def _round_trip_seq(self) -> dict[str, Any]:
+        return self._round_trips(1)
+
+    def _round_trips(self, concurrency: int) -> dict[str, Any]:
         s = self.sizes
-        worker = self._start("worker", "--n", 0, "--concurrency", s.rt_concurrency, "--results")
+        worker = self._start("worker", "--n", 0, "--concurrency", concurrency, "--results")
         try:
             if not worker.wait_ready(s.startup_timeout_s):
                 out = worker.wait(1)
@@ -199,6 +216,8 @@ class LibraryRunner:
                 "--cap",
                 s.cap_s,
                 "--results",
+                "--worker-pid",
+                worker.proc.pid,
                 timeout=self._timeout(),
             )
         finally:
@@ -215,6 +234,9 @@ class LibraryRunner:
             "n": out.result["n"],
             "n_planned": s.rt,
             "capped": bool(out.result.get("capped")),
+            "redis": out.result.get("redis") or {},
+            "producer_cpu_us_per_job": out.result.get("producer_cpu_us_per_job"),
+            "worker_cpu_us_per_job": out.result.get("worker_cpu_us_per_job"),
             **summary,
         }
 
@@ -265,4 +287,7 @@ def _throughput(out: procs.Outcome, planned: int) -> dict[str, Any]:
         "n_planned": planned,
         "capped": bool(res.get("capped")),
         "seconds": res["seconds"],
+        "redis": res.get("redis") or {},
+        "producer_cpu_us_per_job": res.get("producer_cpu_us_per_job"),
+        "worker_cpu_us_per_job": res.get("worker_cpu_us_per_job"),
     }

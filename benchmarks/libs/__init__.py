@@ -19,6 +19,16 @@ class Library:
     requirements: list[str] = field(default_factory=list)
     editable: str | None = None  # a local project installed with `pip install -e`
     notes: str = ""  # how the adapter drives it, where that departs from defaults
+    module: str = ""  # the adapter libs/<module>.py (default: name)
+
+    @property
+    def adapter(self) -> str:
+        return self.module or self.name
+
+    @property
+    def venv(self) -> str:
+        """The venv's name: benchmarks/.venv-<venv>."""
+        return self.name.replace("@", "-at-").replace("/", "_")
 
 
 #: The repository these benchmarks belong to (so a checkout or worktree measures its own code).
@@ -93,6 +103,24 @@ LIBRARIES: dict[str, Library] = {
         ),
     ]
 }
+
+
+def library(name: str) -> Library:
+    """A library by CLI name; ``taskora@PATH`` is another taskora checkout (A/B in one run)."""
+    base, at, path = name.partition("@")
+    if not at:
+        return LIBRARIES[name]
+    if base != "taskora" or not path:
+        raise KeyError(name)
+    path = path.rstrip("/")
+    return Library(
+        name,
+        f"taskora@{path.rsplit('/', 1)[-1]}",
+        editable=path,
+        notes=f"the taskora checkout at {path}, driven like taskora",
+        module="taskora",
+    )
+
 
 #: The venv the harness itself uses for the ceiling probe (redis-py asyncio + hiredis) and the plot.
 BASE_REQUIREMENTS = ["redis==8.1.0", "hiredis==3.5.0", "uvloop==0.23.0", "matplotlib==3.11.2"]

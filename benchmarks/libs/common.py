@@ -19,6 +19,11 @@ An adapter module (`libs/<library>.py`) runs inside that library's venv as
 
 Results go to the orchestrator as one `@@RESULT@@ <json>` line on the original stdout (libraries
 that redirect `sys.stdout` or log to it cannot break it); a worker in serve mode prints `@@READY@@`.
+
+Every timed section also reports what it cost the Redis server (`ServerCost`): the process that
+owns the section resets the server's statistics right before its clock starts and reads them right
+after it stops, so the figures cover exactly the timed jobs (every client's commands, Lua's inner
+calls included), not the warm-up or the fill.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 PAYLOAD: dict[str, str] = {"to": "user@example.com", "subject": "Welcome!"}
 TASK_NAME = "bench-noop"
@@ -54,11 +60,88 @@ def emit(kind: str, payload: Any = None) -> None:
 
 def _exit(code: int = 0) -> None:
     """Leave at once: worker shutdown paths differ per library and are not under test."""
+    global _AT_EXIT
+    if _AT_EXIT is not None:
+        at_exit, _AT_EXIT = _AT_EXIT, None
+        at_exit()
     try:
         _OUT.flush()
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+# --------------------------------------------------------------------------------------------
+# What a timed section cost the Redis server
+
+#: Script invocations (Redis counts the commands a script runs under their own names as well).
+SCRIPT_COMMANDS = {"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"}
+#: The measurement's own commands, left out of the counts.
+OWN_COMMANDS = {"info", "config"}
+
+
+class ServerCost:
+    """Redis statistics over one timed section: `start()` before its clock starts, `read(n)` after.
+
+    Commands (all clients, plus what scripts call inside), script calls and the time Redis spent
+    in scripts come from INFO commandstats after CONFIG RESETSTAT; the server's process
+    CPU (used_cpu_user + used_cpu_sys, which RESETSTAT leaves alone) is the delta over the section:
+    it also holds networking and event-loop work, the full price of a job on the server.
+    """
+
+    def __init__(self, url: str) -> None:
+        from harness.redis_server import RespClient  # stdlib only, on the adapters' PYTHONPATH
+
+        parts = urlsplit(url)
+        self._client = RespClient(parts.hostname or "127.0.0.1", parts.port or 6379)
+        self._cpu0 = 0.0
+
+    def _info(self, section: str) -> dict[str, str]:
+        from harness.redis_server import parse_info
+
+        return parse_info(self._client.command("INFO", section))
+
+    def _cpu(self) -> float:
+        info = self._info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def start(self) -> None:
+        self._client.command("CONFIG", "RESETSTAT")
+        self._cpu0 = self._cpu()
+
+    def read(self, n: int) -> dict[str, Any]:
+        cpu = self._cpu() - self._cpu0
+        calls: dict[str, int] = {}
+        usec = 0  # in scripts, their inner commands included (those are counted twice: not summed)
+        for key, value in self._info("commandstats").items():
+            name = key.removeprefix("cmdstat_")
+            if name in OWN_COMMANDS or name.split("|")[0] in OWN_COMMANDS:
+                continue
+            fields = dict(kv.split("=", 1) for kv in value.split(","))
+            calls[name] = int(fields["calls"])
+            if name in SCRIPT_COMMANDS:
+                usec += int(fields["usec"])
+        self._client.close()
+        if n <= 0:
+            return {}
+        top = sorted(calls.items(), key=lambda kv: -kv[1])
+        return {
+            "commands_per_job": sum(calls.values()) / n,
+            "scripts_per_job": sum(c for k, c in calls.items() if k in SCRIPT_COMMANDS) / n,
+            "script_us_per_job": usec / n,
+            "cpu_us_per_job": cpu * 1e6 / n,
+            "calls_per_job": {k: round(c / n, 3) for k, c in top},
+        }
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of another process (Linux /proc), None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,13 +163,20 @@ class Drain:
         self.t_first: float | None = None
         self._lock = threading.Lock()
         self._done = False
+        self._cost: ServerCost | None = None
+        self._cpu0 = 0.0
 
-    def configure(self, n: int, cap_s: float) -> None:
+    def configure(self, n: int, cap_s: float, url: str | None = None) -> None:
         self.n, self.cap_s = n, cap_s
+        if n and url:
+            self._cost = ServerCost(url)
 
     def start(self) -> None:
         if self.t0 is not None:
             return
+        if self._cost is not None:
+            self._cost.start()
+        self._cpu0 = time.process_time()
         self.t0 = time.perf_counter()
         if self.n == 0:
             emit("READY", {"pid": os.getpid()})
@@ -120,6 +210,10 @@ class Drain:
                 "seconds": t_end - self.t0,
                 "capped": capped,
                 "startup_s": (self.t_first - self.t0) if self.t_first is not None else None,
+                "redis": self._cost.read(self.count) if self._cost is not None else {},
+                "worker_cpu_us_per_job": (time.process_time() - self._cpu0)
+                * 1e6
+                / max(1, self.count),
             },
         )
         _exit(0)
@@ -178,14 +272,18 @@ async def _drive(producer: Producer, command: str, args: argparse.Namespace) -> 
         if command == "enqueue-single":
             for _ in range(args.warmup):
                 await call(producer.enqueue)
-            return await _timed_loop(lambda: call(producer.enqueue), args.n, 1, args.cap)
+            return await _timed_loop(lambda: call(producer.enqueue), args.n, 1, args.cap, args.url)
         if command == "enqueue-bulk":
             if not producer.has_bulk():
                 return {"unsupported": producer.no_bulk_reason}
             for _ in range(max(1, args.warmup // args.batch)):
                 await call(producer.enqueue_batch, args.batch)
             return await _timed_loop(
-                lambda: call(producer.enqueue_batch, args.batch), args.n, args.batch, args.cap
+                lambda: call(producer.enqueue_batch, args.batch),
+                args.n,
+                args.batch,
+                args.cap,
+                args.url,
             )
         if command == "fill":
             t0 = time.perf_counter()
@@ -195,6 +293,10 @@ async def _drive(producer: Producer, command: str, args: argparse.Namespace) -> 
             for _ in range(args.warmup):
                 await call(producer.round_trip)
             lat: list[float] = []
+            cost = ServerCost(args.url)
+            cost.start()
+            worker0 = process_cpu_s(args.worker_pid) if args.worker_pid else None
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             deadline = t0 + args.cap
             for _ in range(args.n):
@@ -205,11 +307,22 @@ async def _drive(producer: Producer, command: str, args: argparse.Namespace) -> 
                 if e > deadline:
                     break
             total = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            worker1 = process_cpu_s(args.worker_pid) if args.worker_pid else None
+            n = max(1, len(lat))
             return {
                 "n": len(lat),
                 "seconds": total,
                 "capped": len(lat) < args.n,
                 "latencies_ms": lat,
+                "redis": cost.read(len(lat)),
+                # where the time goes: CPU of the producer and the worker per round trip
+                "producer_cpu_us_per_job": cpu * 1e6 / n,
+                "worker_cpu_us_per_job": (
+                    (worker1 - worker0) * 1e6 / n
+                    if worker0 is not None and worker1 is not None
+                    else None
+                ),
             }
         raise SystemExit(f"unknown command {command}")
     finally:
@@ -219,9 +332,14 @@ async def _drive(producer: Producer, command: str, args: argparse.Namespace) -> 
             await asyncio.wait_for(_acall(getattr(producer, "close", None)), 2)
 
 
-async def _timed_loop(step: Callable[[], Any], n: int, per_step: int, cap: float) -> dict[str, Any]:
+async def _timed_loop(
+    step: Callable[[], Any], n: int, per_step: int, cap: float, url: str
+) -> dict[str, Any]:
     steps = n // per_step
     done = 0
+    cost = ServerCost(url)
+    cost.start()
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     deadline = t0 + cap
     for _ in range(steps):
@@ -230,7 +348,13 @@ async def _timed_loop(step: Callable[[], Any], n: int, per_step: int, cap: float
         if time.perf_counter() > deadline:
             break
     seconds = time.perf_counter() - t0
-    return {"n": done * per_step, "seconds": seconds, "capped": done < steps}
+    return {
+        "n": done * per_step,
+        "seconds": seconds,
+        "capped": done < steps,
+        "redis": cost.read(done * per_step),
+        "producer_cpu_us_per_job": (time.process_time() - cpu0) * 1e6 / max(1, done * per_step),
+    }
 
 
 async def _fill(producer: Producer, n: int, aio: bool) -> None:
@@ -280,6 +404,33 @@ def run_async(main: Callable[[], Any]) -> Any:
     return uvloop.run(main())
 
 
+def _profile_if_asked(command: str) -> None:
+    """BENCH_CPROFILE=DIR: profile this process (cProfile) into DIR/<command>.prof, written
+    at its exit or at SIGTERM (serve-mode workers are stopped with it)."""
+    out_dir = os.environ.get("BENCH_CPROFILE")
+    if not out_dir:
+        return
+    import cProfile
+    import signal
+
+    profiler = cProfile.Profile()
+    path = os.path.join(out_dir, f"{command}.prof")
+
+    def dump(*_: Any) -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+        if _:  # from SIGTERM
+            _exit(0)
+
+    global _AT_EXIT
+    _AT_EXIT = dump
+    signal.signal(signal.SIGTERM, dump)
+    profiler.enable()
+
+
+_AT_EXIT: Callable[..., None] | None = None
+
+
 def main(producer_cls: type[Producer], run_worker: Callable[..., Any]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -294,10 +445,12 @@ def main(producer_cls: type[Producer], run_worker: Callable[..., Any]) -> None:
     )
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--results", action="store_true", help="the workload reads job results")
+    parser.add_argument("--worker-pid", type=int, default=0, help="round trips: the worker's pid")
     args = parser.parse_args()
+    _profile_if_asked(args.command)
     try:
         if args.command == "worker":
-            DRAIN.configure(args.n, args.cap)
+            DRAIN.configure(args.n, args.cap, args.url)
             if inspect.iscoroutinefunction(run_worker):
                 run_async(lambda: run_worker(args.url, args.concurrency, args.results))
             else:

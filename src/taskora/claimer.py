@@ -112,12 +112,12 @@ class Claimer:
         if self.slots.stopping or self.prefetch <= 0 or not self.quick():
             return 0
         target = min(self.prefetch, max(1, int(PREFETCH_S / max(self.avg_run_s, 1e-6))))
-        return max(0, target - len(self.slots.buffered))
+        return max(0, target - self.slots.buffered_count)
 
     def hold_check(self, slot: Slot[Any]) -> None:
         """A job turned out slow while others wait claimed ahead behind it: give them back,
         so another worker (or a higher-priority job that arrived since) goes first."""
-        if self.slots.get(slot.id) is slot and self.slots.buffered:
+        if self.slots.get(slot.id) is slot and self.slots.has_buffered:
             self.avg_run_s = max(self.avg_run_s, 2 * PREFETCH_S)  # no prefetch for now
             self.slots.give_back()
 

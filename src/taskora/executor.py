@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -159,8 +159,9 @@ class Executor:
                 tracing.failure(exc, None)
         if tracing is not None:
             tracing.finish(span, token, outcome)
-        with contextlib.suppress(Exception):
-            await run.io.flush()
+        if run.io.busy:
+            with contextlib.suppress(Exception):
+                await run.io.flush()
         if slot.id.startswith(STEP_PREFIX):  # a workflow step: advance before the ack
             outcome = await self._advance(outcome)
         self._report(slot, run, outcome, time.perf_counter() - started)
@@ -244,14 +245,12 @@ class Executor:
     async def _call(self, run: Run, data: Any) -> Any:
         """The middleware chain (app -> task) and the handler, all inside the job's timeout."""
         timeout_ms = self.options.timeout_ms
-        scope = asyncio.timeout(timeout_ms / 1000 if timeout_ms else None)
+        if not timeout_ms:  # no scope to build and leave per job
+            return await self._chained(run, data)
+        scope = asyncio.timeout(timeout_ms / 1000)
         try:
             async with scope:
-                if self._chain:
-                    return await run_chain(
-                        self._chain, run.ctx, data, lambda value: self._invoke(run, value)
-                    )
-                return await self._invoke(run, data)
+                return await self._chained(run, data)
         except builtins.TimeoutError:
             if not scope.expired():
                 raise
@@ -264,6 +263,11 @@ class Executor:
             raise TimeoutError(
                 f"Job {run.ctx.id} timed out after {timeout_ms} ms", run.ctx.id, timeout_ms
             ) from None
+
+    def _chained(self, run: Run, data: Any) -> Awaitable[Any]:
+        if self._chain:
+            return run_chain(self._chain, run.ctx, data, lambda value: self._invoke(run, value))
+        return self._invoke(run, data)
 
     async def _invoke(self, run: Run, data: Any) -> Any:
         """The handler itself: on the loop, or on a pool thread (shielded: a timeout or a
@@ -384,6 +388,11 @@ class JobIO:
             self._loop.call_soon_threadsafe(self._heartbeat, self.job.id)
         else:
             self._heartbeat(self.job.id)
+
+    @property
+    def busy(self) -> bool:
+        """Writes queued or in flight (most jobs make none: no flush to await)."""
+        return bool(self._pending or self._logs)
 
     async def flush(self) -> None:
         self._flush_logs()

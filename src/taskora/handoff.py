@@ -75,6 +75,14 @@ class Handoff(Generic[R]):
         return list(self._buffer)
 
     @property
+    def has_buffered(self) -> bool:
+        return bool(self._buffer)
+
+    @property
+    def buffered_count(self) -> int:
+        return len(self._buffer)
+
+    @property
     def running(self) -> list[Slot[R]]:
         return list(self._running.values())
 

@@ -145,7 +145,7 @@ class Worker:
         """Start buffered jobs in the free slots."""
         while (slot := self.slots.start_next()) is not None:
             self.executor.start(slot)
-            if self.slots.buffered:  # a slow job must not hold the ones claimed behind it
+            if self.slots.has_buffered:  # a slow job must not hold the ones claimed behind it
                 asyncio.get_running_loop().call_later(2 * PREFETCH_S, self.claimer.hold_check, slot)
 
     def _job_done(self, slot: Slot[Run], outcome: Outcome, took: float) -> None:

@@ -241,9 +241,33 @@ def _step(item: Item) -> Step:
     return group
 
 
+def _values(items: list[Item]) -> Step:
+    """Several plain values in a row: one attribute fetch, booleans mapped inline (a finish
+    call has ten of them, encoded twice per job on the worker's hot path)."""
+    if len(items) == 1:
+        return _step(items[0])
+    get = operator.attrgetter(*(snake(item.name) for item in items))
+
+    def values(call: Any, out: list[Arg]) -> None:
+        out.extend(["1" if v is True else "0" if v is False else v for v in get(call)])
+
+    return values
+
+
 def _encoder(header: Header) -> Callable[[Any], list[Arg]]:
     """ARGV of a call, built from the header: the one place positions are counted."""
-    steps = [_step(item) for item in header.argv]
+    steps: list[Step] = []
+    run: list[Item] = []
+    for item in header.argv:
+        if item.kind == "value":
+            run.append(item)
+            continue
+        if run:
+            steps.append(_values(run))
+            run = []
+        steps.append(_step(item))
+    if run:
+        steps.append(_values(run))
 
     def encode(call: Any) -> list[Arg]:
         out: list[Arg] = []

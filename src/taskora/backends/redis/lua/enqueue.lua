@@ -11,7 +11,7 @@
 local B = ARGV[1]
 local count = tonumber(ARGV[2])
 local now = now_ms()
-local created = now .. '-0'
+local created = NOW .. '-0'
 local out = {}
 local waiting, min_due = false, nil
 -- checked before the first write, so a foreign key fails the call with nothing changed
@@ -39,10 +39,10 @@ for i = 0, count - 1 do
       waiting = true
     end
     if delay == 0 and ttl == 0 and ARGV[o + 7] == '' and ARGV[o + 9] == '' then -- the common case, without a table
-      redis.call('HSET', jk, 'ts', now, '_v', ARGV[o + 2], 'attempt', 1,
+      redis.call('HSET', jk, 'ts', NOW, '_v', ARGV[o + 2], 'attempt', '1',
         'maxAttempts', ARGV[o + 3], 'state', 'waiting', 'priority', priority, 'data', ARGV[o + 1])
     else
-      local fields = { 'ts', now, '_v', ARGV[o + 2], 'attempt', 1, 'maxAttempts', ARGV[o + 3],
+      local fields = { 'ts', NOW, '_v', ARGV[o + 2], 'attempt', '1', 'maxAttempts', ARGV[o + 3],
         'state', delay > 0 and 'delayed' or 'waiting', 'priority', priority, 'data', ARGV[o + 1] }
       if delay > 0 then fields[#fields + 1] = 'delay'; fields[#fields + 1] = delay end
       if ttl > 0 then fields[#fields + 1] = 'expireAt'; fields[#fields + 1] = now + ttl end
@@ -58,7 +58,7 @@ for i = 0, count - 1 do
   end
 end
 if waiting then
-  redis.call('ZADD', K.marker, 0, '0')
+  redis.call('ZADD', K.marker, '0', '0')
 elseif min_due then
   redis.call('ZADD', K.marker, 'LT', min_due, '0')
 end

@@ -27,46 +27,64 @@ local n_completed, n_failed = 0, 0
 local min_due = nil -- the marker is re-armed by rearm() below
 local base = 3 + count * 5
 
+-- Count retention with a slack of 1 % of the limit: once over by more, back to the limit in
+-- one batch, so a long run trims every ~limit/100 jobs, not three commands per job.
 local function trim_to(set, max, budget)
   local over = redis.call('ZCARD', set) - max
-  if over <= 0 then return end
+  if over <= math.floor(max / 100) then return end
   if over > budget then over = budget end
-  local ids = redis.call('ZRANGE', set, 0, over - 1)
+  local last = string.format('%d', over - 1)
+  local ids = redis.call('ZRANGE', set, '0', last)
   for _, old in ipairs(ids) do
     local ok = B .. old
     redis.call('DEL', ok, ok .. ':lock', ok .. ':logs')
   end
-  redis.call('ZREMRANGEBYRANK', set, 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', set, '0', last)
 end
 
 for i = 0, count - 1 do
   local o = 3 + i * 5
   local id, token, kind, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
   local jk = B .. id
-  if redis.call('GET', jk .. ':lock') ~= token or redis.call('TYPE', jk).ok ~= 'hash' then
+  local f -- the job's fields an ending outcome needs (read before anything is written)
+  if redis.call('GET', jk .. ':lock') ~= token then
     refused[#refused + 1] = id
   elseif kind == 'start' then
-    if redis.call('ZREM', K.reserved, id) == 1 then
+    if redis.call('TYPE', jk).ok ~= 'hash' then
+      refused[#refused + 1] = id
+    elseif redis.call('ZREM', K.reserved, id) == 1 then
       redis.call('PEXPIRE', jk .. ':lock', ARGV[base + 1])
       redis.call('LPUSH', K.active, id)
-      redis.call('HSET', jk, 'state', 'active', 'processedOn', now)
+      redis.call('HSET', jk, 'state', 'active', 'processedOn', NOW)
       emit(K.events, 'event', 'active', 'jobId', id)
     elseif redis.call('HGET', jk, 'state') ~= 'active' then
       refused[#refused + 1] = id
     end -- else started already, by an earlier run of this call whose reply was lost
-  elseif redis.call('ZREM', K.reserved, id) == 1 then -- never started: back to the front
+  else
+    -- no TYPE first: a key of another type fails this read (caught: refused, as before); a
+    -- missing one reads all-false, told apart from a hash without `ts` by EXISTS, rarely
+    f = redis.pcall('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'ts',
+      'state')
+    if f.err or (not f[5] and redis.call('EXISTS', jk) == 0) then
+      refused[#refused + 1] = id
+      f = nil
+    end
+  end
+  if not f then -- refused, or a start: done above
+  -- never started: back to the front (a job claimed ahead stays `waiting` in its hash until
+  -- it starts, so a job that reads `active` is not looked for among the reservations)
+  elseif f[6] == 'waiting' and redis.call('ZREM', K.reserved, id) == 1 then
     redis.call('DEL', jk .. ':lock')
-    local f = redis.call('HMGET', jk, 'priority', 'ts')
-    requeue(K, id, tonumber(f[1] or '0') or 0, tonumber(f[2] or '') or now, true)
+    requeue(K, id, tonumber(f[4] or '0') or 0, tonumber(f[5] or '') or now, true)
     released = true
   else
     redis.call('DEL', jk .. ':lock')
-    redis.call('LREM', K.active, 1, id)
-    local f = redis.call('HMGET', jk, 'concurrencyKey', 'dedupKey', 'cancelReason', 'priority', 'ts')
+    -- from the tail: the oldest claim (the one most likely ending) is found first
+    redis.call('LREM', K.active, '-1', id)
     if release_concurrency(K, B, f[1]) then released = true end
     if kind == 'completed' then
-      redis.call('HSET', jk, 'state', 'completed', 'finishedOn', now, 'result', payload)
-      redis.call('ZADD', K.completed, now, id)
+      redis.call('HSET', jk, 'state', 'completed', 'finishedOn', NOW, 'result', payload)
+      redis.call('ZADD', K.completed, NOW, id)
       release_dedup(f[2], id)
       finished(id, 'completed', 'result', payload)
       n_completed = n_completed + 1
@@ -79,8 +97,8 @@ for i = 0, count - 1 do
       emit(K.events, 'event', 'retrying', 'jobId', id, 'attempt', attempt, 'nextAttemptAt', due,
         'error', payload)
     elseif kind == 'failed' then
-      redis.call('HSET', jk, 'state', 'failed', 'finishedOn', now, 'error', payload)
-      redis.call('ZADD', K.failed, now, id)
+      redis.call('HSET', jk, 'state', 'failed', 'finishedOn', NOW, 'error', payload)
+      redis.call('ZADD', K.failed, NOW, id)
       release_dedup(f[2], id)
       finished(id, 'failed', 'error', payload)
       n_failed = n_failed + 1
@@ -102,7 +120,9 @@ if n_completed > 0 or n_failed > 0 then
   local minute = math.floor(now / 60000) * 60000
   if n_completed > 0 then
     local key = B .. 'metrics:completed:' .. minute
-    if redis.call('INCRBY', key, n_completed) == n_completed then redis.call('EXPIRE', key, 86400) end
+    if redis.call('INCRBY', key, string.format('%d', n_completed)) == n_completed then
+      redis.call('EXPIRE', key, '86400')
+    end
     trim_to(K.completed, tonumber(ARGV[base + 5]), 2 * n_completed + 10)
   end
   if n_failed > 0 then
@@ -112,9 +132,11 @@ if n_completed > 0 or n_failed > 0 then
   end
 end
 
-promote(K, B, now)
-local claimed, gated, parked_newer = claim(K, B, now, tonumber(ARGV[base]),
-  tonumber(ARGV[base + 8] or '0'), tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3]),
+-- a retry above changed the delayed set after nothing was read: promote() reads it itself
+local first_due = promote(K, B, now)
+local claimed, gated, parked_newer, drained = claim(K, B, now, tonumber(ARGV[base]),
+  tonumber(ARGV[base + 8] or '0'), ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]),
   ARGV[base + 4], tonumber(ARGV[base + 9] or '0') or 0)
-local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1', parked_newer)
+local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1', parked_newer, drained,
+  first_due)
 return { refused, claimed, next_due }

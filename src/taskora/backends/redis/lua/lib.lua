@@ -15,12 +15,18 @@ local K = {
 -- when their worker starts them (the 'start' outcome of FINISH_AND_CLAIM).
 K.reserved = string.sub(KEYS[1], 1, -5) .. 'reserved'
 
+-- The clock as now_ms() read it, as a string. A Lua number passed to redis.call is formatted
+-- with %.14g on every call (a tenth of the server's work on the hot paths, by callgrind): the
+-- hot calls pass strings (NOW, literals) instead.
+local NOW = '0'
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local ms = math.floor(tonumber(t[2]) / 1000)
+  NOW = t[1] .. string.format('%03d', ms)
+  return tonumber(t[1]) * 1000 + ms
 end
 
-local EVENTS_MAXLEN = 10000
+local EVENTS_MAXLEN = '10000'
 
 local function emit(events, ...)
   return redis.call('XADD', events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', ...)
@@ -175,8 +181,13 @@ local function collect_drain(B, id, key)
 end
 
 -- Move due delayed/retrying jobs to waiting (or expire them), oldest due first.
+-- Returns the delayed set's first due time (false = empty) when it moved nothing, so rearm()
+-- need not read it again: one command on the common pass where nothing is due.
 local function promote(K, B, now)
-  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 200)
+  local first = redis.call('ZRANGE', K.delayed, '0', '0', 'WITHSCORES')
+  if not first[2] then return false end
+  if tonumber(first[2]) > now then return first[2] end
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', NOW, 'LIMIT', '0', '200')
   for _, id in ipairs(due) do
     redis.call('ZREM', K.delayed, id)
     local jk = B .. id
@@ -205,7 +216,7 @@ local function promote(K, B, now)
         end
       end
     end
-  end
+  end  return nil -- moved some: the delayed set changed
 end
 
 -- Claim up to `want` waiting jobs in (priority desc, dispatch time asc) order: every job
@@ -238,29 +249,40 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
   end
   local total = want + reserve
   local got, pops = 0, 0
+  local drained = false -- both queues were found empty: rearm() need not count them
+  local prio_left = true
   local older, next_older = nil, 1
   if max_v > 1 then
     older = redis.call('ZRANGEBYSCORE', B .. 'newer', '-inf', (max_v + 1) * NEWER_SPAN - 1,
       'LIMIT', 0, total)
   end
   while got < total and pops < total + 100 do
-    local id, score
+    local id, score, score_s
     if older and older[next_older] then
       id = older[next_older]; next_older = next_older + 1
       redis.call('ZREM', B .. 'newer', id)
       redis.call('DECR', B .. 'parked')
     else
-      local z = redis.call('ZPOPMIN', K.prioritized, 1)
-      if z[1] then id = z[1]; score = tonumber(z[2]) else id = redis.call('RPOP', K.wait) end
+      -- nothing in this loop adds to the prioritized set (a push-back ends it), so once it
+      -- is found empty, the plain list alone is popped: one command per job, not two
+      local z = prio_left and redis.call('ZPOPMIN', K.prioritized) or {}
+      if z[1] then
+        id = z[1]; score = tonumber(z[2]); score_s = z[2]
+      else
+        prio_left = false
+        id = redis.call('RPOP', K.wait)
+      end
     end
-    if not id then break end
+    if not id then drained = true; break end
     pops = pops + 1
     local jk = B .. id
-    if redis.call('TYPE', jk).ok ~= 'hash' then
+    -- one read, no TYPE first: a key of another type fails the read (caught), a missing
+    -- one reads all-false (told apart from a hash without these fields by EXISTS, rarely)
+    local f = redis.pcall('HMGET', jk, 'state', 'expireAt', 'concurrencyKey', 'concurrencyLimit',
+      'data', '_v', 'attempt', 'ts', 'priority', 'trace')
+    if f.err or (not f[1] and not f[5] and redis.call('EXISTS', jk) == 0) then
       fail_malformed(K, B, id, 'job hash missing or of the wrong type', now)
     else
-      local f = redis.call('HMGET', jk, 'state', 'expireAt', 'concurrencyKey', 'concurrencyLimit',
-        'data', '_v', 'attempt', 'ts', 'priority', 'trace')
       local expire_at = f[2] and tonumber(f[2])
       local limit = f[4] and tonumber(f[4])
       if f[1] ~= 'waiting' then
@@ -285,16 +307,17 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
         break
       else
         got = got + 1
-        local token = token_base .. ':' .. (seq + got)
+        local token = string.format('%s:%d', token_base, seq + got)
         redis.call('SET', jk .. ':lock', token, 'PX', lock_ttl)
         local ahead = got > want
         if ahead then
           -- a plain job's rank is a claim sequence number (jobs dispatched together share a ts)
-          redis.call('ZADD', K.reserved, score or redis.call('INCR', K.reserved .. ':seq'), id)
+          redis.call('ZADD', K.reserved,
+            score_s or string.format('%d', redis.call('INCR', K.reserved .. ':seq')), id)
         else
           if f[3] then redis.call('INCR', B .. 'conc:' .. f[3]) end
           redis.call('LPUSH', K.active, id)
-          redis.call('HSET', jk, 'state', 'active', 'processedOn', now)
+          redis.call('HSET', jk, 'state', 'active', 'processedOn', NOW)
           emit(K.events, 'event', 'active', 'jobId', id)
         end
         out[#out + 1] = id
@@ -308,7 +331,7 @@ local function claim(K, B, now, want, reserve, lock_ttl, token_base, seq, single
       end
     end
   end
-  return out, false, parked_newer
+  return out, false, parked_newer, drained
 end
 
 -- Leave the wake-up marker saying when a worker should next try to claim:
@@ -316,20 +339,26 @@ end
 -- A claim made right after a worker popped the marker (after_wait) never sets a future
 -- marker: that worker blocks until the due time itself (it gets it back from us), and
 -- re-adding the marker would wake it again at once. Returns the next due time (0 = none).
-local function rearm(K, now, gated, released, after_wait, parked_newer)
-  local waiting = redis.call('ZCARD', K.prioritized) + redis.call('LLEN', K.wait)
+-- `drained`: the claim just found both queues empty; `first_due`: what promote() learned of
+-- the delayed set (false = empty, a score, nil = unknown): each saves reading it again.
+local function rearm(K, now, gated, released, after_wait, parked_newer, drained, first_due)
+  local waiting = 0
+  if not drained then
+    waiting = redis.call('ZCARD', K.prioritized) + redis.call('LLEN', K.wait)
+  end
   if waiting > 0 or parked_newer then -- a job parked for a newer worker: wake one
     if not (gated and not released) then
-      redis.call('ZADD', K.marker, 0, '0')
+      redis.call('ZADD', K.marker, '0', '0')
     elseif not after_wait then
       redis.call('ZADD', K.marker, now + 1000, '0')
     end
     return 0
   end
-  local nxt = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
-  if nxt[2] then
-    if not after_wait then redis.call('ZADD', K.marker, nxt[2], '0') end
-    return tonumber(nxt[2])
+  local due = first_due
+  if due == nil then due = redis.call('ZRANGE', K.delayed, '0', '0', 'WITHSCORES')[2] or false end
+  if due then
+    if not after_wait then redis.call('ZADD', K.marker, due, '0') end
+    return tonumber(due)
   end
   if not after_wait then redis.call('DEL', K.marker) end
   return 0
