@@ -16,10 +16,7 @@ if state == 'waiting' or state == 'delayed' or state == 'retrying' then
   else
     redis.call('ZREM', K.delayed, id)
   end
-  redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now, 'cancelReason', reason)
-  redis.call('ZADD', K.cancelled, now, id)
-  release_dedup(f[2], id)
-  finished(id, 'cancelled', 'reason', reason)
+  end_job(K, jk, id, 'cancelled', now, f[2], 'reason', reason, 'cancelReason')
   return 'cancelled'
 end
 if state == 'active' then

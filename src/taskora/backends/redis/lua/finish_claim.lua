@@ -83,10 +83,7 @@ for i = 0, count - 1 do
     redis.call('LREM', K.active, '-1', id)
     if release_concurrency(K, B, f[1]) then released = true end
     if kind == 'completed' then
-      redis.call('HSET', jk, 'state', 'completed', 'finishedOn', NOW, 'result', payload)
-      redis.call('ZADD', K.completed, NOW, id)
-      release_dedup(f[2], id)
-      finished(id, 'completed', 'result', payload)
+      end_job(K, jk, id, 'completed', NOW, f[2], 'result', payload, 'result')
       n_completed = n_completed + 1
     elseif kind == 'retry' then
       local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
@@ -97,16 +94,10 @@ for i = 0, count - 1 do
       emit(K.events, 'event', 'retrying', 'jobId', id, 'attempt', attempt, 'nextAttemptAt', due,
         'error', payload)
     elseif kind == 'failed' then
-      redis.call('HSET', jk, 'state', 'failed', 'finishedOn', NOW, 'error', payload)
-      redis.call('ZADD', K.failed, NOW, id)
-      release_dedup(f[2], id)
-      finished(id, 'failed', 'error', payload)
+      end_job(K, jk, id, 'failed', NOW, f[2], 'error', payload, 'error')
       n_failed = n_failed + 1
     elseif kind == 'cancelled' then
-      redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now)
-      redis.call('ZADD', K.cancelled, now, id)
-      release_dedup(f[2], id)
-      finished(id, 'cancelled', 'reason', f[3] or '')
+      end_job(K, jk, id, 'cancelled', NOW, f[2], 'reason', f[3] or '')
     else -- release
       redis.call('HSET', jk, 'state', 'waiting')
       requeue(K, id, tonumber(f[4] or '0') or 0, tonumber(f[5] or '') or now, true)

@@ -139,6 +139,21 @@ local function release_dedup(dedup_key, id)
   end
 end
 
+-- End a job, the one sequence every way of ending shares (the memory backend's _end): state
+-- and finish time (plus `value` under the hash field `stored`, when given), the terminal set,
+-- its dedup key released, the event and the end for waiters (`field`: result, error or
+-- reason). The caller has already released its lock, active entry and concurrency slot.
+local function end_job(K, jk, id, state, now, dedup, field, value, stored)
+  if stored then
+    redis.call('HSET', jk, 'state', state, 'finishedOn', now, stored, value)
+  else
+    redis.call('HSET', jk, 'state', state, 'finishedOn', now)
+  end
+  redis.call('ZADD', K[state], now, id)
+  release_dedup(dedup, id)
+  finished(id, state, field, value)
+end
+
 -- A job whose stored form is unusable ends failed with a reason, never vanishes
 -- (docs/design.md#decisions, 4). A key of the wrong type is moved aside so the id gets a real hash.
 local function fail_malformed(K, B, id, reason, now)
@@ -148,18 +163,13 @@ local function fail_malformed(K, B, id, reason, now)
     redis.call('RENAME', jk, jk .. ':malformed')
   end
   redis.call('LREM', K.active, 0, id)
-  redis.call('HSET', jk, 'state', 'failed', 'finishedOn', now, 'error', 'malformed job: ' .. reason)
-  redis.call('ZADD', K.failed, now, id)
-  finished(id, 'failed', 'error', 'malformed job: ' .. reason)
+  local msg = 'malformed job: ' .. reason
+  end_job(K, jk, id, 'failed', now, nil, 'error', msg, 'error')
 end
 
 local function expire_job(K, B, id, now)
   local jk = B .. id
-  local dedup = redis.call('HGET', jk, 'dedupKey')
-  redis.call('HSET', jk, 'state', 'expired', 'finishedOn', now)
-  redis.call('ZADD', K.expired, now, id)
-  release_dedup(dedup, id)
-  finished(id, 'expired')
+  end_job(K, jk, id, 'expired', now, redis.call('HGET', jk, 'dedupKey'))
 end
 
 -- Flush a collect buffer into its batch job (docs/design.md#collect): the buffered items
@@ -197,9 +207,8 @@ local function promote(K, B, now)
       local f = redis.call('HMGET', jk, 'state', 'expireAt', 'priority', 'collectKey')
       if f[4] and f[1] == 'delayed' and collect_drain(B, id, f[4]) == 0 then
         -- a batch job whose buffer another batch took (or none had items): nothing to run
-        redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now)
-        redis.call('ZADD', K.cancelled, now, id)
-        finished(id, 'cancelled', 'reason', 'empty collect batch')
+        local why = 'empty collect batch'
+        end_job(K, jk, id, 'cancelled', now, nil, 'reason', why, 'cancelReason')
       elseif f[1] == 'delayed' or f[1] == 'retrying' then
         local expire_at = f[2] and tonumber(f[2])
         local priority = tonumber(f[3] or '0')

@@ -39,20 +39,14 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
       release_concurrency(K, B, f[1])
       released = true
       if f[3] then
-        redis.call('HSET', jk, 'state', 'cancelled', 'finishedOn', now)
-        redis.call('ZADD', K.cancelled, now, id)
-        release_dedup(f[2], id)
-        finished(id, 'cancelled', 'reason', f[5] or '')
+        end_job(K, jk, id, 'cancelled', now, f[2], 'reason', f[5] or '')
         cancelled[#cancelled + 1] = id
       else
         local n = redis.call('HINCRBY', jk, 'stalledCount', 1)
         if n > max_count then
           local msg = 'Job stalled and exceeded max stalled count'
-          redis.call('HSET', jk, 'state', 'failed', 'finishedOn', now, 'error', msg)
-          redis.call('ZADD', K.failed, now, id)
-          release_dedup(f[2], id)
           emit(K.events, 'event', 'stalled', 'jobId', id, 'count', n, 'action', 'failed')
-          finished(id, 'failed', 'error', msg)
+          end_job(K, jk, id, 'failed', now, f[2], 'error', msg, 'error')
           failed[#failed + 1] = id
         else
           redis.call('HSET', jk, 'state', 'waiting')
