@@ -109,6 +109,8 @@ async def test_overview_live_counts_then_retry_a_failed_job(
             arg=before + 30,
         )
         assert await number(page, "tr[data-task='send_email'] td[data-state='completed']") >= 35
+        assert await number(page, "#workers-alive") == 1  # this process, with its two tasks
+        assert "send_email \u00d78" in (await page.text_content("#workers tr[data-worker]") or "")
 
         failing = send_email.dispatch({"to": "broken@example.org", "fail": True})
         with pytest.raises(taskora.JobFailedError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -79,6 +80,10 @@ async def test_stats_frames_count_jobs_as_they_flow(make_app: AppFactory) -> Non
                     if counts["completed"] == 4 and counts["failed"] == 1:
                         break
             assert sum(m["completed"] for m in stats[-1]["minutes"]) == 4
+            # the worker registry rides in the same frame: this process, its one task
+            assert [(w["pid"], w["tasks"]) for w in stats[-1]["workers"]] == [
+                (os.getpid(), {"work": 1})
+            ]
         assert not app._events()._listeners  # the overview needs no events reader
 
 

@@ -29,6 +29,7 @@ from .durations import Duration, optional_ms, to_ms
 from .errors import ConfigError, TaskoraError
 from .inspector import DeadLetters, Inspector
 from .middleware import Middleware, check_middleware
+from .presence import Presence
 from .schedule import ScheduleSpec, coerce_schedule
 from .scheduler import ScheduleManager, Scheduler
 from .task import Task, new_id
@@ -80,6 +81,8 @@ class App:
     backend object (for example ``RedisBackend(client=existing_client)``).
     ``tracing=True`` (or an OpenTelemetry ``TracerProvider``) traces dispatch and
     processing; it needs the ``taskora[otel]`` extra (docs/design.md#tracing).
+    ``heartbeat=`` (default 10 s): how often a started App refreshes its entry in the worker
+    registry (``inspect().workers()``); it drops out 3 heartbeats after its process dies.
     """
 
     def __init__(
@@ -94,8 +97,12 @@ class App:
         scheduler: dict[str, Any] | bool | None = None,
         prefetch: int = 32,
         tracing: Any = False,
+        heartbeat: Duration = 10,
     ) -> None:
         self.shutdown_timeout_ms = to_ms(shutdown_timeout, "shutdown_timeout")
+        # how often a started App refreshes its entry in the worker registry; it counts as
+        # gone after 3 missed ones (docs/design.md#workers)
+        self.heartbeat_ms = to_ms(heartbeat, "heartbeat", allow_zero=False)
         if prefix is not None:
             check_name(prefix, "prefix", allow_colon=False)
         if (
@@ -135,6 +142,7 @@ class App:
         self._connect_lock: asyncio.Lock | None = None
         self._connected = False
         self._workers: list[Any] = []
+        self._presence: Presence | None = None
         self._started = False
         self._guard = threading.Lock()
         self._schedule_options = _scheduler_options(scheduler)
@@ -390,6 +398,8 @@ class App:
                     self, self._declared, options["poll_ms"], options["lock_ttl_ms"]
                 )
                 await self._scheduler.start()
+            self._presence = Presence(backend, self._workers, self.heartbeat_ms)
+            await self._presence.start()
         except BaseException:
             await self.close(timeout=0)
             raise
@@ -438,6 +448,9 @@ class App:
                         outcome,
                         exc_info=outcome,
                     )
+        presence, self._presence = self._presence, None
+        if presence is not None:  # after the workers: listed while they finish their jobs
+            await presence.stop()
         if self._enqueuer is not None:
             await self._enqueuer.drain()
         if hub is not None:

@@ -72,7 +72,9 @@ def add_ops_commands(sub: Any) -> None:
     common.add_argument("--json", action="store_true", help="print one JSON document")
 
     p = sub.add_parser(
-        "inspect", parents=[common], help="tasks by state, throughput, oldest waiting job"
+        "inspect",
+        parents=[common],
+        help="tasks by state, throughput, oldest waiting job; worker processes alive",
     )
     p.add_argument("--task", default=None, help="only this task")
 
@@ -241,8 +243,9 @@ async def _inspect(app: App, args: argparse.Namespace) -> int:
                 else round((now - oldest).total_seconds(), 3),
             }
         )
+    workers = [w for w in await insp.workers() if args.task is None or args.task in w.tasks]
     if args.json:
-        _emit_json({"tasks": report})
+        _emit_json({"tasks": report, "workers": [w.to_json() for w in workers]})
         return OK
     rows = [
         [
@@ -258,6 +261,22 @@ async def _inspect(app: App, args: argparse.Namespace) -> int:
     _table("taskora: tasks (per minute: average of the last 5 minutes)", headers, rows)
     if not report:
         print("(no tasks found)")
+    print()
+    _table(
+        f"taskora: {len(workers)} worker process(es) alive",
+        ["host", "pid", "tasks (concurrency)", "running (last beat)", "started", "last seen"],
+        [
+            [
+                w.host,
+                w.pid,
+                ", ".join(f"{name} x{n}" for name, n in w.tasks.items()),
+                f"{w.active}/{w.concurrency}",
+                w.started_at,
+                w.last_seen,
+            ]
+            for w in workers
+        ],
+    )
     return OK
 
 

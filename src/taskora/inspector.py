@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .presence import WorkerInfo
 from .runtime import Runtime
 from .types import JobState
 from .versions import Versioning
@@ -22,7 +23,15 @@ from .workflow import cancel_workflow, step_id
 if TYPE_CHECKING:
     from .backends.base import WorkflowRecord
 
-__all__ = ["DeadLetters", "Inspector", "JobInfo", "Migrations", "StepInfo", "WorkflowInfo"]
+__all__ = [
+    "DeadLetters",
+    "Inspector",
+    "JobInfo",
+    "Migrations",
+    "StepInfo",
+    "WorkerInfo",
+    "WorkflowInfo",
+]
 
 RETRY_BATCH = 500
 _STATES = {state.value for state in JobState}
@@ -322,6 +331,19 @@ class Inspector:
 
         async def run() -> dict[str, Any]:
             return await (await self._app._connected_backend()).server_info()
+
+        return await self._app._route(run)
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """The worker processes alive now, oldest first: one entry per started App, with its
+        tasks and their concurrency (docs/design.md#workers). One read, never a scan."""
+
+        async def run() -> builtins.list[WorkerInfo]:
+            backend = await self._app._connected_backend()
+            found = [WorkerInfo.from_entry(*entry) for entry in await backend.worker_list()]
+            epoch = datetime.fromtimestamp(0, UTC)
+            found.sort(key=lambda w: (w.started_at or epoch, w.host, w.pid, w.id))
+            return found
 
         return await self._app._route(run)
 

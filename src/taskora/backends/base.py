@@ -497,6 +497,16 @@ class Backend(Protocol):
         ``version``, ``used_memory``/``used_memory_human``, ``maxmemory``, ``clients``,
         ``blocked_clients`` and ``uptime_s``."""
 
+    # -- the worker registry (its own keys, one cluster slot; docs/design.md#workers) -------
+    async def worker_beat(self, worker_id: str, record: str, ttl_ms: int) -> None:
+        """Store a worker process's ``record`` and keep it alive ``ttl_ms`` from now on the
+        backend's clock; ``record`` "" removes it. Entries already past their time (workers
+        gone without a clean close) are removed in the same atomic step."""
+
+    async def worker_list(self) -> list[tuple[str, str, int]]:
+        """The live entries, by the backend's clock: (id, record, the ms after which it
+        counts as gone). Never on a hot path."""
+
     # -- schedules (their own keys, one cluster slot; docs/design.md#scheduling) -------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:
         """Take or renew the scheduler leader lock for ``token`` (or give it up); True while

@@ -12,6 +12,7 @@ __all__ = [
     "root",
     "schedule_base",
     "task_base",
+    "workers_keys",
     "workflow_key",
     "workflows_base",
 ]
@@ -51,3 +52,15 @@ def workflows_base(prefix: str | None) -> str:
     """``<root>:{:wf}:``: the shared workflow keys (deadlines zset, end channel); the hash tag
     ``:wf`` cannot be a task's (no ``:`` in task names)."""
     return task_base(prefix, WORKFLOWS)
+
+
+WORKERS = ":workers"
+
+
+def workers_keys(prefix: str | None) -> tuple[str, str]:
+    """The worker registry (docs/design.md#workers): ``<root>:{:workers}`` (hash: worker id ->
+    its record) and ``<root>:{:workers}:expiry`` (zset: worker id -> the ms, on the server's
+    clock, after which it counts as gone). The hash tag ``:workers`` is nobody's task (no
+    ``:`` in task names), so both keys share a cluster slot of their own."""
+    base = f"{root(prefix)}:{{{WORKERS}}}"
+    return base, base + ":expiry"

@@ -145,6 +145,8 @@ class MemoryBackend:
         self._token_seq = 0
         self._closed_event: asyncio.Event | None = None
         self.schedules = ScheduleStore(self.now_ms)
+        # the worker registry: id -> (record, ms after which it counts as gone)
+        self.worker_entries: dict[str, tuple[str, int]] = {}
         self._event_sources: list[_EventSource] = []
         self._event_last = (0, 0)
 
@@ -1022,6 +1024,20 @@ class MemoryBackend:
 
     async def server_info(self) -> dict[str, Any]:
         return {"backend": "memory"}
+
+    # -- the worker registry (redis/lua/worker_beat.lua) --------------------------------------
+    async def worker_beat(self, worker_id: str, record: str, ttl_ms: int) -> None:
+        now = self.clock()
+        for gone in [w for w, (_, until) in self.worker_entries.items() if until <= now]:
+            del self.worker_entries[gone]
+        if record:
+            self.worker_entries[worker_id] = (record, now + ttl_ms)
+        else:
+            self.worker_entries.pop(worker_id, None)
+
+    async def worker_list(self) -> list[tuple[str, str, int]]:
+        now = self.clock()
+        return [(w, rec, until) for w, (rec, until) in self.worker_entries.items() if until > now]
 
     # -- schedules (memory_schedules.py) ------------------------------------------------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:

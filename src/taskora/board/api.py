@@ -18,14 +18,14 @@ from starlette.responses import Response
 
 from .._version import __version__
 from ..errors import ConfigError, TaskoraError
-from ..inspector import FINISHED, STATES, WORKFLOW_STATES, JobInfo, WorkflowInfo
+from ..inspector import FINISHED, STATES, WORKFLOW_STATES, JobInfo, WorkerInfo, WorkflowInfo
 from ..workflow import parse_step
 
 if TYPE_CHECKING:
     from ..app import App
     from .redact import Redactor
 
-__all__ = ["API", "BadRequest", "NotFound", "json_response"]
+__all__ = ["API", "BadRequest", "NotFound", "json_response", "worker_doc"]
 
 MAX_LIMIT = 200
 DLQ_SCAN = 1000  # failed jobs read per task to group the dead letters by error
@@ -62,6 +62,22 @@ def _int_param(request: Request, name: str, default: int, top: int | None = None
 
 def _ms(at: datetime | None) -> int | None:
     return None if at is None else int(at.timestamp() * 1000)
+
+
+def worker_doc(worker: WorkerInfo) -> dict[str, Any]:
+    """A live worker process as the overview and the stats frames show it (no user data:
+    host and pid, behind the board's guard as every route)."""
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "tasks": worker.tasks,
+        "concurrency": worker.concurrency,
+        "active": worker.active,
+        "version": worker.version,
+        "started": _ms(worker.started_at),
+        "last_seen": _ms(worker.last_seen),
+    }
 
 
 class API:
@@ -180,11 +196,12 @@ class API:
     async def overview(self, request: Request) -> Response:
         insp = self.app.inspect()
         names = await insp.tasks()
-        counts, hour, day, server = await asyncio.gather(
+        counts, hour, day, server, workers = await asyncio.gather(
             asyncio.gather(*(insp.stats(n) for n in names)),
             insp.throughput(None, 60),
             insp.throughput(None, 1440),
             insp.server(),
+            insp.workers(),
         )
         totals = dict.fromkeys(STATES, 0)
         for row in counts:
@@ -213,9 +230,14 @@ class API:
                     ],
                 },
                 "server": self.redact(server),
+                "workers": [worker_doc(w) for w in workers],
                 "board": {"uptime_s": int(time.monotonic() - self.started)},
             }
         )
+
+    async def workers(self, request: Request) -> Response:
+        found = await self.app.inspect().workers()
+        return json_response({"workers": [worker_doc(w) for w in found]})
 
     async def tasks(self, request: Request) -> Response:
         insp = self.app.inspect()

@@ -3,8 +3,9 @@
 One ``Live`` per board process, whatever the number of browsers:
 
 - every refresh interval it reads the state counts and the last minutes' throughput once
-  (one pipeline per task) and sends the same ``stats`` frame to every browser: what the
-  overview and task pages show. Its cost does not grow with browsers or with job rates.
+  (one pipeline per task) and the live workers (one pipeline), and sends the same ``stats``
+  frame to every browser: what the overview and task pages show. Its cost does not grow
+  with browsers or with job rates.
 - while some browser has a job or a workflow open, it listens to those tasks' events through
   the app's single events reader (``taskora.events``) and every ``FLUSH_S`` sends a ``jobs``
   frame with the events of that job (or workflow) to the browsers that watch it. The reader
@@ -27,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..events import TASK_EVENTS
+from .api import worker_doc
 
 if TYPE_CHECKING:
     from ..app import App
@@ -235,9 +237,10 @@ class Live:
         insp = self.app.inspect()
         names = list(self._tasks)
         # per known task: a call without a task would walk the keyspace every tick
-        counts, per_task = await asyncio.gather(
+        counts, per_task, workers = await asyncio.gather(
             asyncio.gather(*(insp.stats(n) for n in names)),
             asyncio.gather(*(insp.throughput(n, 2) for n in names)),
+            insp.workers(),  # one read of the registry's two keys
         )
         minutes: dict[int, list[int]] = {}
         for rows in per_task:
@@ -251,6 +254,7 @@ class Live:
             "minutes": [
                 {"t": t, "completed": c, "failed": f} for t, (c, f) in sorted(minutes.items())
             ],
+            "workers": [worker_doc(w) for w in workers],
         }
         self._stats = frame("stats", doc)
         self._broadcast(self._stats)

@@ -187,6 +187,7 @@ def _routes(state: BoardState, shell: _Shell) -> list[Route]:
         route("/api/overview", api.overview, "read", read),
         route("/api/tasks", api.tasks, "read", read),
         route("/api/throughput", api.throughput, "read", read),
+        route("/api/workers", api.workers, "read", read),
         route("/api/tasks/{task}/jobs", api.task_jobs, "read", read),
         route("/api/tasks/{task}/migrations", api.task_migrations, "read", read),
         route("/api/tasks/{task}/retry-all", api.task_retry_all, "write", write),

@@ -38,7 +38,7 @@ from ..base import (
     WorkflowPlan,
     WorkflowRecord,
 )
-from ..keys import meta_key, root, workflows_base
+from ..keys import meta_key, root, workers_keys, workflows_base
 from .address import Address, parse_address
 from .cluster import (
     ClusterClient,
@@ -67,6 +67,7 @@ from .scripts import (
     RetryFailed,
     StalledCheck,
     Trim,
+    WorkerBeat,
     run_pipelined,
 )
 from .waiter import ResultWaiter
@@ -860,6 +861,34 @@ class RedisBackend:
             "blocked_clients": total("blocked_clients"),
             "uptime_s": _int_or(first.get("uptime_in_seconds"), 0),
         }
+
+    # -- the worker registry (docs/design.md#workers) -----------------------------------------
+    async def worker_beat(self, worker_id: str, record: str, ttl_ms: int) -> None:
+        records, expiries = workers_keys(self.prefix)
+        with self.errors():
+            await WorkerBeat(records, expiries, worker_id, record, ttl_ms).run(self.client)
+
+    async def worker_list(self) -> list[tuple[str, str, int]]:
+        """One pipeline (both keys share a slot); entries past their time are left out by the
+        server's clock (as estimated here) even before a beat removes them."""
+        records, expiries = workers_keys(self.prefix)
+        with self.errors():
+            raw, alive = await _all(
+                self.client.pipeline(
+                    [
+                        ("HGETALL", records),
+                        ("ZRANGEBYSCORE", expiries, f"({self.now_ms()}", "+inf", "WITHSCORES"),
+                    ]
+                )
+            )
+        stored = {_str(raw[i]) or "": _str(raw[i + 1]) or "" for i in range(0, len(raw), 2)}
+        out = []
+        for i in range(0, len(alive), 2):
+            worker_id = _str(alive[i]) or ""
+            record = stored.get(worker_id)
+            if record is not None:
+                out.append((worker_id, record, int(float(alive[i + 1]))))
+        return out
 
     # -- schedules (redis/schedules.py) -------------------------------------------------------
     async def schedule_lock(self, token: str, ttl_ms: int, release: bool = False) -> bool:

@@ -64,6 +64,7 @@ __all__ = [
     "Script",
     "StalledCheck",
     "Trim",
+    "WorkerBeat",
     "WorkflowAdvanceCall",
     "WorkflowCreate",
     "WorkflowEnd",
@@ -783,3 +784,19 @@ class WorkflowEnd(Call["list[tuple[int, str]]"]):
 
     def decode(self, raw: Any) -> list[tuple[int, str]]:
         return [(int(raw[i]), _str(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+
+# -- the worker registry (docs/design.md#workers; two keys under {:workers}) -----------------
+@lua("worker_beat")
+@dataclasses.dataclass(slots=True)
+class WorkerBeat(Call[int]):
+    """Reply: how many entries of workers gone without a clean close were removed."""
+
+    records: str
+    expiries: str
+    id: str
+    record: str
+    ttl_ms: int
+
+    def decode(self, raw: Any) -> int:
+        return _int(raw, 0)

@@ -193,6 +193,22 @@
         ["Redis uptime", fmtDuration((server.uptime_s || 0) * 1000)]);
     }
     facts.push(["board uptime", fmtDuration(doc.board.uptime_s * 1000)], ["taskora", config.version]);
+    // worker processes alive (their heartbeats in the store), redrawn by every stats frame
+    const alive = h("span", { id: "workers-alive" }, "0");
+    const workers = h("div", { id: "workers" });
+    const drawWorkers = (list) => {
+      alive.textContent = fmtNum(list.length);
+      workers.replaceChildren(table(["host", "pid", "tasks (concurrency)", "running (last beat)", "started", "last seen", "taskora"],
+        list.map((w) => h("tr", { "data-worker": w.id },
+          h("td", {}, w.host), h("td", { class: "num" }, w.pid),
+          h("td", {}, Object.entries(w.tasks).map(([t, c]) => `${t} ×${c}`).join(", ") || "–"),
+          h("td", { class: "num" }, `${fmtNum(w.active)} / ${fmtNum(w.concurrency)}`),
+          h("td", { title: fmtTime(w.started) }, rel(w.started)),
+          h("td", { title: fmtTime(w.last_seen) }, rel(w.last_seen)),
+          h("td", { class: "muted" }, w.version))),
+        "No worker process is running."));
+    };
+    drawWorkers(doc.workers || []);
     show(
       h("h1", {}, "Overview"),
       h("div", { class: "stats" }, STATES.map(stat)),
@@ -202,9 +218,11 @@
         h("section", { class: "card" }, h("h2", {}, "Throughput, last day (per hour)"), day)),
       h("section", { class: "card" }, h("h2", {}, "Tasks"),
         table(["task", ...STATES.map((st) => h("th", { class: "num" }, st)), "config"], rows, "No tasks yet.")),
+      h("section", { class: "card" }, h("h2", {}, "Workers alive: ", alive), workers),
       h("section", { class: "card" }, h("h2", {}, "Store"),
         h("dl", { class: "meta" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v === undefined || v === null ? "–" : String(v))]))));
     page.onStats = (stats) => {
+      if (stats.workers) drawWorkers(stats.workers);
       const known = new Set(doc.tasks.map((t) => t.name));
       if (Object.keys(stats.tasks).some((name) => !known.has(name))) { render(); return; }
       const totals = Object.fromEntries(STATES.map((st) => [st, 0]));
