@@ -171,6 +171,10 @@ class RedisServer:
     def used_memory(self) -> int:
         return int(self.info("memory")["used_memory"])
 
+    def used_memory_scripts(self) -> int:
+        """The script cache's share of used_memory (Redis 7.0; 0 where not reported)."""
+        return int(self.info("memory").get("used_memory_scripts", 0))
+
     def version(self) -> str:
         return self.info("server").get("redis_version", "?")
 

@@ -259,7 +259,7 @@ def _ceiling(libs: dict[str, Any], ceiling: dict[str, Any], keys: list[str]) -> 
 
 
 def _server_cost(libs: dict[str, Any], keys: list[str]) -> list[str]:
-    keys = [k for k in keys if k != "memory"]
+    keys = [k for k in keys if not k.startswith("memory")]
 
     def cost(lib: dict[str, Any], key: str) -> dict[str, float] | None:
         return lib.get("workloads", {}).get(key, {}).get("redis")

@@ -108,11 +108,17 @@ class Claimer:
         slots (at most ``prefetch`` jobs): those jobs start the moment a slot frees, and one
         round trip finishes and replaces a batch of them instead of one. Slow jobs are never
         held back from other workers this way (nothing is prefetched once a job takes
-        QUICK_JOB_S or more)."""
-        if self.slots.stopping or self.prefetch <= 0 or not self.quick():
+        QUICK_JOB_S or more).
+
+        A worker with at least ``prefetch`` slots claims nothing ahead: the batch it claims
+        for its free slots keeps it busy through the next finish call already, and a job
+        reserved ahead costs Redis two writes of its state instead of one (at concurrency
+        100: 19 commands a job instead of 16, for the same jobs/s)."""
+        slots = self.slots
+        if slots.stopping or self.prefetch <= slots.concurrency or not self.quick():
             return 0
         target = min(self.prefetch, max(1, int(PREFETCH_S / max(self.avg_run_s, 1e-6))))
-        return max(0, target - self.slots.buffered_count)
+        return max(0, target - slots.buffered_count)
 
     def hold_check(self, slot: Slot[Any]) -> None:
         """A job turned out slow while others wait claimed ahead behind it: give them back,

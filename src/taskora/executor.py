@@ -11,14 +11,13 @@ and log writes.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import serializer
 from ._threads import DaemonPool
@@ -52,6 +51,8 @@ class Run:
     handler_done: bool = False
     aborted: bool = False
     reported: bool = False  # its outcome went to on_done: exactly once per slot
+    deadline: float = 0.0  # loop time its handler's timeout ends (Deadlines)
+    timed_out: bool = False  # the timeout cancelled the runner (until _call takes it back)
 
 
 Done = Callable[[Slot[Run], Outcome, float], None]
@@ -81,6 +82,8 @@ class Executor:
         self._tracing = app._tracing  # None unless App(tracing=...): docs/design.md#tracing
         self._metrics = app._metrics  # None unless taskora.metrics is on: docs/design.md#metrics
         self._threads: DaemonPool | None = None if task.is_async else self._new_threads()
+        timeout_ms = self.options.timeout_ms
+        self._deadlines = Deadlines(timeout_ms / 1000) if timeout_ms else None
 
     def start(self, slot: Slot[Run]) -> None:
         """Run the slot's job in a new asyncio task."""
@@ -234,6 +237,8 @@ class Executor:
         return data
 
     def _encode(self, job: Claimed, result: Any) -> Outcome:
+        if result is None and self.task.output is None:  # most handlers: no encoder call
+            return Outcome(job.id, job.token, "completed", result="null")
         try:
             if self.task.output is not None:
                 result = self.task.output.to_json(result, "output")
@@ -243,26 +248,38 @@ class Executor:
         return Outcome(job.id, job.token, "completed", result=encoded)
 
     async def _call(self, run: Run, data: Any) -> Any:
-        """The middleware chain (app -> task) and the handler, all inside the job's timeout."""
-        timeout_ms = self.options.timeout_ms
-        if not timeout_ms:  # no scope to build and leave per job
+        """The middleware chain (app -> task) and the handler, all inside the job's timeout
+        (as ``asyncio.timeout`` would: the runner is cancelled at the deadline, and the
+        CancelledError becomes TimeoutError unless another cancel is pending too)."""
+        deadlines = self._deadlines
+        if deadlines is None:
             return await self._chained(run, data)
-        scope = asyncio.timeout(timeout_ms / 1000)
+        deadlines.enter(run)
         try:
-            async with scope:
-                return await self._chained(run, data)
-        except builtins.TimeoutError:
-            if not scope.expired():
-                raise
-            if self._threads is not None:
-                # The thread cannot be interrupted: ask it to stop, stop waiting for it, and
-                # give the pool a fresh thread so the worker keeps its full concurrency.
-                run.ctx._mark_cancelled()
-                self._threads.shutdown(wait=False)
-                self._threads = self._new_threads()
-            raise TimeoutError(
-                f"Job {run.ctx.id} timed out after {timeout_ms} ms", run.ctx.id, timeout_ms
-            ) from None
+            return await self._chained(run, data)
+        except asyncio.CancelledError:
+            if run.timed_out:
+                run.timed_out = False
+                if _uncancel() == 0:
+                    self._timed_out(run)
+            raise
+        finally:
+            deadlines.leave(run)
+            if run.timed_out:  # it ended another way after the timeout's cancel: take it back
+                run.timed_out = False
+                _uncancel()
+
+    def _timed_out(self, run: Run) -> NoReturn:
+        timeout_ms = self.options.timeout_ms
+        if self._threads is not None:
+            # The thread cannot be interrupted: ask it to stop, stop waiting for it, and
+            # give the pool a fresh thread so the worker keeps its full concurrency.
+            run.ctx._mark_cancelled()
+            self._threads.shutdown(wait=False)
+            self._threads = self._new_threads()
+        raise TimeoutError(
+            f"Job {run.ctx.id} timed out after {timeout_ms} ms", run.ctx.id, timeout_ms
+        ) from None
 
     def _chained(self, run: Run, data: Any) -> Awaitable[Any]:
         if self._chain:
@@ -313,6 +330,55 @@ class Executor:
 
     def _new_threads(self) -> DaemonPool:
         return DaemonPool(self.concurrency, f"taskora-{self.name}")
+
+
+class Deadlines:
+    """The handler timeouts of one executor, on one loop timer.
+
+    Every job of a task has the same timeout, so deadlines come in the order handlers start:
+    an insertion-ordered dict holds the runs inside their handler, and one timer is armed for
+    the oldest (a timer of its own per job, as ``asyncio.timeout`` makes, cost a quick job
+    about a sixth of its worker CPU). A timer left armed for a run that has since left fires
+    early and re-arms for the oldest one still in."""
+
+    __slots__ = ("_runs", "_seconds", "_timer")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._runs: dict[Run, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def enter(self, run: Run) -> None:
+        loop = asyncio.get_running_loop()
+        run.deadline = loop.time() + self._seconds
+        self._runs[run] = None
+        if self._timer is None:
+            self._timer = loop.call_at(run.deadline, self._expire)
+
+    def leave(self, run: Run) -> None:
+        self._runs.pop(run, None)
+
+    def _expire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        runs = self._runs
+        while runs:
+            run = next(iter(runs))
+            if run.deadline > now:
+                self._timer = loop.call_at(run.deadline, self._expire)
+                return
+            del runs[run]
+            run.timed_out = True
+            if run.runner is not None:
+                run.runner.cancel()
+
+
+def _uncancel() -> int:
+    """Take back one cancel request of the current task (the timeout's); returns how many
+    are still pending (another cancel came too)."""
+    task = asyncio.current_task()
+    return task.uncancel() if task is not None else 0
 
 
 class JobIO:
