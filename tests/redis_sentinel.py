@@ -141,7 +141,7 @@ def _text(value: object) -> str:
 
 
 def _wait(ready: Callable[[], object], what: str, server: RedisServer) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         try:
             if ready():

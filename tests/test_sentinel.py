@@ -175,7 +175,7 @@ async def test_failover_under_load(group: SentinelGroup, tmp_path: Path, how: st
                     await asyncio.sleep(0.002)
 
             feeder = asyncio.create_task(feed())
-            await wait_for(lambda: sum(w.done() for w in waiters) >= 200, 30, "jobs to flow")
+            await wait_for(lambda: sum(w.done() for w in waiters) >= 200, 60, "jobs to flow")
             old_port = group.master_port()
             before = len(accepted)
             switched = time.monotonic()
@@ -184,9 +184,9 @@ async def test_failover_under_load(group: SentinelGroup, tmp_path: Path, how: st
             else:
                 with group.sentinels[0].client() as sentinel:
                     sentinel.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
-            await wait_for(lambda: group.master_port() != old_port, 30, "the promotion")
+            await wait_for(lambda: group.master_port() != old_port, 60, "the promotion")
             promoted = time.monotonic() - switched
-            await wait_for(lambda: len(accepted) >= before + 200, 30, "dispatch to resume")
+            await wait_for(lambda: len(accepted) >= before + 200, 60, "dispatch to resume")
             stop.set()
             await feeder
             outcomes = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 60)
