@@ -21,6 +21,38 @@ def _wait(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+class ClusterNode(RedisServer):
+    """A cluster-enabled redis-server; its cluster bus port is picked free too (not port +
+    10000, which may be taken or > 65535)."""
+
+    def __init__(self, node_timeout_ms: int) -> None:
+        self.node_timeout_ms = node_timeout_ms
+        self.bus = free_port()
+        super().__init__()
+
+    def new_ports(self) -> None:
+        super().new_ports()
+        self.bus = free_port()
+
+    def args(self) -> list[str]:
+        return [
+            *super().args(),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
+            # a node that lost its master keeps serving the other slots
+            "--cluster-require-full-coverage",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--cluster-port",
+            str(self.bus),
+        ]
+
+
 class RedisCluster:
     """``masters`` masters owning equal slot ranges, each with ``replicas`` replicas.
 
@@ -28,30 +60,10 @@ class RedisCluster:
     failover in a test takes about a second."""
 
     def __init__(self, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000) -> None:
-        self.servers: list[RedisServer] = []
-        self.bus: dict[int, int] = {}  # port -> cluster bus port
+        self.servers: list[ClusterNode] = []
         try:
             for _ in range(masters * (1 + replicas)):
-                bus = free_port()
-                self.servers.append(
-                    RedisServer(
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        str(node_timeout_ms),
-                        # a node that lost its master keeps serving the other slots
-                        "--cluster-require-full-coverage",
-                        "no",
-                        "--repl-diskless-sync-delay",
-                        "0",
-                        # the bus port is set, not port + 10000, which may be taken or > 65535
-                        "--cluster-port",
-                        str(bus),
-                    )
-                )
-                self.bus[self.servers[-1].port] = bus
+                self.servers.append(ClusterNode(node_timeout_ms))
             self._join(masters, replicas)
         except BaseException:
             self.close()
@@ -75,7 +87,7 @@ class RedisCluster:
                 c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
         with self.servers[0].client() as c:
             for other in self.servers[1:]:
-                c.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, self.bus[other.port])
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, other.bus)
         total = len(self.servers)
 
         def everyone_known() -> bool:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -22,6 +23,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port where a connect is refused, held for the block: bound, never
+    listening, so no other process can start listening there meanwhile (a port merely
+    picked free could be taken by another test run's server before the test connects)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind its port: another process bound it first."""
 
 
 class RedisServer:
@@ -37,13 +52,30 @@ class RedisServer:
         self.extra = list(extra)
         self.persistence = persistence
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        # A port picked free is only free until someone binds it: other test runs and their
+        # servers on this machine pick from the same range. Lost that race: pick again.
+        for attempt in range(1, 6):
+            try:
+                self.start()
+                return
+            except PortTaken:
+                self.stop()
+                if port is not None or attempt == 5:
+                    raise
+                self.new_ports()
+
+    def new_ports(self) -> None:
+        """Fresh ports for a first start that lost its port (and a clean data directory)."""
+        self.port = free_port()
+        for leftover in self.dir.iterdir():
+            leftover.unlink()
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def args(self) -> list[str]:
+        """The server's command line."""
         # With persistence, every acknowledged write must outlive a kill -9 of the server
         # (the process, not the machine): it must reach the kernel before the reply.
         # appendfsync everysec does not ensure that: while a background fsync is still
@@ -55,7 +87,7 @@ class RedisServer:
             if self.persistence
             else ["--appendonly", "no", "--save", ""]
         )
-        args = [
+        return [
             self.binary,
             "--port",
             str(self.port),
@@ -72,19 +104,26 @@ class RedisServer:
             *persistence,
             *self.extra,
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        """Start the server and return once it answers: this process, not another server
+        that holds the port (then ours fails to bind it: :class:`PortTaken`)."""
+        quiet = subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.args(), stdout=quiet, stderr=quiet)
         _RUNNING.add(self)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while True:
             try:
-                with redis.Redis(port=self.port, socket_timeout=1) as client:
-                    client.ping()
-                    return
-            except redis.exceptions.BusyLoadingError:
-                pass
-            except (redis.exceptions.ConnectionError, OSError):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited: {self.log_tail()}") from None
+                with self.client(timeout=1) as client:
+                    if int(client.info("server")["process_id"]) == self.proc.pid:
+                        return
+            except (redis.exceptions.RedisError, OSError):
+                pass  # not up yet, still loading, or another server (which may want a password)
+            if self.proc.poll() is not None:
+                log = self.log_tail()
+                if "Failed listening on port" in log:
+                    raise PortTaken(f"redis-server could not bind its port: {log}")
+                raise RuntimeError(f"redis-server exited: {log}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start: {self.log_tail()}")
             time.sleep(0.02)
@@ -112,8 +151,8 @@ class RedisServer:
             time.sleep(pause)
         self.start()
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=10)
+    def client(self, timeout: float = 10) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=timeout)
 
     def close(self) -> None:
         self.stop()

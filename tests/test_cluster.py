@@ -25,7 +25,7 @@ from taskora.backends.redis import RedisBackend
 from taskora.backends.redis.cluster import SHARDED, key_slot, split_seeds
 from taskora.backends.redis.scripts import SCRIPTS
 from tests.redis_cluster import RedisCluster
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, refused_port
 
 STALL = taskora.Stall(interval=1, lock_ttl=2, max_count=3)
 
@@ -147,21 +147,22 @@ async def test_a_cluster_node_beside_a_plain_redis_is_refused(
 
 
 async def test_an_unreachable_seed_list_is_one_clear_error() -> None:
-    ports = [free_port(), free_port()]
-    url = f"redis://user:s3cret-pw@127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/0"
-    with pytest.raises(taskora.BackendError) as info:
-        await RedisBackend(url).connect()
+    with refused_port() as first, refused_port() as second:
+        url = f"redis://user:s3cret-pw@127.0.0.1:{first},127.0.0.1:{second}/0"
+        with pytest.raises(taskora.BackendError) as info:
+            await RedisBackend(url).connect()
     text = str(info.value)
     assert "no seed node answered" in text and "s3cret" not in text
-    assert all(f"127.0.0.1:{port}" in text for port in ports)
+    assert all(f"127.0.0.1:{port}" in text for port in (first, second))
 
 
 async def test_one_live_seed_is_enough(redis_cluster: RedisCluster, prefix: str) -> None:
-    url = f"redis://127.0.0.1:{free_port()},127.0.0.1:{redis_cluster.servers[1].port}"
-    app = taskora.App(url, prefix=prefix)
-    task = app.task("t")(_double)
-    async with app:
-        assert await task.dispatch(5).wait_for(30) == 10
+    with refused_port() as dead:
+        url = f"redis://127.0.0.1:{dead},127.0.0.1:{redis_cluster.servers[1].port}"
+        app = taskora.App(url, prefix=prefix)
+        task = app.task("t")(_double)
+        async with app:
+            assert await task.dispatch(5).wait_for(30) == 10
 
 
 # -- faults ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 import taskora
 from taskora.backends.redis.address import parse_address
-from tests.redis_server import free_port
+from tests.redis_server import refused_port
 
 SECRET = "s3cret-pw"
 
@@ -47,17 +47,17 @@ def test_bad_urls_say_what_is_wrong(url: str, problem: str) -> None:
 
 
 async def test_an_unreachable_server_is_named_without_the_password() -> None:
-    port = free_port()
-    app = taskora.App(f"redis://u:{SECRET}@127.0.0.1:{port}/0")
+    with refused_port() as port:
+        app = taskora.App(f"redis://u:{SECRET}@127.0.0.1:{port}/0")
 
-    @app.task()
-    async def noop(data: None) -> None:
-        return None
+        @app.task()
+        async def noop(data: None) -> None:
+            return None
 
-    with pytest.raises(taskora.BackendError) as info:
-        await noop.dispatch(None)
-    assert str(info.value) == (
-        f"Redis at redis://u@127.0.0.1:{port}/0: "
-        f"cannot connect to 127.0.0.1:{port}: Connection refused"
-    )
-    await app.close()
+        with pytest.raises(taskora.BackendError) as info:
+            await noop.dispatch(None)
+        assert str(info.value) == (
+            f"Redis at redis://u@127.0.0.1:{port}/0: "
+            f"cannot connect to 127.0.0.1:{port}: Connection refused"
+        )
+        await app.close()

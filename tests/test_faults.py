@@ -56,19 +56,23 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(self, concurrency: int = 10) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.mp.fault_worker",
-                self.url,
-                self.prefix,
-                str(self.ledger),
-                str(concurrency),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # stderr to a file beside the ledger: a pipe nobody reads fills up with a failover's
+        # warnings and then blocks the worker mid-write
+        err = self.ledger.with_name(f"worker-{len(self.procs)}.stderr")
+        with err.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.mp.fault_worker",
+                    self.url,
+                    self.prefix,
+                    str(self.ledger),
+                    str(concurrency),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         self.procs.append(proc)
         return proc
 

@@ -19,7 +19,7 @@ from taskora.backends.redis import connect
 from taskora.backends.redis.address import Address, parse_address
 from taskora.backends.redis.resp import RespClient
 from tests.redis_sentinel import MASTER_NAME, SentinelGroup
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, refused_port
 from tests.test_faults import Ledger, Workers, producer, wait_for
 
 pytestmark = pytest.mark.redis_only
@@ -75,16 +75,16 @@ async def test_a_master_name_no_sentinel_knows(group: SentinelGroup) -> None:
 
 
 async def test_unreachable_sentinels() -> None:
-    ports = [free_port(), free_port()]
-    url = f"redis+sentinel://u:{SECRET}@127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/{MASTER_NAME}"
-    app, double = _app(url)
-    with pytest.raises(taskora.BackendError) as info:
-        await double.dispatch(1)
+    with refused_port() as first, refused_port() as second:
+        url = f"redis+sentinel://u:{SECRET}@127.0.0.1:{first},127.0.0.1:{second}/{MASTER_NAME}"
+        app, double = _app(url)
+        with pytest.raises(taskora.BackendError) as info:
+            await double.dispatch(1)
+        await app.close()
     message = str(info.value)
     print(f"\nunreachable sentinels: {message}")
-    assert all(f"cannot connect to 127.0.0.1:{port}" in message for port in ports)
+    assert all(f"cannot connect to 127.0.0.1:{port}" in message for port in (first, second))
     assert SECRET not in message
-    await app.close()
 
 
 async def test_a_replica_named_as_master_is_refused(
@@ -175,7 +175,7 @@ async def test_failover_under_load(group: SentinelGroup, tmp_path: Path, how: st
                     await asyncio.sleep(0.002)
 
             feeder = asyncio.create_task(feed())
-            await wait_for(lambda: sum(w.done() for w in waiters) >= 200, 30, "jobs to flow")
+            await wait_for(lambda: sum(w.done() for w in waiters) >= 200, 60, "jobs to flow")
             old_port = group.master_port()
             before = len(accepted)
             switched = time.monotonic()
@@ -184,9 +184,9 @@ async def test_failover_under_load(group: SentinelGroup, tmp_path: Path, how: st
             else:
                 with group.sentinels[0].client() as sentinel:
                     sentinel.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
-            await wait_for(lambda: group.master_port() != old_port, 30, "the promotion")
+            await wait_for(lambda: group.master_port() != old_port, 60, "the promotion")
             promoted = time.monotonic() - switched
-            await wait_for(lambda: len(accepted) >= before + 200, 30, "dispatch to resume")
+            await wait_for(lambda: len(accepted) >= before + 200, 60, "dispatch to resume")
             stop.set()
             await feeder
             outcomes = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 60)

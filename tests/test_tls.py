@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ import pytest
 import redis
 
 import taskora
-from tests import redis_server
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis_only
@@ -148,26 +146,12 @@ class TlsServer(RedisServer):
             SECRET,
         )
 
-    def start(self) -> None:
+    def args(self) -> list[str]:
         args = [self.binary, "--tls-port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")]
-        args += ["--save", "", "--appendonly", "no", *self.extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        redis_server._RUNNING.add(self)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with self.client() as client:
-                    client.ping()
-                    return
-            except (redis.exceptions.ConnectionError, OSError):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited: {self.log_tail()}") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {self.log_tail()}")
-            time.sleep(0.05)
+        return [*args, "--save", "", "--appendonly", "no", *self.extra]
 
-    def client(self) -> redis.Redis:
+    def client(self, timeout: float = 10) -> redis.Redis:
         return redis.Redis(
             port=self.port,
             password=SECRET,
@@ -175,7 +159,7 @@ class TlsServer(RedisServer):
             ssl_ca_certs=str(self.certs.ca),
             ssl_certfile=str(self.certs.client),
             ssl_keyfile=str(self.certs.client_key),
-            socket_timeout=10,
+            socket_timeout=timeout,
         )
 
     def tls_url(self, password: str = SECRET, **settings: str) -> str:

@@ -90,7 +90,9 @@ async def test_an_entry_nobody_refreshes_expires_and_the_next_beat_removes_it(
     app = make_app()
     backend = await app._connected_backend()
     record = json.dumps({"host": "h", "pid": 7, "tasks": {"t": 2}, "started": 1, "ttl": 300})
-    await backend.worker_beat("ghost", record, 300)  # a worker that beats once, then dies
+    # a worker that beats once, then dies (its entry lives 1 s: room for the next two reads
+    # on a loaded machine)
+    await backend.worker_beat("ghost", record, 1000)
     await backend.worker_beat("steady", record, 600_000)
     insp = app.inspect()
     assert {w.id for w in await insp.workers()} == {"ghost", "steady"}

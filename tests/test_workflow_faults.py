@@ -44,18 +44,20 @@ def _spawn(
     env.pop("TASKORA_TEST_KILL_AFTER_ADVANCE", None)
     if kill_after is not None:
         env["TASKORA_TEST_KILL_AFTER_ADVANCE"] = str(kill_after)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.procs.workflow_procs",
-            *(url, prefix, str(ledger), str(max_stalls), tasks),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # stderr to a file beside the ledger: a pipe nobody reads can fill and block the worker
+    with ledger.with_name(f"{ledger.name}.{tasks}.{kill_after}.stderr").open("ab") as stderr:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.procs.workflow_procs",
+                *(url, prefix, str(ledger), str(max_stalls), tasks),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 @contextmanager

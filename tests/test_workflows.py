@@ -348,15 +348,17 @@ async def test_ttl_cancels_the_workflow_and_its_running_steps(make_app: AppFacto
         return x
 
     async with app:
-        handle = (hang.s(1) | nxt.s()).dispatch(ttl="300ms")
+        # long enough for "hang" to be running when it passes, on a loaded machine too
+        handle = (hang.s(1) | nxt.s()).dispatch(ttl="1s")
         with pytest.raises(taskora.JobCancelledError, match="ttl"):
             await handle.wait_for(20)
         assert started.is_set()
         assert await handle.get_state() == "cancelled"
         with pytest.raises(taskora.JobCancelledError):
             await hang.handle(f"wf-{await handle}-0").wait_for(20)
-        # a workflow that ends in time is not touched by its deadline
-        quick = nxt.s(5).dispatch(ttl="300ms")
+        # a workflow that ends in time is not touched by its deadline (it ends in ms; the
+        # deadline leaves a loaded machine room)
+        quick = nxt.s(5).dispatch(ttl="10s")
         assert await quick.wait_for(20) == 5
     assert later == [5]
 

@@ -169,8 +169,18 @@
   const hhmm = (t) => { const d = new Date(t); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; };
 
   // ---- pages -----------------------------------------------------------------------------
+  // A page's own reads. A render that a newer one replaced while it waited (a quick second
+  // click, a live refresh) stops at its read: it neither draws over the newer page nor sets
+  // that page's live handlers. render() drops the error of a replaced render.
+  async function load(path) {
+    const mine = rendering;
+    const doc = await api(path);
+    if (mine !== rendering) throw new Error("replaced by a newer render");
+    return doc;
+  }
+
   async function overviewPage() {
-    const doc = await api("/overview");
+    const doc = await load("/overview");
     page.doc = doc;
     const stat = (state) => h("div", { class: "stat " + state },
       h("div", { class: "n", id: "total-" + state }, fmtNum(doc.totals[state])),
@@ -254,7 +264,7 @@
     const q = query();
     const state = q.get("state") || "waiting";
     const offset = Number(q.get("offset") || 0);
-    const doc = await api(`/tasks/${enc(task)}/jobs?state=${enc(state)}&limit=${PAGE}&offset=${offset}`);
+    const doc = await load(`/tasks/${enc(task)}/jobs?state=${enc(state)}&limit=${PAGE}&offset=${offset}`);
     const path = (st, off) => `/tasks/${enc(task)}?state=${st}${off ? `&offset=${off}` : ""}`;
     const tabs = h("nav", { class: "tabs" }, STATES.map((st) => link(path(st, 0),
       [st, h("span", { class: "count", "data-count": st }, fmtNum(doc.counts[st]))],
@@ -306,7 +316,7 @@
   }
 
   async function jobPage([id]) {
-    const job = await api(`/jobs/${enc(id)}`);
+    const job = await load(`/jobs/${enc(id)}`);
     page.live = `job=${enc(id)}&tasks=${enc(job.task)}`;
     const canCancel = !FINISHED.includes(job.state);
     const started = job.started_at, ended = job.finished_at;
@@ -359,7 +369,7 @@
   }
 
   async function schedulesPage() {
-    const doc = await api("/schedules");
+    const doc = await load("/schedules");
     const rows = doc.schedules.map((sc) => h("tr", { "data-schedule": sc.name },
       h("td", {}, sc.name), h("td", {}, link(`/tasks/${enc(sc.task)}`, sc.task)),
       h("td", { class: "mono" }, sc.cron ? `${sc.cron}${sc.timezone ? " " + sc.timezone : ""}` : `every ${fmtDuration(sc.every_s * 1000)}`),
@@ -383,7 +393,7 @@
     const q = query();
     const state = q.get("state") || "";
     const offset = Number(q.get("offset") || 0);
-    const doc = await api(`/workflows?limit=${PAGE}&offset=${offset}${state ? "&state=" + enc(state) : ""}`);
+    const doc = await load(`/workflows?limit=${PAGE}&offset=${offset}${state ? "&state=" + enc(state) : ""}`);
     const path = (st, off) => `/workflows${st || off ? "?" : ""}${st ? "state=" + st : ""}${st && off ? "&" : ""}${off ? "offset=" + off : ""}`;
     const rows = doc.workflows.map((w) => h("tr", {},
       h("td", {}, link(`/workflows/${enc(w.id)}`, w.id.slice(0, 12) + "…", { class: "mono", title: w.id })),
@@ -429,7 +439,7 @@
   }
 
   async function workflowPage([id]) {
-    const w = await api(`/workflows/${enc(id)}`);
+    const w = await load(`/workflows/${enc(id)}`);
     if (w.state === "running") page.live = `workflow=${enc(id)}&tasks=${enc([...new Set(w.steps.map((st) => st.task))].join(","))}`;
     const rows = w.steps.map((st) => h("tr", {},
       h("td", { class: "num" }, st.index), h("td", {}, st.task), h("td", {}, badge(st.state)),
@@ -455,7 +465,7 @@
     const task = q.get("task") || "";
     const offset = Number(q.get("offset") || 0);
     const [doc, tasks] = await Promise.all([
-      api(`/dlq?limit=${PAGE}&offset=${offset}${task ? "&task=" + enc(task) : ""}`), api("/tasks")]);
+      load(`/dlq?limit=${PAGE}&offset=${offset}${task ? "&task=" + enc(task) : ""}`), load("/tasks")]);
     const pick = h("select", { "aria-label": "task", onchange: (e) => go(`/dlq${e.target.value ? "?task=" + enc(e.target.value) : ""}`) },
       h("option", { value: "" }, "all tasks"), tasks.tasks.map((t) => h("option", { value: t.name, selected: t.name === task }, t.name)));
     const groups = doc.groups.map((g) => h("tr", {},
@@ -480,7 +490,7 @@
   }
 
   async function versionsPage() {
-    const doc = await api("/versions");
+    const doc = await load("/versions");
     const cards = doc.tasks.map((m) => {
       const total = Object.values(m.by_version).reduce((a, b) => a + b, 0);
       const rows = Object.entries(m.by_version).map(([v, n]) => {
