@@ -210,6 +210,39 @@ class TickCounter:
         await wait_until(lambda: self.done >= target)
 
 
+async def test_a_stop_lets_the_fire_time_in_progress_finish(make_app: AppFactory) -> None:
+    """A graceful stop waits for the tick's current fire time (dispatch and re-arm), so the
+    schedule shows that run as its last one and nothing is left for the next leader to redo."""
+    app = make_app(scheduler=FAST)
+
+    @app.task("beat", schedule=taskora.Schedule(every="100ms", overlap=True))
+    async def beat(data: Any) -> None:
+        return None
+
+    await app.start(tasks=[])
+    scheduler = app.scheduler
+    assert scheduler is not None
+    entered, release = asyncio.Event(), asyncio.Event()
+    fire = scheduler._fire
+
+    async def held(*args: Any) -> tuple[int, bool]:
+        entered.set()
+        await release.wait()  # the fire time is in progress when stop() is called
+        return await fire(*args)
+
+    scheduler._fire = held  # type: ignore[method-assign]
+    await asyncio.wait_for(entered.wait(), 20)
+    stopping = asyncio.create_task(scheduler.stop())
+    await asyncio.sleep(0)  # stop() has begun waiting for the tick
+    assert not stopping.done()
+    release.set()
+    await asyncio.wait_for(stopping, 20)
+    [info] = await app.schedules.list()
+    [job] = await _scheduled_jobs(app, "beat")
+    assert info.last_run is not None and _ms(info.last_run) == int(job["fireAt"])
+    await app.close()
+
+
 async def _count(app: taskora.App, task: str, at_least: int) -> bool:
     return len(await _scheduled_jobs(app, task)) >= at_least
 

@@ -37,6 +37,7 @@ __all__ = ["ScheduleManager", "Scheduler"]
 log = logging.getLogger("taskora.scheduler")
 
 DUE_BATCH = 50
+STOP_TIMEOUT_S = 5.0  # how long a stop lets a tick in progress finish its fire time
 MARK_MIN_MS = 7 * 86_400_000  # how long a schedule's dedup mark outlives its fire time
 _CAS_TRIES = 20
 
@@ -71,11 +72,17 @@ class Scheduler:
         await self._register(await self.app._connected_backend())
         self._task = asyncio.create_task(self._run(), name="taskora-scheduler")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop ticking. A tick in progress finishes the fire time it is on (up to ``timeout``
+        seconds; then it is cancelled, and a fire time cut between its dispatch and its re-arm
+        stays armed, its dedup mark keeping it from running twice), so ``app.schedules``
+        shows the last run; then the leader lock is given up."""
         self._stop.set()
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self.is_leader:
@@ -111,6 +118,8 @@ class Scheduler:
             now, due = got
             more = False
             for name, fire_ms, record in due:
+                if self._stop.is_set():  # stopping: what is left stays armed for the next leader
+                    return sent
                 count, again = await self._fire(backend, name, fire_ms, record, now)
                 sent += count
                 more = more or again
