@@ -76,9 +76,9 @@ class App:
     """A taskora application.
 
     ``App()`` uses ``TASKORA_URL`` when set, else the in-memory backend; ``App(url)`` takes
-    ``redis://``, ``rediss://`` (TLS), ``redis+sentinel://``, ``unix://`` or ``memory://``;
-    ``App(backend)`` takes a
-    backend object (for example ``RedisBackend(client=existing_client)``).
+    ``redis://``, ``rediss://`` (TLS), ``redis+sentinel://`` (``rediss+sentinel://`` over
+    TLS), ``unix://`` or ``memory://``; ``App(backend)`` takes a backend object (for
+    example ``RedisBackend(client=existing_client)``).
     ``tracing=True`` (or an OpenTelemetry ``TracerProvider``) traces dispatch and
     processing; it needs the ``taskora[otel]`` extra (docs/design.md#tracing).
     ``heartbeat=`` (default 10 s): how often a started App refreshes its entry in the worker

@@ -46,13 +46,15 @@ def backend_from_url(url: str, prefix: str | None = None) -> Backend:
         "valkeys",
         "redis+sentinel",
         "valkey+sentinel",
+        "rediss+sentinel",
+        "valkeys+sentinel",
     ):
         from .redis import RedisBackend
 
         return RedisBackend(url, prefix=prefix)
     raise ConfigError(
         f"unsupported backend URL {_safe(url)!r}: use redis://, rediss://, "
-        "redis+sentinel://, unix:// or memory://"
+        "redis+sentinel://, rediss+sentinel://, unix:// or memory://"
     )
 
 

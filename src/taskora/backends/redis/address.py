@@ -1,8 +1,8 @@
 """Where and how to reach Redis: the URL forms and the TLS settings.
 
 ``redis://``, ``rediss://`` (TLS), ``unix://`` and ``redis+sentinel://`` (the master found
-through Sentinel) all parse into one :class:`Address`. Errors name the problem and never
-show the password.
+through Sentinel; ``rediss+sentinel://`` over TLS) all parse into one :class:`Address`.
+Errors name the problem and never show the password.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["SENTINEL_SCHEMES", "Address", "parse_address", "ssl_context"]
 
-SENTINEL_SCHEMES = ("redis+sentinel", "valkey+sentinel")
+SENTINEL_SCHEMES = ("redis+sentinel", "valkey+sentinel", "rediss+sentinel", "valkeys+sentinel")
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class Address:
     """Where and how to connect. ``repr`` and ``describe()`` never show a password.
 
     With ``sentinels`` set, ``host``/``port`` are unused: each new connection asks the
-    sentinels in turn where the master ``master_name`` is now (see ``connect.py``).
+    sentinels in turn where the master ``master_name`` is now (see ``connect.py``); with
+    ``tls``, sentinels and master alike are reached over TLS with the same settings.
     """
 
     host: str = "127.0.0.1"
@@ -46,7 +47,8 @@ class Address:
         if self.sentinels:
             hosts = ",".join(_hostport(host, port) for host, port in self.sentinels)
             db = f"?db={self.db}" if self.db else ""
-            return f"redis+sentinel://{user}{hosts}/{self.master_name}{db}"
+            scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+            return f"{scheme}://{user}{hosts}/{self.master_name}{db}"
         if self.path:
             return f"unix://{self.path}"
         scheme = "rediss" if self.tls else "redis"
@@ -61,12 +63,15 @@ class Address:
         return replace(self, host=host, port=port, path=None, sentinels=())
 
     def sentinel(self, host: str, port: int) -> Address:
-        """How to reach one of the sentinels: their own credentials, no database."""
+        """How to reach one of the sentinels: their own credentials, no database, the same
+        TLS settings as the master."""
         return Address(
             host=host,
             port=port,
             username=self.sentinel_username,
             password=self.sentinel_password,
+            tls=self.tls,
+            tls_options=self.tls_options,
             connect_timeout=self.connect_timeout,
         )
 
@@ -78,7 +83,8 @@ def _hostport(host: str, port: int) -> str:
 def parse_address(url: str) -> Address:
     """Parse ``redis://[user:pass@]host:port/db``, ``rediss://...`` (TLS, ``ssl_*`` query
     settings), ``unix:///path?db=`` or ``redis+sentinel://[user:pass@]host:port[,host:port]
-    /master-name[?db=]``. A ``ValueError`` says what is wrong, without the password."""
+    /master-name[?db=]`` (``rediss+sentinel://``: TLS). A ``ValueError`` says what is wrong,
+    without the password."""
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
@@ -86,7 +92,7 @@ def parse_address(url: str) -> Address:
             "a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://"
         )
     if scheme in SENTINEL_SCHEMES:
-        return _parse_sentinel(rest)
+        return _parse_sentinel(rest, tls=scheme.split("+")[0] in ("rediss", "valkeys"))
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -116,12 +122,12 @@ def parse_address(url: str) -> Address:
         username=username,
         password=password,
         tls=scheme in ("rediss", "valkeys"),
-        tls_options={k: v for k, v in query.items() if k.startswith("ssl_")},
+        tls_options=_tls_options(query),
         connect_timeout=timeout,
     )
 
 
-def _parse_sentinel(rest: str) -> Address:
+def _parse_sentinel(rest: str, tls: bool) -> Address:
     netloc, _, tail = rest.partition("/")
     path, _, query_text = tail.partition("?")
     userinfo, at, hosts = netloc.rpartition("@")
@@ -149,6 +155,8 @@ def _parse_sentinel(rest: str) -> Address:
         master_name=master_name,
         sentinel_username=query.get("sentinel_username"),
         sentinel_password=query.get("sentinel_password"),
+        tls=tls,
+        tls_options=_tls_options(query),
     )
 
 
@@ -164,6 +172,10 @@ def _sentinel_host(item: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"sentinel {host!r}: the port is not a number from 1 to 65535")
     return host, int(port_text)
+
+
+def _tls_options(query: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in query.items() if k.startswith("ssl_")}
 
 
 def _query(text: str) -> dict[str, str]:

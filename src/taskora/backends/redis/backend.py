@@ -537,7 +537,12 @@ class RedisBackend:
         reply_future: asyncio.Future[Any],
         call: FinishClaim,
     ) -> tuple[Any, tuple[Claimed, ...], int]:
-        popped = await popped_future
+        try:
+            popped = await popped_future
+        except BaseException:
+            # the claim behind it fails with it (a lost connection): no asyncio warning
+            reply_future.add_done_callback(_retrieved)
+            raise
         reply: FinishClaimReply
         try:
             reply = call.decode(await reply_future)

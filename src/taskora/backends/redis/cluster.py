@@ -29,6 +29,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError
+from .connect import PermanentError
 from .resp import Address, Arg, ReplyError, RespClient, Subscriber, parse_address
 from .scripts import SCRIPTS
 
@@ -493,6 +494,8 @@ class ClusterClient(RespClient):
                     continue
                 if code not in _WAIT_CODES or time.monotonic() > deadline:
                     raise
+            except PermanentError:  # a node's certificate does not verify: no failover mends it
+                raise
             except _IO:
                 if self._closed or time.monotonic() > deadline:
                     raise

@@ -6,6 +6,10 @@ errors live in one place. With a Sentinel address each new connection asks the s
 where the master is *now*: a connection lost in a failover reconnects to the new master by
 itself, and so does one that finds it is talking to a replica (``ROLE`` in the handshake,
 ``READONLY`` replies; see resp.py).
+
+A failure that retrying cannot mend (a certificate that does not verify, a client certificate
+the server refuses, a master name no sentinel knows) is a :class:`PermanentError`: callers
+that retry lost connections raise it at once instead.
 """
 
 from __future__ import annotations
@@ -22,12 +26,76 @@ import hiredis
 
 from .address import Address, ssl_context
 
-__all__ = ["check_master", "find_master", "handshake", "open_transport", "request"]
+__all__ = [
+    "PermanentError",
+    "check_master",
+    "dropped",
+    "find_master",
+    "handshake",
+    "open_transport",
+    "peer_of",
+    "request",
+]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 Command = tuple[str | int, ...]
 # hiredis packs a command into RESP in C; its stub types are too narrow.
 _pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
+
+
+class PermanentError(ConnectionError):
+    """A connect failure that the same settings will meet again: not worth a retry."""
+
+
+# SSLError subclasses for a connection cut short (a server restarting mid-handshake), which a
+# retry can mend; any other SSLError is a verdict: a certificate or an alert.
+_CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError)
+
+
+def _tls_verdict(exc: BaseException | None) -> bool:
+    return (
+        isinstance(exc, ssl.SSLError)
+        and not isinstance(exc, _CUT_SHORT)
+        and "EOF" not in str(exc.reason or "")
+    )
+
+
+def _tls_error(exc: ssl.SSLError, where: str) -> ConnectionError:
+    """The error for a failed TLS handshake, in words; permanent unless it was cut short."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentError(
+            f"TLS: the certificate of {where} does not verify ({exc.verify_message}); "
+            "ssl_ca_certs must name the CA that signed it"
+        )
+    reason = str(exc.reason or exc)
+    text = reason.lower().replace("_", " ")
+    if not _tls_verdict(exc):
+        return ConnectionError(f"TLS handshake with {where} was cut short ({text})")
+    if "CERTIFICATE" in reason or "UNKNOWN_CA" in reason:
+        # TLS 1.3 reports a refused client certificate after the handshake (see dropped())
+        return PermanentError(
+            f"TLS: {where} refused the client certificate ({text}); ssl_certfile and "
+            "ssl_keyfile must name one signed by a CA the server trusts"
+        )
+    return PermanentError(f"TLS handshake with {where} failed ({text})")
+
+
+def dropped(exc: Exception | None, peer: str) -> ConnectionError:
+    """The error for a connection to ``peer`` (see :func:`peer_of`) that ended. With TLS 1.3
+    a server that refuses the client certificate says so by an alert after the handshake, in
+    place of the first reply: that is permanent too."""
+    if exc is None:
+        return ConnectionError(f"{peer} closed the connection")
+    if isinstance(exc, ssl.SSLError) and _tls_verdict(exc):
+        return _tls_error(exc, peer)
+    return ConnectionError(f"connection lost: {exc}")
+
+
+def peer_of(transport: asyncio.BaseTransport) -> str:
+    """``host:port`` of the server (read at connection_made: a TLS transport forgets it once
+    the connection is lost)."""
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "the server"
 
 
 async def open_transport(
@@ -48,20 +116,15 @@ async def _open(
     try:
         context = ssl_context(address.tls_options) if address.tls and not address.path else None
     except ValueError as exc:
-        raise ConnectionError(f"TLS settings for {where}: {exc}") from None
+        raise PermanentError(f"TLS settings for {where}: {exc}") from None
     try:
         if address.path:
             coro = loop.create_unix_connection(protocol_factory, address.path)
         else:
             coro = loop.create_connection(protocol_factory, address.host, address.port, ssl=context)
         transport, protocol = await asyncio.wait_for(coro, timeout)
-    except ssl.SSLCertVerificationError as exc:
-        raise ConnectionError(
-            f"TLS: the certificate of {where} does not verify ({exc.verify_message}); "
-            "ssl_ca_certs must name the CA that signed it"
-        ) from None
     except ssl.SSLError as exc:
-        raise ConnectionError(f"TLS handshake with {where} failed ({exc.reason or exc})") from None
+        raise _tls_error(exc, where) from None
     except TimeoutError:
         raise ConnectionError(f"no answer from {where} within {timeout:g} s") from None
     except OSError as exc:
@@ -100,12 +163,10 @@ def check_master(address: Address, role: Any, transport: asyncio.BaseTransport) 
     that came back as a replica): refuse that server, so the caller reconnects."""
     kind = role[0] if isinstance(role, list) and role else role
     if kind != b"master":
-        peer = transport.get_extra_info("peername")
-        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "the server"
         text = kind.decode() if isinstance(kind, bytes) else repr(kind)
         raise ConnectionError(
-            f"{where}, named by Sentinel as master {address.master_name!r}, is a {text} "
-            "(a failover is under way)"
+            f"{peer_of(transport)}, named by Sentinel as master {address.master_name!r}, "
+            f"is a {text} (a failover is under way)"
         )
 
 
@@ -114,9 +175,14 @@ SENTINEL_TIMEOUT = 2.0
 
 async def find_master(address: Address, timeout: float) -> Address:
     """Ask the sentinels in turn where the master is; the first that knows wins. Each gets
-    at most ``SENTINEL_TIMEOUT`` s, so a silent one does not hold up the others for long."""
+    at most ``SENTINEL_TIMEOUT`` s, so a silent one does not hold up the others for long.
+
+    When every sentinel answered (none knows the name, or refused the query) or refused us
+    for good (TLS, login), the error is a :class:`PermanentError`; one that could not be
+    reached might know the name once it is back, so then it is not."""
     timeout = min(timeout, SENTINEL_TIMEOUT)
     problems: list[str] = []
+    permanent = True
     for host, port in address.sentinels:
         sentinel = address.sentinel(host, port)
         try:
@@ -125,6 +191,7 @@ async def find_master(address: Address, timeout: float) -> Address:
             )
         except ConnectionError as exc:
             problems.append(str(exc))
+            permanent = permanent and isinstance(exc, PermanentError)
             continue
         if isinstance(reply, Exception):
             problems.append(f"sentinel {sentinel.server()} answered: {reply}")
@@ -132,9 +199,8 @@ async def find_master(address: Address, timeout: float) -> Address:
             problems.append(f"sentinel {sentinel.server()} does not know it")
         else:
             return address.at(reply[0].decode(), int(reply[1]))
-    raise ConnectionError(
-        f"no sentinel named the master {address.master_name!r}: {'; '.join(problems)}"
-    )
+    error = PermanentError if permanent else ConnectionError
+    raise error(f"no sentinel named the master {address.master_name!r}: {'; '.join(problems)}")
 
 
 async def request(address: Address, commands: Sequence[Command], timeout: float) -> list[Any]:
@@ -155,7 +221,7 @@ async def request(address: Address, commands: Sequence[Command], timeout: float)
         transport.close()
     for reply in replies[: len(setup)]:
         if isinstance(reply, Exception):
-            raise ConnectionError(f"{address.server()} refused the login: {reply}")
+            raise PermanentError(f"{address.server()} refused the login: {reply}")
     return replies[len(setup) :]
 
 
@@ -164,6 +230,7 @@ class _Exchange(asyncio.Protocol):
 
     def __init__(self, count: int) -> None:
         self._reader = hiredis.Reader()
+        self._peer = "the server"
         self._count = count
         self._got: list[Any] = []
         self.replies: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
@@ -175,6 +242,9 @@ class _Exchange(asyncio.Protocol):
             if len(self._got) == self._count and not self.replies.done():
                 self.replies.set_result(self._got)
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._peer = peer_of(transport)
+
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.replies.done():
-            self.replies.set_exception(ConnectionError("the server closed the connection"))
+            self.replies.set_exception(dropped(exc, self._peer))

@@ -24,7 +24,7 @@ from typing import Any, cast
 import hiredis
 
 from .address import Address, parse_address, ssl_context
-from .connect import check_master, handshake, open_transport
+from .connect import PermanentError, check_master, dropped, handshake, open_transport, peer_of
 
 __all__ = ["Address", "ReplyError", "RespClient", "parse_address", "ssl_context"]
 
@@ -54,13 +54,14 @@ def _is_replica(reply: Any) -> bool:
 
 
 class _Protocol(asyncio.Protocol):
-    __slots__ = ("_lost", "_pending", "_reader", "_transport", "received")
+    __slots__ = ("_lost", "_peer", "_pending", "_reader", "_transport", "received")
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader(replyError=ReplyError)
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._transport: asyncio.Transport | None = None
         self._lost: BaseException | None = None
+        self._peer = "the server"
         self.received = 0
 
     @property
@@ -69,6 +70,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._peer = peer_of(transport)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
@@ -95,9 +97,9 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(ConnectionError(f"connection lost: {exc}" if exc else "connection closed"))
+        self._fail(dropped(exc, self._peer))
 
-    def _fail(self, error: BaseException) -> None:
+    def _fail(self, error: ConnectionError) -> None:
         if self._lost is None:
             self._lost = error
         if self._transport is not None:
@@ -105,7 +107,7 @@ class _Protocol(asyncio.Protocol):
         while self._pending:
             future = self._pending.popleft()
             if not future.done():
-                future.set_exception(ConnectionError(str(error)))
+                future.set_exception(type(error)(str(error)))
 
     def send_many(self, packed: list[bytes]) -> list[asyncio.Future[Any]]:
         """Queue several commands and write them with one syscall."""
@@ -211,11 +213,14 @@ class RespClient:
         return list(await self._with_retries(send))
 
     async def _with_retries(self, send: Callable[[_Protocol], Awaitable[Any]]) -> Any:
-        """Connect if needed and send; on a lost connection retry with backoff."""
+        """Connect if needed and send; on a lost connection retry with backoff (not when
+        the connect failed for good: a certificate, an unknown master name)."""
         delay = 0.05
         for attempt in range(self.retries + 1):
             try:
                 return await send(await self._connected())
+            except PermanentError:
+                raise
             except (TimeoutError, ConnectionError, OSError):
                 if attempt == self.retries or self._closed:
                     raise
@@ -244,6 +249,10 @@ class RespClient:
         transport, protocol = await open_transport(a, _Protocol, self.connect_timeout)
         try:
             setup = handshake(a, self.name)
+            if a.tls and not setup:
+                # TLS 1.3 tells of a refused client certificate only after the handshake:
+                # one reply proves the server took us, so that failure is met here
+                setup.append(("PING",))
             if setup:
                 replies = await asyncio.wait_for(
                     asyncio.gather(
