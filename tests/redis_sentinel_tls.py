@@ -13,19 +13,19 @@ from typing import Any
 import redis
 
 from tests import redis_server
+from tests.certs import Certs, make_ca, make_leaf
 from tests.redis_sentinel import MASTER_NAME, SentinelGroup
 from tests.redis_server import RedisServer
-from tests.test_tls import Certs, _ca, _leaf
 
 SECRET = "tls-s3ntinel-pw"
 
 
 def make_certs(where: Path) -> Certs:
     """A CA, server and client certificates it signed (for 127.0.0.1), and another CA."""
-    ca, ca_key = _ca(where, "ca")
-    server, server_key = _leaf(where, "server", ca, ca_key, 2001)
-    client, client_key = _leaf(where, "client", ca, ca_key, 2002)
-    other_ca, _ = _ca(where, "other-ca")
+    ca, ca_key = make_ca(where, "ca")
+    server, server_key = make_leaf(where, "server", ca, ca_key, 2001)
+    client, client_key = make_leaf(where, "client", ca, ca_key, 2002)
+    other_ca, _ = make_ca(where, "other-ca")
     return Certs(ca, server, server_key, client, client_key, other_ca)
 
 

@@ -20,10 +20,10 @@ import pytest
 import taskora
 from taskora.backends.redis import connect
 from taskora.backends.redis.address import parse_address
+from tests.certs import Certs
 from tests.redis_sentinel import MASTER_NAME
 from tests.redis_sentinel_tls import SECRET, TlsSentinelGroup, make_certs
 from tests.test_faults import wait_for
-from tests.test_tls import Certs
 
 pytestmark = pytest.mark.redis_only
 

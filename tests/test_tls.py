@@ -9,9 +9,7 @@ subscribers) can only go over TLS: the server has no plain port.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -19,6 +17,7 @@ import pytest
 import redis
 
 import taskora
+from tests.certs import Certs, make_ca, make_leaf
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis_only
@@ -26,103 +25,15 @@ pytestmark = pytest.mark.redis_only
 SECRET = "tls-s3cret-pw"
 
 
-@dataclass(frozen=True)
-class Certs:
-    ca: Path
-    server: Path
-    server_key: Path
-    client: Path
-    client_key: Path
-    other_ca: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _ca(where: Path, name: str) -> tuple[Path, Path]:
-    cert, key = where / f"{name}.pem", where / f"{name}.key"
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN=taskora test {name}",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        str(key),
-        "-out",
-        str(cert),
-        cwd=where,
-    )
-    return cert, key
-
-
-def _leaf(where: Path, name: str, ca: Path, ca_key: Path, serial: int) -> tuple[Path, Path]:
-    cert, key, csr, ext = (where / f"{name}{s}" for s in (".pem", ".key", ".csr", ".ext"))
-    ext.write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth,clientAuth\n"
-        "subjectKeyIdentifier=hash\n"
-        "authorityKeyIdentifier=keyid\n"
-    )
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        f"/CN={name}",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        cwd=where,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(ca),
-        "-CAkey",
-        str(ca_key),
-        "-set_serial",
-        str(serial),
-        "-days",
-        "2",
-        "-extfile",
-        str(ext),
-        "-out",
-        str(cert),
-        cwd=where,
-    )
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     where = tmp_path_factory.mktemp("tls")
-    ca, ca_key = _ca(where, "ca")
-    server, server_key = _leaf(where, "server", ca, ca_key, 1001)
-    client, client_key = _leaf(where, "client", ca, ca_key, 1002)
-    other_ca, _ = _ca(where, "other-ca")
+    ca, ca_key = make_ca(where, "ca")
+    server, server_key = make_leaf(where, "server", ca, ca_key, 1001)
+    client, client_key = make_leaf(where, "client", ca, ca_key, 1002)
+    other_ca, _ = make_ca(where, "other-ca")
     return Certs(ca, server, server_key, client, client_key, other_ca)
 
 
