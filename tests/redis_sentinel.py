@@ -46,8 +46,11 @@ class SentinelGroup:
     def __init__(self, sentinels: int = 3, down_after_ms: int = 1000) -> None:
         self.servers: list[RedisServer] = []
         try:
-            self.master = self._add(RedisServer())
-            self.replica = self._add(RedisServer("--replicaof", "127.0.0.1", str(self.master.port)))
+            fast = ("--repl-diskless-sync-delay", "0")  # a replica syncs now, not in 5 s
+            self.master = self._add(RedisServer(*fast))
+            self.replica = self._add(
+                RedisServer(*fast, "--replicaof", "127.0.0.1", str(self.master.port))
+            )
             _wait(self._replicating, "the replica to sync", self.replica)
             self.sentinels = [
                 self._add(SentinelServer(self.master.port, down_after_ms)) for _ in range(sentinels)
