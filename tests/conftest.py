@@ -8,6 +8,8 @@ Each test gets a unique key prefix, so tests never see each other's keys.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -19,6 +21,20 @@ import taskora
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 from tests.stored import Store
+
+
+def _import_every_taskora_module() -> None:
+    """Import all of taskora now, on the main thread, before any test runs. pytest rewrites
+    the modules of every distribution that ships a pytest plugin (ours does), so the first
+    import of a module parses its source; CPython 3.11's AST builder breaks when two threads
+    parse at once ("AST constructor recursion depth mismatch", seen once in the loop: a lazy
+    import on the loop raced one in a handler thread). Nothing is then parsed during tests."""
+    for module in pkgutil.walk_packages(taskora.__path__, "taskora."):
+        if module.name != "taskora.__main__":
+            importlib.import_module(module.name)
+
+
+_import_every_taskora_module()
 
 
 @pytest.fixture(scope="session")
