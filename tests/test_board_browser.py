@@ -237,9 +237,10 @@ async def test_a_page_left_before_its_data_came_does_not_draw_over_the_next(
             held.set_result(route)
 
         await page.route("**/api/schedules", hold)
-        await page.keyboard.press("2")
-        route = await held  # the schedules page waits for its read
-        await page.keyboard.press("5")
+        # clicks, not keys: this test is about the race, the keys are the other test's
+        await page.click("#nav a[data-key='2']")
+        route = await asyncio.wait_for(held, 60)  # the schedules page waits for its read
+        await page.click("#nav a[data-key='5']")
         await page.wait_for_selector("section[data-task='tick']")  # the versions page
         async with page.expect_request_finished(lambda r: r.url.endswith("/api/schedules")):
             await route.continue_()
