@@ -240,6 +240,12 @@ def test_bad_configuration_is_refused_early() -> None:
         create_board(app, redact=[""])
     with pytest.raises(taskora.ConfigError, match="login_attempts"):
         create_board(app, login_attempts=0)
+    with pytest.raises(taskora.ConfigError, match="read_only"):
+        create_board(app, read_only="yes")  # type: ignore[arg-type]
+    for name in ("session_ttl", "refresh_interval"):
+        for bad in (0, -1, "soon"):
+            with pytest.raises(ValueError, match=name):
+                create_board(app, **{name: bad})
 
 
 async def test_a_user_callback_decides_who_logs_in() -> None:

@@ -42,7 +42,7 @@ from .middleware import run_chain
 from .retry import retry_delay_ms
 from .scheduler import Scheduler
 from .task import Task
-from .workflow import WorkflowHandle, _app_of, _Flow, _plan, step_id
+from .workflow import WorkflowHandle, _app_of, _Flow, step_id
 from .workflow import sweep as sweep_workflows
 
 __all__ = ["Execution", "JobView", "TestRunner", "VirtualClock", "WorkflowExecution", "on_redis"]
@@ -253,17 +253,17 @@ class TestRunner:
             return await handle.get_state() != "running"
 
         await self._until(ended)
-        info = await self.backend.workflow_read(handle.id)
+        [record] = await self.backend.workflow_records([handle.id], nodes=True)
+        if record is None:
+            return WorkflowExecution(handle.id, None, None, None, [], handle)
         steps = []
-        for i, node in enumerate(_plan(self.app, flow, None, 0).steps):
+        for i, node in enumerate(record.nodes):
             job_id = step_id(handle.id, i)
             steps.append(
                 await self._execution(ResultHandle(self.app, node.task, job_id), node.task, job_id)
             )
-        if info is None:
-            return WorkflowExecution(handle.id, None, None, None, steps, handle)
-        result = serializer.loads(info.result, "workflow result") if info.result else None
-        return WorkflowExecution(handle.id, info.state, result, info.error, steps, handle)
+        result = serializer.loads(record.result, "workflow result") if record.result else None
+        return WorkflowExecution(handle.id, record.state, result, record.error, steps, handle)
 
     async def _until(self, ended: Callable[[], Awaitable[bool]]) -> None:
         """Process, then jump to the next due time, until ``ended()`` (or nothing is due)."""
