@@ -535,6 +535,7 @@ class FinishClaim(Call[FinishClaimReply]):
     after_wait: bool
     reserve: int
     max_version: int = 0
+    idle: str = ""  # the caller's idle-registry entry, when queued behind its wait
 
     def decode(self, raw: Any) -> FinishClaimReply:
         refused, flat, next_due = raw

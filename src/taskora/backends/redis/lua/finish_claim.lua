@@ -1,6 +1,6 @@
 --- KEYS: @task
 --- ARGV: B #outcomes outcomes{id token kind payload retryDelayMs}
---- ARGV: want lockTtlMs tokenBase tokenSeq singleton completedMax failedMax afterWait reserve maxVersion
+--- ARGV: want lockTtlMs tokenBase tokenSeq singleton completedMax failedMax afterWait reserve maxVersion idle
 -- FINISH_AND_CLAIM: record the outcomes of held jobs, then claim up to `want` new ones.
 -- One call per worker loop pass: the hot path costs one round trip per batch of jobs.
 -- ARGV: B, count, then per outcome: id, token, kind, payload, retryDelayMs;
@@ -8,7 +8,9 @@
 --       completedMax, failedMax (retention by count, trimmed here as jobs finish),
 --       afterWait ('1' when queued behind the caller's own BZPOPMIN of the marker),
 --       reserve (how many more jobs to claim ahead of the free slots),
---       maxVersion (the newest payload version the worker runs; 0 = any).
+--       maxVersion (the newest payload version the worker runs; 0 = any),
+--       idle (the caller's entry in the idle registry when it is queued behind the caller's
+--       wait, which registered it for a hand-off; '' = none).
 -- kind: start (a job claimed ahead now runs: it becomes active here)
 --       | completed (payload = result JSON) | failed | retry (payload = error message)
 --       | cancelled | release (back to waiting, e.g. at shutdown).
@@ -20,12 +22,19 @@
 -- Any outcome other than start for a job still claimed ahead gives it back, to the front.
 local B = ARGV[1]
 local count = tonumber(ARGV[2])
+local base = 3 + count * 5
+local idle = ARGV[base + 10]
+-- Behind a wait that registered the caller for a hand-off: an entry gone means an enqueue
+-- took it and handed a job to the caller's inbox (the wait popped it, or pops it next):
+-- nothing to claim, next_due -1 (unchanged). Else the caller is no longer idle.
+if idle and idle ~= '' and redis.call('ZREM', B .. 'idle', idle) == 0 then
+  return { {}, {}, -1 }
+end
 local now = now_ms()
 local refused = {}
 local released = false
 local n_completed, n_failed = 0, 0
 local min_due = nil -- the marker is re-armed by rearm() below
-local base = 3 + count * 5
 
 -- Count retention with a slack of 1 % of the limit: once over by more, back to the limit in
 -- one batch, so a long run trims every ~limit/100 jobs, not three commands per job.
