@@ -35,6 +35,11 @@ def _calls(server: RedisServer, command: str) -> int:
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
+def _block_writes(app: taskora.App, task: str) -> int:
+    assert isinstance(app.backend, RedisBackend)
+    return app.backend.round_trips()[f"block:{task}"]
+
+
 def _base(prefix: str, task: str) -> str:
     return f"taskora:{prefix}:{{{task}}}:"
 
@@ -67,9 +72,7 @@ async def test_an_idle_worker_gets_each_job_handed_off(server: RedisServer) -> N
         assert fields[b"state"] == b"completed"
         assert b"processedOn" in fields and fields[b"attempt"] == b"1"
         events = [
-            e[1][b"event"]
-            for e in r.xrange(base + "events")
-            if e[1].get(b"jobId") == job.encode()
+            e[1][b"event"] for e in r.xrange(base + "events") if e[1].get(b"jobId") == job.encode()
         ]
         assert events == [b"waiting", b"active", b"completed"]
         assert r.llen(base + "wait") == 0 and r.llen(base + "active") == 0
@@ -185,4 +188,47 @@ async def test_a_stopped_worker_leaves_no_registration(server: RedisServer) -> N
     assert await handle.get_state() == "waiting"
     async with worker:
         assert await handle.wait_for(20) == 2
+    await producer.close()
+
+
+async def test_jobs_behind_a_handed_off_one_come_in_the_same_wake_up(
+    server: RedisServer,
+) -> None:
+    """Five jobs dispatched together to an idle worker with five slots: the first is handed
+    off, the other four queue behind it, and the claim queued behind the same wake-up takes
+    them: no second wait is sent before all five run (the handlers wait until they do)."""
+    prefix = "ho" + uuid.uuid4().hex[:6]
+    worker = taskora.App(server.url, prefix=prefix)
+    producer = taskora.App(server.url, prefix=prefix)
+    running = 0
+    all_in = asyncio.Event()
+    writes: list[int] = []
+
+    @worker.task("burst", concurrency=5)
+    async def burst(data: int) -> int:
+        nonlocal running
+        if data == 0:  # the warm-up
+            return 0
+        running += 1
+        if running == 5:
+            writes.append(_block_writes(worker, "burst"))
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 20)
+        return data
+
+    producer.task("burst", concurrency=5)(lambda data: data)
+    task = producer.tasks["burst"]
+    base = _base(prefix, "burst")
+    async with worker:
+        await task.dispatch(0).wait_for(20)
+        for _ in range(500):  # until the worker's next wait registered it (bounded)
+            with server.client() as r:
+                if r.zcard(base + "idle") == 1:
+                    break
+            await asyncio.sleep(0.01)
+        writes.append(_block_writes(worker, "burst"))
+        handles = task.dispatch_many([{"data": i} for i in range(1, 6)])
+        await asyncio.wait_for(all_in.wait(), 20)
+        assert writes[1] == writes[0]  # no second wait was sent for the four
+        assert [await h.wait_for(20) for h in handles] == [1, 2, 3, 4, 5]
     await producer.close()

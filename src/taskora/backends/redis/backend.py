@@ -616,7 +616,7 @@ class RedisBackend:
         if popped is not None and entry is not None and _str(popped[0]) == entry[1]:
             del self._idle[task]
             return popped, (_handed_job(popped[1]), *reply.claimed), reply.next_due
-        if reply.next_due < 0:  # handed off after the wake-up: in the inbox, for the next wait
+        if reply.handed:  # handed off after the wake-up: in the inbox, for the next wait
             self._handed.add(task)
         else:
             self._idle.pop(task, None)

@@ -517,7 +517,8 @@ class FinishOutcome(NamedTuple):
 class FinishClaimReply(NamedTuple):
     refused: tuple[str, ...]
     claimed: tuple[Claimed, ...]
-    next_due: int  # due ms of the next delayed job when nothing is waiting (0: none)
+    next_due: int  # due ms of the next delayed job when nothing is waiting (0: none; -1: unknown)
+    handed: bool = False  # a job was handed off to the caller's inbox (docs/design.md#hand-off)
 
 
 @lua("finish_claim")
@@ -538,7 +539,7 @@ class FinishClaim(Call[FinishClaimReply]):
     idle: str = ""  # the caller's idle-registry entry, when queued behind its wait
 
     def decode(self, raw: Any) -> FinishClaimReply:
-        refused, flat, next_due = raw
+        refused, flat, next_due, handed = raw
         claimed = tuple(
             Claimed(
                 id=flat[i].decode(),
@@ -552,7 +553,9 @@ class FinishClaim(Call[FinishClaimReply]):
             )
             for i in range(0, len(flat), 8)
         )
-        return FinishClaimReply(tuple(r.decode() for r in refused), claimed, int(next_due))
+        return FinishClaimReply(
+            tuple(r.decode() for r in refused), claimed, int(next_due), handed == 1
+        )
 
 
 class Meta(NamedTuple):

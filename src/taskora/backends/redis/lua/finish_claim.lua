@@ -16,7 +16,8 @@
 --       | cancelled | release (back to waiting, e.g. at shutdown).
 -- Outcomes apply in the order the worker saw them (finish N, start N+1, finish N+1, ...).
 -- Returns { refused ids, claimed jobs flat (id, data, _v, attempt, ts, token, reserved),
--- next due ms of a delayed job when nothing is waiting (0 = none) }.
+-- next due ms of a delayed job when nothing is waiting (0 = none), 1 if a job was handed
+-- to the caller's inbox (see idle) }.
 -- An outcome is refused when the job's lock is not the caller's token: the job was
 -- recovered from this worker (stall), or cancelled before it started, and is not ours.
 -- Any outcome other than start for a job still claimed ahead gives it back, to the front.
@@ -25,10 +26,16 @@ local count = tonumber(ARGV[2])
 local base = 3 + count * 5
 local idle = ARGV[base + 10]
 -- Behind a wait that registered the caller for a hand-off: an entry gone means an enqueue
--- took it and handed a job to the caller's inbox (the wait popped it, or pops it next):
--- nothing to claim, next_due -1 (unchanged). Else the caller is no longer idle.
+-- took it and handed a job to the caller's inbox (the wait popped it, or pops it next), so
+-- the claim is for one slot less, and made only if jobs wait behind that one (else the
+-- reply is { {}, {}, -1 (next due unknown), 1 }). An entry still there: no longer idle.
+local handed = false
 if idle and idle ~= '' and redis.call('ZREM', B .. 'idle', idle) == 0 then
-  return { {}, {}, -1 }
+  if tonumber(ARGV[base]) + tonumber(ARGV[base + 8]) <= 1
+    or (redis.call('LLEN', K.wait) == 0 and redis.call('ZCARD', K.prioritized) == 0) then
+    return { {}, {}, -1, 1 }
+  end
+  handed = true
 end
 local now = now_ms()
 local refused = {}
@@ -134,9 +141,10 @@ end
 
 -- a retry above changed the delayed set after nothing was read: promote() reads it itself
 local first_due = promote(K, B, now)
-local claimed, gated, parked_newer, drained = claim(K, B, now, tonumber(ARGV[base]),
+local claimed, gated, parked_newer, drained = claim(K, B, now,
+  tonumber(ARGV[base]) - (handed and 1 or 0),
   tonumber(ARGV[base + 8] or '0'), ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]),
   ARGV[base + 4], tonumber(ARGV[base + 9] or '0') or 0)
 local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1', parked_newer, drained,
   first_due)
-return { refused, claimed, next_due }
+return { refused, claimed, next_due, handed and 1 or 0 }
