@@ -127,7 +127,6 @@ def test_finish_claim_argv_is_the_wire_layout() -> None:
         after_wait=False,
         reserve=2,
         max_version=4,
-        idle="0:30000:4:w",
     )
     assert call.keys() == keys.standard
     assert call.argv() == [
@@ -135,7 +134,7 @@ def test_finish_claim_argv_is_the_wire_layout() -> None:
         2,
         *("j1", "tok1", "completed", '"r"', 0),
         *("j2", "t2", "retry", "e", 5),
-        *(3, 30000, "w:", 7, "1", 100, 200, "0", 2, 4, "0:30000:4:w"),
+        *(3, 30000, "w:", 7, "1", 100, 200, "0", 2, 4),
     ]
     command = call.command()
     assert command[:3] == ("EVALSHA", SCRIPTS["finish_claim"].sha, len(TASK_KEY_NAMES))

@@ -248,19 +248,14 @@ class Claimer:
             # the queue is empty: block again at once
 
     async def _drop_waiter(self) -> int:
-        """Stop a wait in flight; jobs it claimed, or that were handed to it (in the backend's
-        inbox, not yet popped), go to the hand-off. Returns how many."""
+        """Stop a wait in flight; jobs it claimed go to the hand-off. Returns how many."""
         waiter, self._waiter = self._waiter, None
-        claimed: tuple[Claimed, ...] = ()
-        if waiter is not None:
-            waiter.cancel()
-            with contextlib.suppress(BaseException):
-                await waiter
-            claimed = _consume(waiter)
-        try:
-            claimed += await self.backend.take_handoffs(self.name)
-        except BackendError as exc:  # they are recovered as stalled once their locks expire
-            log.warning("worker %s: cannot take back handed-off jobs (%s)", self.name, exc)
+        if waiter is None:
+            return 0
+        waiter.cancel()
+        with contextlib.suppress(BaseException):
+            await waiter
+        claimed = _consume(waiter)
         self._take(claimed)
         return len(claimed)
 

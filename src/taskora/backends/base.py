@@ -362,10 +362,6 @@ class Backend(Protocol):
         """Block until work may be claimable (an enqueue, a due delayed job) or ``timeout_s``,
         then claim up to ``claim`` jobs at once; returns them (possibly none)."""
 
-    async def take_handoffs(self, task: str) -> tuple[Claimed, ...]:
-        """Jobs handed to this worker's wait that the wait did not return (it was cancelled
-        or failed): claimed for it already, to run or give back. () when there are none."""
-
     def finish_then_wait(
         self,
         task: str,

@@ -747,9 +747,6 @@ class MemoryBackend:
             return False
         return t.marker is not None
 
-    async def take_handoffs(self, task: str) -> tuple[Claimed, ...]:
-        return ()  # jobs are never handed off here: a wait claims when it wakes
-
     def finish_then_wait(
         self,
         task: str,

@@ -84,7 +84,6 @@ WIRE_VERSION = 6
 MIN_COMPAT = 6
 ENQUEUE_CHUNK = 250
 TRIM_BATCH = 500
-IDLE_SLACK_MS = 1000  # an idle registration outlives its wait by this much (then: a dead worker)
 
 
 class RedisBackend:
@@ -128,10 +127,6 @@ class RedisBackend:
         self._offset_ms = 0.0
         self._token_seq = 0
         self._next_due: dict[str, int] = {}  # task -> due ms of its next delayed job (0: none)
-        # task -> (our idle-registry entry, our inbox key) while a wait may hold it, and the
-        # tasks whose inbox may hold a job handed off to us that no wait has popped
-        self._idle: dict[str, tuple[str, str]] = {}
-        self._handed: set[str] = set()
         self.waiter = ResultWaiter(self)
 
     def configure(self, *, prefix: str | None) -> None:
@@ -385,7 +380,6 @@ class RedisBackend:
         token_base: str,
         after_wait: bool = False,
         reserve: int = 0,
-        idle: str = "",
     ) -> FinishClaim:
         seq = self._token_seq
         self._token_seq += claim + reserve
@@ -411,59 +405,7 @@ class RedisBackend:
             after_wait=after_wait,
             reserve=reserve,
             max_version=options.version,
-            idle=idle,
         )
-
-    def _wait_commands(
-        self,
-        task: str,
-        timeout_s: float,
-        claim: int,
-        options: ClaimOptions,
-        token_base: str,
-        reserve: int,
-    ) -> tuple[list[tuple[Any, ...]], FinishClaim]:
-        """The blocking wait: ``BZPOPMIN`` with the claim queued behind it. A worker with a
-        slot to fill registers as idle first (``ZADD`` to the task's ``idle`` zset, scored by
-        when the entry expires), so an enqueue can hand it a job claimed for it, in its inbox,
-        which the wait watches before the marker (docs/design.md#hand-off)."""
-        keys = self.keys(task)
-        marker = keys.key("marker")
-        if claim <= 0 or options.singleton:
-            call = self._finish_call(keys, (), claim, options, token_base, True, reserve)
-            return [("BZPOPMIN", marker, timeout_s), call.command()], call
-        seq = self._token_seq
-        self._token_seq += 1  # the token of a job handed off: <token_base>:<seq>
-        idle = f"{seq}:{options.lock_ttl_ms}:{options.version}:{token_base}"
-        inbox = keys.key("inbox:" + token_base)
-        self._idle[task] = (idle, inbox)
-        call = self._finish_call(keys, (), claim, options, token_base, True, reserve, idle)
-        expiry = self.now_ms() + int(timeout_s * 1000) + IDLE_SLACK_MS
-        return [
-            ("ZADD", keys.key("idle"), expiry, idle),
-            ("BZPOPMIN", inbox, marker, timeout_s),
-            call.command(),
-        ], call
-
-    async def take_handoffs(self, task: str) -> tuple[Claimed, ...]:
-        """Jobs handed off to this process's worker of ``task`` that no wait popped (its
-        wait was cancelled or failed): taken out of the inbox, with the registration. They
-        are claimed already (active, our lock): the caller runs them or gives them back."""
-        entry = self._idle.get(task)
-        if task not in self._handed or entry is None:
-            self._handed.discard(task)
-            return ()
-        idle, inbox = entry
-        with self.errors():
-            _, popped = await _all(
-                self.client.pipeline(
-                    [("ZREM", self.keys(task).key("idle"), idle), ("ZPOPMIN", inbox, 100)]
-                )
-            )
-        self._handed.discard(task)
-        if self._idle.get(task) is entry:
-            del self._idle[task]
-        return tuple(_handed_job(popped[i]) for i in range(0, len(popped), 2))
 
     async def wait_for_work(
         self,
@@ -494,21 +436,24 @@ class RedisBackend:
         blocking connection; Redis answers the finish at once and the wait when work comes.
         None when that connection is not ready (use the separate calls)."""
         conn = self._blocking.get(task)
-        if conn is None or self._client is None or task in self._handed:
+        if conn is None or self._client is None:
             return None
         keys = self.keys(task)
         # The finish claims nothing: if work is waiting it leaves the marker at 0, so the
         # wait right behind it returns at once and claims it.
         finish = self._finish_call(keys, outcomes, 0, options, token_base)
         wait_s = self._until_due(task, timeout_s)
-        commands, wait = self._wait_commands(task, wait_s, claim, options, token_base, reserve)
-        futures = conn.send_many_now([finish.command(), *commands])
+        wait = self._finish_call(
+            keys, (), claim, options, token_base, after_wait=True, reserve=reserve
+        )
+        futures = conn.send_many_now(
+            [finish.command(), ("BZPOPMIN", keys.key("marker"), wait_s), wait.command()]
+        )
         if futures is None:
-            self._idle.pop(task, None)
             return None
         for future in futures[1:]:  # the wait may be cancelled before it reads them
             future.add_done_callback(_retrieved)
-        first = (futures[-2], futures[-1], wait)
+        first = (futures[1], futures[2], wait)
         waiter = asyncio.ensure_future(
             self._wait(task, timeout_s, claim, options, token_base, first, reserve)
         )
@@ -540,34 +485,26 @@ class RedisBackend:
         conn = self._blocking.get(task)
         if conn is None:
             conn = self._blocking[task] = self._new_client(f"block:{task}", blocking=True)
+        keys = self.keys(task)
         deadline = time.monotonic() + timeout_s
         wait_s = self._until_due(task, timeout_s)
         try:
             with self.errors():
                 while True:
                     if first is not None:
-                        popped, claimed, next_due = await self._claimed_on_wake(task, *first)
+                        popped, claimed, next_due = await self._claimed_on_wake(*first)
                         first = None
-                    elif task in self._handed:
-                        claimed = await self.take_handoffs(task)
-                        if claimed:
-                            return claimed
-                        continue
                     else:
                         popped, claimed, next_due = await self._pop_and_claim(
-                            task, conn, wait_s, claim, options, token_base, reserve
+                            conn, keys, wait_s, claim, options, token_base, reserve
                         )
-                    if next_due >= 0:
-                        self._next_due[task] = next_due
+                    self._next_due[task] = next_due
                     remaining = deadline - time.monotonic()
                     if claimed or popped is None or remaining <= 0.001:
                         return claimed
                     wait_s = self._until_due(task, remaining)
-        except BaseException as exc:
-            if task in self._idle:  # a job may have been handed off: the next wait looks
-                self._handed.add(task)
-            if isinstance(exc, asyncio.CancelledError):
-                conn.disconnect()  # a blocked command cannot be taken back: drop it
+        except asyncio.CancelledError:
+            conn.disconnect()  # a blocked command cannot be taken back: drop the connection
             raise
 
     def _until_due(self, task: str, limit_s: float) -> float:
@@ -578,27 +515,28 @@ class RedisBackend:
 
     async def _pop_and_claim(
         self,
-        task: str,
         conn: RespClient,
+        keys: TaskKeys,
         timeout_s: float,
         claim: int,
         options: ClaimOptions,
         token_base: str,
         reserve: int = 0,
     ) -> tuple[Any, tuple[Claimed, ...], int]:
-        commands, call = self._wait_commands(task, timeout_s, claim, options, token_base, reserve)
-        *_, popped, reply = await conn.pipeline(commands)
-        return await self._claimed_on_wake(task, _done(popped), _done(reply), call)
+        call = self._finish_call(
+            keys, (), claim, options, token_base, after_wait=True, reserve=reserve
+        )
+        popped, reply = await conn.pipeline(
+            [("BZPOPMIN", keys.key("marker"), timeout_s), call.command()]
+        )
+        return await self._claimed_on_wake(_done(popped), _done(reply), call)
 
     async def _claimed_on_wake(
         self,
-        task: str,
         popped_future: asyncio.Future[Any],
         reply_future: asyncio.Future[Any],
         call: FinishClaim,
     ) -> tuple[Any, tuple[Claimed, ...], int]:
-        """The wait's outcome: the job handed off to us (popped from our inbox) or what the
-        claim behind the wake-up took; next_due -1 = unknown (the claim did not run)."""
         try:
             popped = await popped_future
         except BaseException:
@@ -610,16 +548,6 @@ class RedisBackend:
             reply = call.decode(await reply_future)
         except ReplyError:  # NOSCRIPT, WRONGTYPE...: the careful path
             reply = await call.run(self.client)
-        if not call.idle:
-            return popped, reply.claimed, reply.next_due
-        entry = self._idle.get(task)
-        if popped is not None and entry is not None and _str(popped[0]) == entry[1]:
-            del self._idle[task]
-            return popped, (_handed_job(popped[1]), *reply.claimed), reply.next_due
-        if reply.handed:  # handed off after the wake-up: in the inbox, for the next wait
-            self._handed.add(task)
-        else:
-            self._idle.pop(task, None)
         return popped, reply.claimed, reply.next_due
 
     async def extend_locks(
@@ -1152,20 +1080,6 @@ def _address_of(client: Any) -> Address:
         tls="ssl" in pool.connection_class.__name__.lower(),
         tls_options=tls_options,
         **common,
-    )
-
-
-def _handed_job(raw: bytes) -> Claimed:
-    """A job from our inbox, as enqueue.lua wrote it: id, token, _v, ts, trace, then data."""
-    job_id, token, version, ts, trace, data = raw.split(b"\n", 5)
-    return Claimed(
-        id=job_id.decode(),
-        data=data,  # type: ignore[arg-type]  # bytes, as a claim's reply gives it
-        version=int(version or 1),
-        attempt=1,
-        ts=int(ts),
-        token=token.decode(),
-        trace=trace.decode() or None,
     )
 
 

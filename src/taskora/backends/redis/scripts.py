@@ -517,8 +517,7 @@ class FinishOutcome(NamedTuple):
 class FinishClaimReply(NamedTuple):
     refused: tuple[str, ...]
     claimed: tuple[Claimed, ...]
-    next_due: int  # due ms of the next delayed job when nothing is waiting (0: none; -1: unknown)
-    handed: bool = False  # a job was handed off to the caller's inbox (docs/design.md#hand-off)
+    next_due: int  # due ms of the next delayed job when nothing is waiting (0: none)
 
 
 @lua("finish_claim")
@@ -536,10 +535,9 @@ class FinishClaim(Call[FinishClaimReply]):
     after_wait: bool
     reserve: int
     max_version: int = 0
-    idle: str = ""  # the caller's idle-registry entry, when queued behind its wait
 
     def decode(self, raw: Any) -> FinishClaimReply:
-        refused, flat, next_due, handed = raw
+        refused, flat, next_due = raw
         claimed = tuple(
             Claimed(
                 id=flat[i].decode(),
@@ -553,9 +551,7 @@ class FinishClaim(Call[FinishClaimReply]):
             )
             for i in range(0, len(flat), 8)
         )
-        return FinishClaimReply(
-            tuple(r.decode() for r in refused), claimed, int(next_due), handed == 1
-        )
+        return FinishClaimReply(tuple(r.decode() for r in refused), claimed, int(next_due))
 
 
 class Meta(NamedTuple):

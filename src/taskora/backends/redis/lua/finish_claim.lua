@@ -1,6 +1,6 @@
 --- KEYS: @task
 --- ARGV: B #outcomes outcomes{id token kind payload retryDelayMs}
---- ARGV: want lockTtlMs tokenBase tokenSeq singleton completedMax failedMax afterWait reserve maxVersion idle
+--- ARGV: want lockTtlMs tokenBase tokenSeq singleton completedMax failedMax afterWait reserve maxVersion
 -- FINISH_AND_CLAIM: record the outcomes of held jobs, then claim up to `want` new ones.
 -- One call per worker loop pass: the hot path costs one round trip per batch of jobs.
 -- ARGV: B, count, then per outcome: id, token, kind, payload, retryDelayMs;
@@ -8,40 +8,24 @@
 --       completedMax, failedMax (retention by count, trimmed here as jobs finish),
 --       afterWait ('1' when queued behind the caller's own BZPOPMIN of the marker),
 --       reserve (how many more jobs to claim ahead of the free slots),
---       maxVersion (the newest payload version the worker runs; 0 = any),
---       idle (the caller's entry in the idle registry when it is queued behind the caller's
---       wait, which registered it for a hand-off; '' = none).
+--       maxVersion (the newest payload version the worker runs; 0 = any).
 -- kind: start (a job claimed ahead now runs: it becomes active here)
 --       | completed (payload = result JSON) | failed | retry (payload = error message)
 --       | cancelled | release (back to waiting, e.g. at shutdown).
 -- Outcomes apply in the order the worker saw them (finish N, start N+1, finish N+1, ...).
 -- Returns { refused ids, claimed jobs flat (id, data, _v, attempt, ts, token, reserved),
--- next due ms of a delayed job when nothing is waiting (0 = none), 1 if a job was handed
--- to the caller's inbox (see idle) }.
+-- next due ms of a delayed job when nothing is waiting (0 = none) }.
 -- An outcome is refused when the job's lock is not the caller's token: the job was
 -- recovered from this worker (stall), or cancelled before it started, and is not ours.
 -- Any outcome other than start for a job still claimed ahead gives it back, to the front.
 local B = ARGV[1]
 local count = tonumber(ARGV[2])
-local base = 3 + count * 5
-local idle = ARGV[base + 10]
--- Behind a wait that registered the caller for a hand-off: an entry gone means an enqueue
--- took it and handed a job to the caller's inbox (the wait popped it, or pops it next), so
--- the claim is for one slot less, and made only if jobs wait behind that one (else the
--- reply is { {}, {}, -1 (next due unknown), 1 }). An entry still there: no longer idle.
-local handed = false
-if idle and idle ~= '' and redis.call('ZREM', B .. 'idle', idle) == 0 then
-  if tonumber(ARGV[base]) + tonumber(ARGV[base + 8]) <= 1
-    or (redis.call('LLEN', K.wait) == 0 and redis.call('ZCARD', K.prioritized) == 0) then
-    return { {}, {}, -1, 1 }
-  end
-  handed = true
-end
 local now = now_ms()
 local refused = {}
 local released = false
 local n_completed, n_failed = 0, 0
 local min_due = nil -- the marker is re-armed by rearm() below
+local base = 3 + count * 5
 
 -- Count retention with a slack of 1 % of the limit: once over by more, back to the limit in
 -- one batch, so a long run trims every ~limit/100 jobs, not three commands per job.
@@ -141,10 +125,9 @@ end
 
 -- a retry above changed the delayed set after nothing was read: promote() reads it itself
 local first_due = promote(K, B, now)
-local claimed, gated, parked_newer, drained = claim(K, B, now,
-  tonumber(ARGV[base]) - (handed and 1 or 0),
+local claimed, gated, parked_newer, drained = claim(K, B, now, tonumber(ARGV[base]),
   tonumber(ARGV[base + 8] or '0'), ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]),
   ARGV[base + 4], tonumber(ARGV[base + 9] or '0') or 0)
 local next_due = rearm(K, now, gated, released, ARGV[base + 7] == '1', parked_newer, drained,
   first_due)
-return { refused, claimed, next_due, handed and 1 or 0 }
+return { refused, claimed, next_due }
