@@ -90,7 +90,7 @@ class Claimer:
         self._token_base = token_base
         self._fill = fill
         self._revoked = revoked
-        self._waiter: asyncio.Task[tuple[Claimed, ...]] | None = None
+        self._waiter: asyncio.Future[tuple[Claimed, ...]] | None = None
         self._waiter_want = 0
         self._idle_expected = False  # the last claim found the queue empty
         self._backoff = 0.05
@@ -260,7 +260,7 @@ class Claimer:
         return len(claimed)
 
 
-def _consume(task: asyncio.Task[tuple[Claimed, ...]]) -> tuple[Claimed, ...]:
+def _consume(task: asyncio.Future[tuple[Claimed, ...]]) -> tuple[Claimed, ...]:
     if task.cancelled():
         return ()
     exc = task.exception()

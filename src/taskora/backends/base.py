@@ -9,7 +9,7 @@ Payloads cross the boundary already serialized (``str``): backends never see use
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -371,7 +371,7 @@ class Backend(Protocol):
         token_base: str,
         timeout_s: float,
         reserve: int = 0,
-    ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
+    ) -> tuple[asyncio.Future[FinishReport], asyncio.Future[tuple[Claimed, ...]]] | None:
         """Optional fast path for a worker about to go idle: ``finish_and_claim`` and the
         next ``wait_for_work`` sent together. None: use the two calls."""
 

@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -756,7 +756,7 @@ class MemoryBackend:
         token_base: str,
         timeout_s: float,
         reserve: int = 0,
-    ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
+    ) -> tuple[asyncio.Future[FinishReport], asyncio.Future[tuple[Claimed, ...]]] | None:
         return None  # in-process: nothing to save
 
     async def extend_locks(

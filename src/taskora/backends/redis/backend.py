@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import BackendError, ConfigError, WireVersionError
 from ...types import Retention
@@ -82,6 +82,8 @@ log = logging.getLogger("taskora.redis")
 
 WIRE_VERSION = 6
 MIN_COMPAT = 6
+T = TypeVar("T")
+
 ENQUEUE_CHUNK = 250
 TRIM_BATCH = 500
 
@@ -431,10 +433,15 @@ class RedisBackend:
         token_base: str,
         timeout_s: float,
         reserve: int = 0,
-    ) -> tuple[Awaitable[FinishReport], asyncio.Task[tuple[Claimed, ...]]] | None:
+    ) -> tuple[asyncio.Future[FinishReport], asyncio.Future[tuple[Claimed, ...]]] | None:
         """Send a finish and the next blocking wait (with its claim) in one write on the
         blocking connection; Redis answers the finish at once and the wait when work comes.
-        None when that connection is not ready (use the separate calls)."""
+        None when that connection is not ready (use the separate calls).
+
+        Both results are futures that the replies complete from their callbacks, with no
+        task in between on the usual path (a wake-up that claimed, or a reply that failed,
+        falls back to the coroutines: ``_finished``, ``_wait``): per job that is one asyncio
+        task and two event-loop hops less on the worker."""
         conn = self._blocking.get(task)
         if conn is None or self._client is None:
             return None
@@ -453,11 +460,81 @@ class RedisBackend:
             return None
         for future in futures[1:]:  # the wait may be cancelled before it reads them
             future.add_done_callback(_retrieved)
-        first = (futures[1], futures[2], wait)
-        waiter = asyncio.ensure_future(
-            self._wait(task, timeout_s, claim, options, token_base, first, reserve)
+        loop = asyncio.get_running_loop()
+        report: asyncio.Future[FinishReport] = loop.create_future()
+        futures[0].add_done_callback(functools.partial(self._on_finished, task, finish, report))
+        waiter: asyncio.Future[tuple[Claimed, ...]] = loop.create_future()
+        wake = _Wake(conn, waiter)
+        waiter.add_done_callback(wake.dropped)
+        futures[2].add_done_callback(
+            functools.partial(
+                self._on_woke,
+                task,
+                wake,
+                (futures[1], futures[2], wait),
+                time.monotonic() + timeout_s,
+                claim,
+                options,
+                token_base,
+                reserve,
+            )
         )
-        return self._finished(task, futures[0], finish), waiter
+        return report, waiter
+
+    def _on_finished(
+        self,
+        task: str,
+        call: FinishClaim,
+        report: asyncio.Future[FinishReport],
+        raw: asyncio.Future[Any],
+    ) -> None:
+        """The finish's reply: decoded here; an error reply goes the careful path."""
+        if report.done():
+            return
+        if not raw.cancelled() and raw.exception() is None:
+            with contextlib.suppress(Exception):
+                reply = call.decode(raw.result())
+                self._next_due[task] = reply.next_due
+                report.set_result(FinishReport(reply.refused, reply.claimed))
+                return
+        _chain(asyncio.ensure_future(self._finished(task, raw, call)), report)
+
+    def _on_woke(
+        self,
+        task: str,
+        wake: _Wake,
+        first: tuple[asyncio.Future[Any], asyncio.Future[Any], FinishClaim],
+        deadline: float,
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int,
+        _: asyncio.Future[Any],
+    ) -> None:
+        """The wait's replies (the wake-up and the claim behind it): a claim that took jobs,
+        a timeout or the deadline ends the wait here; anything else (nothing claimable yet,
+        an error) continues in ``_wait``, which blocks again or takes the careful path."""
+        waiter = wake.waiter
+        if waiter.done():
+            return
+        popped_f, reply_f, call = first
+        resume: tuple[asyncio.Future[Any], asyncio.Future[Any], FinishClaim] | None = first
+        if not (popped_f.cancelled() or reply_f.cancelled()) and (
+            popped_f.exception() is None and reply_f.exception() is None
+        ):
+            with contextlib.suppress(Exception):
+                popped = popped_f.result()
+                reply = call.decode(reply_f.result())
+                self._next_due[task] = reply.next_due
+                if reply.claimed or popped is None or deadline - time.monotonic() <= 0.001:
+                    waiter.set_result(reply.claimed)
+                    return
+                resume = None  # nothing claimable yet: block again
+        remaining = max(deadline - time.monotonic(), 0.001)
+        wake.inner = asyncio.ensure_future(
+            self._wait(task, remaining, claim, options, token_base, resume, reserve)
+        )
+        _chain(wake.inner, waiter)
 
     async def _finished(
         self, task: str, future: asyncio.Future[Any], call: FinishClaim
@@ -1081,6 +1158,44 @@ def _address_of(client: Any) -> Address:
         tls_options=tls_options,
         **common,
     )
+
+
+class _Wake:
+    """A wait sent by ``finish_then_wait``: its result future, and the coroutine that took
+    over from the reply callback, if one did."""
+
+    __slots__ = ("conn", "inner", "waiter")
+
+    def __init__(self, conn: RespClient, waiter: asyncio.Future[tuple[Claimed, ...]]) -> None:
+        self.conn = conn
+        self.waiter = waiter
+        self.inner: asyncio.Future[tuple[Claimed, ...]] | None = None
+
+    def dropped(self, waiter: asyncio.Future[tuple[Claimed, ...]]) -> None:
+        """Cancelled by the worker: a blocked command cannot be taken back, so the
+        connection goes (as ``_wait`` does when it is cancelled)."""
+        if not waiter.cancelled():
+            return
+        if self.inner is not None:
+            self.inner.cancel()
+        else:
+            self.conn.disconnect()
+
+
+def _chain(source: asyncio.Future[T], target: asyncio.Future[T]) -> None:
+    """``target`` ends as ``source`` does (unless it ended first)."""
+
+    def copy(done: asyncio.Future[T]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+        elif done.exception() is not None:
+            target.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
