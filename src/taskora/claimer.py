@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +93,9 @@ class Claimer:
         self._revoked = revoked
         self._waiter: asyncio.Future[tuple[Claimed, ...]] | None = None
         self._waiter_want = 0
+        # a finish sent with the wait (finish_then_wait) whose reply has not come yet: the
+        # loop goes idle at once; the next finish waits for it (outcomes apply in order)
+        self._finishing: asyncio.Future[FinishReport] | None = None
         self._idle_expected = False  # the last claim found the queue empty
         self._backoff = 0.05
 
@@ -155,6 +159,9 @@ class Claimer:
         free = self._take(())
         waiting = self._waiter is not None  # a wait in flight claims for the free slots
         if not slots.has_outgoing:
+            if self._finishing is not None and slots.stopping and not slots.running:
+                await self._settle_finish()  # its outcomes may come back to be sent again
+                return True
             if slots.stopping and not slots.running:
                 # a wait in flight may have claimed jobs just now: give those back first
                 return await self._drop_waiter() > 0
@@ -167,7 +174,7 @@ class Claimer:
         want = free + room
         outcomes = slots.drain_outgoing()
         try:
-            report = await self._finish(outcomes, free, room)
+            report = await self._finish(outcomes, free, room) or _SENT
         except BackendError as exc:
             slots.put_back(outcomes)
             log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
@@ -186,10 +193,13 @@ class Claimer:
         await self._idle(free)
         return True
 
-    async def _finish(self, outcomes: list[Outcome], free: int, room: int) -> FinishReport:
+    async def _finish(self, outcomes: list[Outcome], free: int, room: int) -> FinishReport | None:
         """Send outcomes, claim ``free`` jobs to run now and ``room`` more ahead. A worker
         with quick jobs that found the queue empty last time sends its next blocking wait
-        along with the finish, in one write."""
+        along with the finish, in one write; then None: that finish claims nothing, and its
+        reply (refusals, or an error that puts the outcomes back) is applied when it comes,
+        while the loop already waits (``_finished``)."""
+        await self._settle_finish()
         if (
             outcomes
             and free > 0  # about to go idle (a wait for reservations alone would outlive
@@ -206,10 +216,38 @@ class Claimer:
                 finished, self._waiter = sent
                 self._waiter_want = free + room
                 self._waiter.add_done_callback(self.wake.set_from)
-                return await finished
+                if finished.done():
+                    return finished.result()
+                self._finishing = finished
+                finished.add_done_callback(functools.partial(self._finished, outcomes))
+                return None
         return await self.backend.finish_and_claim(
             self.name, outcomes, free, self._claim, self._token_base, room
         )
+
+    def _finished(self, outcomes: list[Outcome], finished: asyncio.Future[FinishReport]) -> None:
+        """The reply of a finish the loop did not wait for: refused outcomes revoke their
+        slots; a failed finish puts its outcomes back to be sent again (a second run refuses
+        what the first applied), as a failed awaited finish does."""
+        if self._finishing is finished:
+            self._finishing = None
+        if finished.cancelled():
+            self.slots.put_back(outcomes)
+        elif (exc := finished.exception()) is not None:
+            self.slots.put_back(outcomes)
+            log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
+        else:
+            self._revoked(self.slots.revoke(finished.result().refused))
+            return
+        self.wake.set()
+
+    async def _settle_finish(self) -> None:
+        """Wait for the reply of a finish sent without waiting (its callback applies it)."""
+        finishing = self._finishing
+        if finishing is not None and not finishing.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(finishing)
+        self._finishing = None
 
     async def _idle(self, free: int) -> None:
         """Free slots and nothing claimable: block until work arrives (it is claimed on
@@ -258,6 +296,9 @@ class Claimer:
         claimed = _consume(waiter)
         self._take(claimed)
         return len(claimed)
+
+
+_SENT = FinishReport((), ())  # a finish in flight: it claims nothing, refusals come later
 
 
 def _consume(task: asyncio.Future[tuple[Claimed, ...]]) -> tuple[Claimed, ...]:
