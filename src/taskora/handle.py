@@ -119,6 +119,8 @@ class ResultHandle(Generic[Out]):
         future = self._future
         if isinstance(future, asyncio.Future) and future.done():
             self._settle(future.result())  # enqueued already (the usual case): no timer
+        elif deadline is None:  # no timeout: no timer to arm either
+            await self._ensure_enqueued()
         else:
             try:
                 async with asyncio.timeout_at(deadline):
