@@ -23,7 +23,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from .backends.base import Backend, Flow, ScheduleExpect
@@ -165,7 +164,7 @@ class Scheduler:
             if result.enqueued:
                 last_run, last_job = fire, job.id
                 sent += 1
-        updated = replace(spec, last_run=last_run, last_job_id=last_job)
+        updated = spec.fired(last_run, last_job)
         text = updated.to_json()
         if await backend.schedule_write(name, ScheduleExpect(record, due_ms), text, plan.next_ms):
             self._parsed[name] = (text, updated)

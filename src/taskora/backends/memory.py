@@ -40,6 +40,7 @@ from .base import (
     needed_fields,
 )
 from .memory_collect import Buffer, collect_drain, collect_push
+from .memory_flow import enqueue_flow
 from .memory_schedules import ScheduleStore
 from .memory_workflows import WorkflowStore
 
@@ -202,10 +203,16 @@ class MemoryBackend:
         fields = {"event": kind, "jobId": job_id}
         for i in range(0, len(pairs), 2):
             fields[str(pairs[i])] = str(pairs[i + 1])
-        now = self.now_ms()
+        now = self.clock()
         ms, seq = self._event_last
-        self._event_last = (ms, seq + 1) if now <= ms else (now, 0)
-        t.events.append((f"{self._event_last[0]}-{self._event_last[1]}", fields))
+        if now <= ms:
+            seq += 1
+        else:
+            ms, seq = now, 0
+        self._event_last = (ms, seq)
+        t.events.append((f"{ms}-{seq}", fields))
+        if not self._event_sources:
+            return
         for source in self._event_sources:
             if t.name in source.tasks:
                 job = t.jobs.get(job_id, {})
@@ -313,7 +320,8 @@ class MemoryBackend:
         error), its dedup key released, the event, the terminal set and the end for waiters.
         The caller has already released its lock, active entry and concurrency slot."""
         job = t.jobs[job_id]
-        job.update(state=state, finishedOn=now)
+        job["state"] = state
+        job["finishedOn"] = now
         if result is not None:
             job["result"] = result
         if error is not None:
@@ -326,11 +334,10 @@ class MemoryBackend:
         else:
             self._emit(t, job_id, state)
         t.finished[state][job_id] = now
-        end = Terminal(state, result=result, error=error, reason=reason or None)
-        self._notify(task, job_id, end)
+        self._notify(task, job_id, Terminal(state, result, error, reason or None), t)
 
-    def _notify(self, task: str, job_id: str, terminal: Terminal) -> None:
-        ends = self._t(task).ends
+    def _notify(self, task: str, job_id: str, terminal: Terminal, t: _Task | None = None) -> None:
+        ends = (t or self._t(task)).ends
         end, result = terminal, terminal.result
         if result is not None and len(result) * 4 > MAX_INLINE_RESULT:  # maybe over, in bytes
             if len(result.encode()) > MAX_INLINE_RESULT:
@@ -491,16 +498,16 @@ class MemoryBackend:
             if key is not None:
                 t.conc[key] = t.conc.get(key, 0) + 1
             t.active[job_id] = None
-            job.update(state="active", processedOn=now)
+            job["state"] = "active"
+            job["processedOn"] = now
             self._emit(t, job_id, "active")
         data, version, attempt, ts = job["data"], job["_v"], job["attempt"], job["ts"]
-        trace = job.get("trace")
-        return Claimed(job_id, data, version, attempt, ts, token, reserved=ahead, trace=trace)
+        return Claimed(job_id, data, version, attempt, ts, token, None, ahead, job.get("trace"))
 
     def _rearm(
         self, t: _Task, now: int, gated: bool, released: bool, parked_newer: bool = False
     ) -> None:
-        if t.queued_count() > 0 or parked_newer:  # a job parked for a newer worker: wake one
+        if t.wait or t.prio_score or parked_newer:  # a job parked for a newer worker: wake one
             self._set_marker(t, now + 1000 if gated and not released else 0)
             return
         self._set_marker(t, self._next_due(t))
@@ -607,8 +614,6 @@ class MemoryBackend:
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         if flow.kind == "collect":
             return collect_push(self, task, job, flow)
-        from .memory_flow import enqueue_flow
-
         return enqueue_flow(self, task, job, flow)
 
     async def collect_push(
@@ -830,15 +835,15 @@ class MemoryBackend:
         now = self.now_ms()
         removed = 0
         r = retention
-        limits = {
-            "completed": (r.completed_age_ms, r.completed_max),
-            "failed": (r.failed_age_ms, r.failed_max),
-            "cancelled": (r.failed_age_ms, r.failed_max),
-            "expired": (r.failed_age_ms, r.failed_max),
-        }
-        for state, (age, keep) in limits.items():
+        for state, age, keep in (
+            ("completed", r.completed_age_ms, r.completed_max),
+            ("failed", r.failed_age_ms, r.failed_max),
+            ("cancelled", r.failed_age_ms, r.failed_max),
+            ("expired", r.failed_age_ms, r.failed_max),
+        ):
             finished = t.finished[state]
-            while finished and (next(iter(finished.values())) <= now - age or len(finished) > keep):
+            cutoff = now - age
+            while finished and (next(iter(finished.values())) <= cutoff or len(finished) > keep):
                 job_id, _ = finished.popitem(last=False)
                 self._delete(t, job_id)
                 removed += 1
