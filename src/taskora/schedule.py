@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ _SCHEDULE_NS = uuid.UUID("5c1e0d3b-7a52-4c3e-9f0e-0b6f2a3c9d10")
 _NS_BYTES = _SCHEDULE_NS.bytes
 _VARIANT = "89ab" * 4  # a hex digit with its top two bits set to 10
 _encode_record = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_json_string = json.encoder.encode_basestring_ascii  # what _encode_record writes for a str
 MAX_FIRES_PER_TICK = 100  # a long catch-up continues on the next tick
 
 
@@ -195,6 +197,13 @@ class ScheduleSpec:
         return next_cron(self.cron, self.timezone, now_ms)
 
 
+def history_json(stem: str, last_run: int, last_job_id: str) -> str:
+    """``spec.fired(last_run, last_job_id).to_json()`` where ``stem`` is
+    ``spec.fired(None, None).to_json()``: the history fields come last in the record, so
+    they are appended to the stem instead of encoding the whole record at every fire."""
+    return f'{stem[:-1]},"lastRun":{int(last_run)},"lastJobId":{_json_string(last_job_id)}}}'
+
+
 def check_on_missed(value: object, where: str) -> None:
     if value in ("skip", "catch-up"):
         return
@@ -285,13 +294,63 @@ def next_cron(expr: str, timezone: str | None, after_ms: int) -> int:
 
 
 def cron_fires(expr: str, timezone: str | None, after_ms: int) -> Iterator[int]:
+    """The fire times of ``expr`` strictly after ``after_ms``, in order."""
+    times = _cron_times.get((expr, timezone))
+    if times is None:
+        if len(_cron_times) >= _CRON_KEEP:
+            _cron_times.clear()
+        times = _cron_times[(expr, timezone)] = _CronTimes(expr, timezone)
+    at: int | None = after_ms
+    while at is not None:
+        at = times.after(at)
+        if at is not None:
+            yield at
+
+
+def _fresh_cron_fires(expr: str, timezone: str | None, after_ms: int) -> Iterator[int]:
     tz = _zone(timezone) if timezone is not None else ZoneInfo("UTC")
     after = datetime.fromtimestamp(after_ms / 1000, UTC)
-    try:
-        for at in _cron_iter(expr, tz, after):
-            yield int(at.timestamp() * 1000)
-    except StopIteration:  # pragma: no cover - cronsim ends only on impossible dates
-        return
+    for at in _cron_iter(expr, tz, after):
+        yield int(at.timestamp() * 1000)
+
+
+class _CronTimes:
+    """The fire times of one cron expression in one zone, each computed once: which time
+    follows which is remembered, and the walk goes on from the latest one found without a
+    new ``CronSim`` (whose start costs several steps: a tick asks for the time after the
+    fire time it runs, so a minute-by-minute schedule in virtual time asked anew each
+    minute)."""
+
+    __slots__ = ("_expr", "_front", "_lock", "_next", "_timezone", "_walk")
+
+    def __init__(self, expr: str, timezone: str | None) -> None:
+        self._expr, self._timezone = expr, timezone
+        self._next: dict[int, int | None] = {}  # ms -> the first fire time after it (None: none)
+        self._walk: Iterator[int] | None = None  # the walk, last at _front
+        self._front: int | None = None
+        self._lock = threading.Lock()  # app.schedules may be used from another thread
+
+    def after(self, ms: int) -> int | None:
+        """The first fire time strictly after ``ms`` (None: cronsim found none)."""
+        found = self._next.get(ms, False)
+        if found is not False:
+            return found
+        with self._lock:
+            if self._walk is None or self._front != ms:
+                self._walk, self._front = None, None  # a new walk (the old one is left)
+                walk = _fresh_cron_fires(self._expr, self._timezone, ms)
+            else:
+                walk = self._walk
+            nxt = next(walk, None)  # a bad expression raises here, before anything is kept
+            if len(self._next) >= _CRON_KEEP:
+                self._next.clear()
+            self._next[ms] = nxt
+            self._walk, self._front = (walk, nxt) if nxt is not None else (None, None)
+            return nxt
+
+
+_CRON_KEEP = 4096  # expressions remembered, and fire times per expression
+_cron_times: dict[tuple[str, str | None], _CronTimes] = {}
 
 
 @dataclass(frozen=True, slots=True)

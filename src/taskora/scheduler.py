@@ -29,7 +29,14 @@ from .backends.base import Backend, Flow, ScheduleExpect
 from .errors import ConfigError, ValidationError
 from .handle import ResultHandle
 from .runtime import Runtime
-from .schedule import ScheduleInfo, ScheduleSpec, fire_job_id, plan_fires, to_info
+from .schedule import (
+    ScheduleInfo,
+    ScheduleSpec,
+    fire_job_id,
+    history_json,
+    plan_fires,
+    to_info,
+)
 
 __all__ = ["ScheduleManager", "Scheduler"]
 
@@ -61,8 +68,9 @@ class Scheduler:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
-        self._parsed: dict[str, tuple[str, ScheduleSpec]] = {}  # name -> the record it
-        # wrote last, parsed: the next tick reads that record back and skips the parse
+        self._parsed: dict[str, tuple[str, ScheduleSpec, str]] = {}  # name -> the record it
+        # wrote last, parsed, and its stem (history_json): the next tick reads that record
+        # back and skips the parse and most of the encoding
 
     async def start(self) -> None:
         """Store the declared schedules, then tick in the background: once ``start()``
@@ -131,13 +139,14 @@ class Scheduler:
     ) -> tuple[int, bool]:
         known = self._parsed.get(name)
         if known is not None and known[0] == record:
-            spec = known[1]
+            spec, stem = known[1], known[2]
         else:
             try:
                 spec = ScheduleSpec.from_json(record)
             except (ValueError, KeyError, TypeError):
                 self._warn(name, f"schedule {name!r} has an unreadable record; left as it is")
                 return 0, False
+            stem = spec.fired(None, None).to_json()
         task: Any = self.app.tasks.get(spec.task)
         if task is None:
             self._warn(name, f"schedule {name!r}: task {spec.task!r} is unknown here; left armed")
@@ -165,9 +174,12 @@ class Scheduler:
                 last_run, last_job = fire, job.id
                 sent += 1
         updated = spec.fired(last_run, last_job)
-        text = updated.to_json()
+        if last_run is not None and last_job is not None:
+            text = history_json(stem, last_run, last_job)
+        else:
+            text = updated.to_json()
         if await backend.schedule_write(name, ScheduleExpect(record, due_ms), text, plan.next_ms):
-            self._parsed[name] = (text, updated)
+            self._parsed[name] = (text, updated, stem)
         return sent, plan.more
 
     def _warn(self, name: str, message: str) -> None:
