@@ -377,8 +377,8 @@ class TestRunner:
             if not app._declared and not self.backend.schedules.records:
                 return 0
             self._scheduler = Scheduler(app, app._declared, 1000, 30_000)
-        due = self.backend.schedules.next.values()
-        if self._scheduler._registered and not any(at <= self.clock.ms for at in due):
+        due = self.backend.schedules.next
+        if self._scheduler._registered and (not due or min(due.values()) > self.clock.ms):
             return 0
         return await self._scheduler.tick()
 

@@ -182,11 +182,14 @@ class MemoryBackend:
         backoff, debounce, collect flushes, ttl of delayed jobs), a schedule's next fire or a
         workflow's ttl.
         ``taskora.testing`` jumps its virtual clock from one such time to the next."""
-        times = [due for t in self._tasks.values() if (due := self._next_due(t)) is not None]
-        times.extend(self.schedules.next.values())
-        if (deadline := self.workflows.next_deadline()) is not None:
-            times.append(deadline)
-        return min(times) if times else None
+        soonest = self.workflows.next_deadline()
+        for t in self._tasks.values():
+            if t.delayed and (due := self._next_due(t)) is not None:
+                soonest = due if soonest is None else min(soonest, due)
+        if self.schedules.next:
+            at = min(self.schedules.next.values())
+            soonest = at if soonest is None else min(soonest, at)
+        return soonest
 
     async def verify(self) -> str | None:
         return None
@@ -386,6 +389,8 @@ class MemoryBackend:
         self._end(task, t, job_id, "failed", now, error=error)
 
     def _promote(self, task: str, t: _Task, now: int) -> None:
+        if not t.delayed:
+            return
         for _ in range(PROMOTE_BATCH):
             due = self._next_due(t)
             if due is None or due > now:
@@ -423,6 +428,8 @@ class MemoryBackend:
         """Claim up to ``want`` jobs (+ ``reserve`` ahead). Returns the jobs, whether the
         singleton gate held, and whether a job was parked for a newer worker."""
         out: list[Claimed] = []
+        if not (t.wait or t.prio_score or t.newer):  # nothing to pop (a singleton's gate
+            return out, False, False  # matters only to _rearm, and only when something is)
         max_v = options.version
         parked_newer = False
         reserve = 0 if options.singleton else reserve
