@@ -415,6 +415,22 @@ class MemoryBackend:
                 job["state"] = "waiting"
                 self._emit(t, job_id, "promoted")
 
+    def _claim_any(
+        self,
+        task: str,
+        t: _Task,
+        now: int,
+        want: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int,
+    ) -> tuple[list[Claimed], bool, bool]:
+        """``_claim``, or at once nothing when nothing is queued (a singleton's gate matters
+        to ``_rearm`` only when something is)."""
+        if not (t.wait or t.prio_score or t.newer):
+            return [], False, False
+        return self._claim(task, t, now, want, options, token_base, reserve)
+
     def _claim(
         self,
         task: str,
@@ -428,8 +444,6 @@ class MemoryBackend:
         """Claim up to ``want`` jobs (+ ``reserve`` ahead). Returns the jobs, whether the
         singleton gate held, and whether a job was parked for a newer worker."""
         out: list[Claimed] = []
-        if not (t.wait or t.prio_score or t.newer):  # nothing to pop (a singleton's gate
-            return out, False, False  # matters only to _rearm, and only when something is)
         max_v = options.version
         parked_newer = False
         reserve = 0 if options.singleton else reserve
@@ -696,7 +710,7 @@ class MemoryBackend:
         if n_failed:
             self._trim_count(t, "failed", options.keep_failed, 2 * n_failed + 10)
         self._promote(task, t, now)
-        claimed, gated, parked_newer = self._claim(
+        claimed, gated, parked_newer = self._claim_any(
             task, t, now, claim, options, token_base, reserve
         )
         self._rearm(t, now, gated, released, parked_newer)
