@@ -87,12 +87,14 @@ class Executor:
         self._tracing = app._tracing  # None unless App(tracing=...): docs/design.md#tracing
         self._metrics = app._metrics  # None unless taskora.metrics is on: docs/design.md#metrics
         self._threads: DaemonPool | None = None if task.is_async else self._new_threads()
-        timeout_ms = self.options.timeout_ms
-        self._deadlines = Deadlines(timeout_ms / 1000) if timeout_ms else None
-        # run_now on 3.11: whether the job may run on the caller's task (no user code waits)
+        # whether no user code can wait: an async handler without await, no middleware (a
+        # job may then run on the caller's task: run_now on 3.11)
         self._inline = task.is_async and not any(
             _may_wait(fn) for fn in (task.handler, *self._chain)
         )
+        timeout_ms = self.options.timeout_ms
+        # A timeout can only cancel at a wait: with none inside _call it never fires
+        self._deadlines = Deadlines(timeout_ms / 1000) if timeout_ms and not self._inline else None
 
     def start(self, slot: Slot[Run]) -> None:
         """Run the slot's job in a new asyncio task."""

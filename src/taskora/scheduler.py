@@ -112,7 +112,8 @@ class Scheduler:
     async def tick(self) -> int:
         """One tick; returns how many jobs this process dispatched."""
         backend = await self.app._connected_backend()
-        await self._register(backend)
+        if not self._registered.issuperset(self.declared):
+            await self._register(backend)
         self.is_leader = await backend.schedule_lock(self.token, self.lock_ttl_ms)
         if not self.is_leader:
             return 0
