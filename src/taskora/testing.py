@@ -427,11 +427,11 @@ class TestRunner:
         """Claim what is runnable now (promoting what is due), run it, record the outcomes.
         A job runs at once (``Executor.run_now``): only one that waits costs a task."""
         name, executor, outcomes, running = lane.name, lane.executor, lane.outcomes, self._running
-        finish_and_claim = self.backend.finish_and_claim
+        finish_and_claim = self.backend.finish_and_claim_now
         ran = 0
         pending: list[Outcome] = []
         while True:
-            report = await finish_and_claim(name, pending, lane.concurrency, lane.claim, "runner")
+            report = finish_and_claim(name, pending, lane.concurrency, lane.claim, "runner")
             claimed = report.claimed
             if not claimed:
                 return ran
