@@ -353,7 +353,7 @@ _CRON_KEEP = 4096  # expressions remembered, and fire times per expression
 _cron_times: dict[tuple[str, str | None], _CronTimes] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per tick of each due schedule
 class FirePlan:
     fires: tuple[int, ...]  # fire times to dispatch, oldest first
     next_ms: int  # the next fire time after the last one considered

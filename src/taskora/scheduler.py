@@ -68,9 +68,10 @@ class Scheduler:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
-        self._parsed: dict[str, tuple[str, ScheduleSpec, str]] = {}  # name -> the record it
-        # wrote last, parsed, and its stem (history_json): the next tick reads that record
-        # back and skips the parse and most of the encoding
+        # name -> the record it wrote last, parsed (its history aside), its stem
+        # (history_json) and its history: the next tick reads that record back and skips
+        # the parse, most of the encoding, and a ScheduleSpec per fire time
+        self._parsed: dict[str, tuple[str, ScheduleSpec, str, int | None, str | None]] = {}
 
     async def start(self) -> None:
         """Store the declared schedules, then tick in the background: once ``start()``
@@ -140,7 +141,7 @@ class Scheduler:
     ) -> tuple[int, bool]:
         known = self._parsed.get(name)
         if known is not None and known[0] == record:
-            spec, stem = known[1], known[2]
+            _, spec, stem, last_run, last_job = known
         else:
             try:
                 spec = ScheduleSpec.from_json(record)
@@ -148,12 +149,12 @@ class Scheduler:
                 self._warn(name, f"schedule {name!r} has an unreadable record; left as it is")
                 return 0, False
             stem = spec.fired(None, None).to_json()
+            last_run, last_job = spec.last_run, spec.last_job_id
         task: Any = self.app.tasks.get(spec.task)
         if task is None:
             self._warn(name, f"schedule {name!r}: task {spec.task!r} is unknown here; left armed")
             return 0, False
         plan = plan_fires(spec, due_ms, now)
-        last_run, last_job = spec.last_run, spec.last_job_id
         period = spec.every_ms or 0
         sent = 0
         for fire in plan.fires:
@@ -174,13 +175,12 @@ class Scheduler:
             if result.enqueued:
                 last_run, last_job = fire, job.id
                 sent += 1
-        updated = spec.fired(last_run, last_job)
         if last_run is not None and last_job is not None:
             text = history_json(stem, last_run, last_job)
         else:
-            text = updated.to_json()
+            text = spec.fired(last_run, last_job).to_json()
         if await backend.schedule_write(name, ScheduleExpect(record, due_ms), text, plan.next_ms):
-            self._parsed[name] = (text, updated, stem)
+            self._parsed[name] = (text, spec, stem, last_run, last_job)
         return sent, plan.more
 
     def _warn(self, name: str, message: str) -> None:

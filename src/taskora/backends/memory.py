@@ -204,8 +204,9 @@ class MemoryBackend:
         """XADD to the task's events stream (the same entries as the Lua scripts write);
         listeners of this backend get it at once, with the job fields it needs."""
         fields = {"event": kind, "jobId": job_id}
-        for i in range(0, len(pairs), 2):
-            fields[str(pairs[i])] = str(pairs[i + 1])
+        if pairs:
+            for i in range(0, len(pairs), 2):
+                fields[str(pairs[i])] = str(pairs[i + 1])
         now = self.clock()
         ms, seq = self._event_last
         if now <= ms:
@@ -329,7 +330,8 @@ class MemoryBackend:
             job["result"] = result
         if error is not None:
             job["error"] = error
-        self._release_dedup(t, job.get("dedupKey"), job_id)
+        if "dedupKey" in job:
+            self._release_dedup(t, job["dedupKey"], job_id)
         if error is not None:
             self._emit(t, job_id, state, "error", error)
         elif state == "cancelled":
@@ -457,7 +459,7 @@ class MemoryBackend:
             want = 1
         total = want + reserve
         pops = 0
-        older = _parked_for(t, max_v, total)
+        older = _parked_for(t, max_v, total) if t.newer else []
         while len(out) < total and pops < total + 100:
             popped = _unpark(t, older) if older else self._pop_waiting(t)
             if popped is None:
