@@ -431,8 +431,7 @@ class TestRunner:
         ran = 0
         pending: list[Outcome] = []
         while True:
-            report = finish_and_claim(name, pending, lane.concurrency, lane.claim, "runner")
-            claimed = report.claimed
+            _, claimed = finish_and_claim(name, pending, lane.concurrency, lane.claim, "runner")
             if not claimed:
                 return ran
             waiting: list[tuple[Slot[Run], asyncio.Task[None]]] = []

@@ -664,7 +664,10 @@ class MemoryBackend:
         token_base: str,
         reserve: int = 0,
     ) -> FinishReport:
-        return self.finish_and_claim_now(task, outcomes, claim, options, token_base, reserve)
+        refused, claimed = self.finish_and_claim_now(
+            task, outcomes, claim, options, token_base, reserve
+        )
+        return FinishReport(tuple(refused), tuple(claimed))
 
     def finish_and_claim_now(
         self,
@@ -674,9 +677,9 @@ class MemoryBackend:
         options: ClaimOptions,
         token_base: str,
         reserve: int = 0,
-    ) -> FinishReport:
-        """``finish_and_claim`` as the plain call it is here (``taskora.testing`` makes one
-        per job, twice)."""
+    ) -> tuple[list[str], list[Claimed]]:
+        """``finish_and_claim`` as the plain call it is here, its report as two lists: the
+        outcomes refused and the jobs claimed (``taskora.testing`` makes two a job)."""
         t = self._t(task)
         now = self.clock()
         refused: list[str] = []
@@ -729,7 +732,7 @@ class MemoryBackend:
             task, t, now, claim, options, token_base, reserve
         )
         self._rearm(t, now, gated, released, parked_newer)
-        return FinishReport(tuple(refused), tuple(claimed))
+        return refused, claimed
 
     def _reserved_outcome(
         self, t: _Task, o: Outcome, job: Job, now: int, options: ClaimOptions
