@@ -126,7 +126,8 @@ class Executor:
             )
             if runner.done():
                 self._ensure_reported(slot, run)
-                return None
+                # an error past _execute: the caller's await raises it, as from start's task
+                return None if not runner.cancelled() and runner.exception() is None else runner
         elif self._inline:
             body = self._execute(slot, run)
             try:
@@ -134,6 +135,9 @@ class Executor:
             except StopIteration:
                 self._ensure_reported(slot, run)
                 return None
+            except BaseException:  # past _execute (a bug): reported as start's task would be
+                self._ensure_reported(slot, run)
+                raise
             # taskora's own code waits (a log flush, a workflow advance): go on in a task
             runner = loop.create_task(_go_on(body, waits_on), context=context)
         else:
