@@ -153,3 +153,20 @@ def test_a_failed_call_puts_its_outcomes_back_in_front() -> None:
         ("j1", "completed"),
     ]
     assert not slots.has_outgoing
+
+
+def test_outcomes_of_jobs_in_flight_hold_back_the_rest_in_order() -> None:
+    """A second call in flight carries only the outcomes before the first one of a job
+    whose outcome is still in the first call; the rest stay, in order, for a later call."""
+    slots: Handoff[None] = Handoff(3)
+    slots.reserve([_job(1), _job(2), _job(3)])
+    one, two, three = _start_all(slots)
+    assert _sent(slots) == [("j1", "start"), ("j2", "start"), ("j3", "start")]
+    slots.report(two, _done(two))
+    slots.report(one, _done(one))
+    slots.report(three, _done(three))
+    held = {"j1"}  # j1's start is in a call that has not answered yet
+    assert [(o.id, o.kind) for o in slots.drain_outgoing(held)] == [("j2", "completed")]
+    assert [(o.id, o.kind) for o in slots.drain_outgoing(held)] == []
+    assert _sent(slots) == [("j1", "completed"), ("j3", "completed")]
+    assert not slots.has_outgoing

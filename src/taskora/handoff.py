@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -135,9 +135,17 @@ class Handoff(Generic[R]):
             self._on_change()
         return count
 
-    def drain_outgoing(self) -> list[Outcome]:
-        """Every outcome recorded so far, in order; the list starts empty again."""
-        outgoing, self._outgoing = self._outgoing, []
+    def drain_outgoing(self, held: Container[str] = ()) -> list[Outcome]:
+        """The outcomes recorded so far, in order, up to the first one of a job in ``held``
+        (jobs with an outcome in a call still in flight: a job's outcomes apply in order
+        whatever becomes of that call); the rest stay, in order."""
+        outgoing = self._outgoing
+        if held:
+            for i, outcome in enumerate(outgoing):
+                if outcome.id in held:
+                    self._outgoing = outgoing[i:]
+                    return outgoing[:i]
+        self._outgoing = []
         return outgoing
 
     def put_back(self, outcomes: list[Outcome]) -> None:
