@@ -90,6 +90,21 @@ def test_revoked_start_stops_the_handler_and_drops_its_outcome() -> None:
     assert slots.free == 2
 
 
+def test_a_refused_stale_outcome_does_not_stop_the_job_claimed_again() -> None:
+    """j1 was lost to a stall and claimed here again (token t9): the refusal of its old
+    outcome (token t1), answered after the new claim, stops nothing; a refusal of the new
+    claim's own outcome does."""
+    slots: Handoff[None] = Handoff(1)
+    slots.reserve([Claimed("j1", "null", 1, 1, 0, "t9")])
+    (again,) = _start_all(slots)
+    stale = Outcome("j1", "t1", "completed", result="null")
+    assert slots.revoke(["j1"], [stale]) == []
+    assert again.state is SlotState.RUNNING
+    own = Outcome("j1", "t9", "start")
+    assert slots.revoke(["j1"], [own]) == [again]
+    assert again.state is SlotState.REVOKED
+
+
 def test_cancel_of_buffered_and_running_jobs() -> None:
     slots: Handoff[None] = Handoff(1)
     slots.reserve([_job(1), _job(2), _job(3, reserved=False)])

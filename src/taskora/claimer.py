@@ -196,14 +196,15 @@ class Claimer:
         except BackendError as exc:
             slots.put_back(sent.outcomes)
             log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
-            await asyncio.sleep(self._backoff)
-            self._backoff = min(self._backoff * 2, 2.0)
+            if self._next is None:  # else its reply first: jobs it claimed must not wait
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 2.0)
             return True
         self._backoff = 0.05
         want = sent.free + sent.room
         if not waiting:
             self._idle_expected = len(report.claimed) < want
-        self._revoked(slots.revoke(report.refused))
+        self._revoked(slots.revoke(report.refused, sent.outcomes))
         free = self._take(report.claimed)
         if self._next is not None:
             return True  # its reply decides what comes next
