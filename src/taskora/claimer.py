@@ -16,7 +16,10 @@ before sending the next. Each call claims for at most half the slots, so while R
 one call the worker runs the jobs of the other, and the two processes work side by side
 instead of in turn (concurrency 100, no-op jobs: about 1.4x the jobs/s). The second call
 carries only outcomes of jobs with none in the first (``Handoff.drain_outgoing``), so a
-job's outcomes apply in order whichever call fails, is retried or answers first.
+job's outcomes apply in order whichever call fails, is retried or answers first. A failed
+call waits out no backoff while the call behind it is in flight (the jobs that call claimed
+would wait with it, and lose their locks), and a refusal stops a running job only if it
+was made for that job's own claim (``Handoff.revoke`` matches the token).
 """
 
 from __future__ import annotations
