@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +21,15 @@ import redis.asyncio as aioredis
 
 import taskora
 from taskora.backends.base import ScheduleExpect
-from taskora.schedule import ScheduleSpec, cron_fires, fire_job_id, plan_fires
+from taskora.schedule import (
+    _SCHEDULE_NS,
+    ScheduleSpec,
+    _fresh_cron_fires,
+    cron_fires,
+    fire_job_id,
+    history_json,
+    plan_fires,
+)
 from taskora.scheduler import Scheduler
 from tests.conftest import AppFactory, wait_until
 
@@ -42,6 +51,51 @@ def _fires(expr: str, tz: str, start: datetime, n: int) -> list[datetime]:
 
 
 # -- fire times (no waiting for real time) ------------------------------------------------
+def test_remembered_cron_fire_times_are_the_computed_ones() -> None:
+    """cron_fires remembers which fire time follows which and walks on from the latest one;
+    whatever order it is asked in (forward by ticks, back, from between fire times, a
+    second expression in between), it answers what a fresh computation does."""
+    rng = random.Random(13)
+    cases = [
+        ("* * * * *", None),
+        ("30 2 * * *", "Europe/Berlin"),  # the spring-forward gap and the repeated hour
+        ("*/20 * * * * *", "America/New_York"),
+        ("0 9 * * 1-5", "Asia/Kolkata"),
+    ]
+    start = _ms(datetime(2024, 3, 30, 12, 0, tzinfo=ZoneInfo("UTC")))
+    for _ in range(300):
+        expr, tz = rng.choice(cases)
+        after = start + rng.randrange(0, 3 * 86_400_000) // 1000 * 1000
+        if rng.random() < 0.5:  # most ticks ask for the time after the previous fire time
+            after = next(cron_fires(expr, tz, after))
+        n = rng.randrange(1, 6)
+        got = list(itertools.islice(cron_fires(expr, tz, after), n))
+        assert got == list(itertools.islice(_fresh_cron_fires(expr, tz, after), n)), (expr, after)
+    with pytest.raises(ValueError, match="5 fields"):
+        next(cron_fires("* * *", None, start))
+
+
+def test_fire_job_ids_and_stored_records_are_the_reference_ones() -> None:
+    """The tick's shortcuts give the same strings as the general code: the fire time's job
+    id is uuid5 of the name and the time, and the record with its history appended to the
+    stem is the full encoding."""
+    for name, fire in [("nightly", 1_700_000_000_000), ("ünï/cödé", 0), ("", -60_000)]:
+        assert fire_job_id(name, fire) == str(uuid.uuid5(_SCHEDULE_NS, f"{name}\x00{fire}"))
+    specs = [
+        ScheduleSpec.build("a", "t", every=60),
+        ScheduleSpec.build("b", "t", cron="0 9 * * 1-5", timezone="Europe/Paris", overlap=True),
+        ScheduleSpec.build(
+            "c", "t", every=5, data={"ü": [1, 2.5, None], "q": '"'}, on_missed="catch-up"
+        ),
+    ]
+    for spec in specs:
+        stem = spec.fired(None, None).to_json()
+        for last_run, last_job in [(1_700_000_060_000, fire_job_id("a", 1)), (0, 'od"d\u00e9')]:
+            full = spec.fired(last_run, last_job).to_json()
+            assert history_json(stem, last_run, last_job) == full
+            assert ScheduleSpec.from_json(full) == spec.fired(last_run, last_job)
+
+
 def test_cron_follows_the_wall_clock_across_dst_in_berlin() -> None:
     berlin = ZoneInfo("Europe/Berlin")
     # Spring forward (29 March 2026, 02:00 -> 03:00): 02:30 does not exist, it runs at 03:00.

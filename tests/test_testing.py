@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import time
 from typing import Any
@@ -474,3 +475,88 @@ async def test_a_running_job_is_cancelled_as_under_a_worker() -> None:
         assert await waits.get_state() == "cancelled"
         assert await stops.result == "cancelled the other"
         assert cleaned == ["waits"]
+
+
+async def test_a_job_that_waits_is_a_task_of_its_own_and_jobs_run_together() -> None:
+    """The runner runs a job at once (``Executor.run_now``); one that waits still runs in a
+    task of its own, as under a worker: ``asyncio.timeout``, ``TaskGroup`` and
+    ``current_task`` inside it see the job's task, not the test's, and two jobs of a task
+    with concurrency 2 run at the same time (the first waits for the second)."""
+    app = App("memory://")
+    tasks: list[asyncio.Task[Any] | None] = []
+    second_ran = asyncio.Event()
+
+    @app.task(concurrency=2)
+    async def step(role: str) -> str:
+        tasks.append(asyncio.current_task())
+        if role == "second":
+            second_ran.set()
+            return "second"
+        async with asyncio.timeout(60):  # cancels the job's task if it ever fires
+            await second_ran.wait()
+        async with asyncio.TaskGroup() as group:
+            child = group.create_task(asyncio.sleep(0, "child"))
+        return child.result()
+
+    async with TestRunner(app) as runner:
+        first = runner.dispatch(step, "first")
+        second = runner.dispatch(step, "second")
+        await runner.run_until_idle()
+        assert await first.result == "child"
+        assert await second.result == "second"
+        assert len(tasks) == 2 and None not in tasks and tasks[0] is not tasks[1]
+        assert asyncio.current_task() not in tasks
+
+
+_WHO = contextvars.ContextVar("_WHO", default="test")
+
+
+async def test_a_job_run_at_once_keeps_its_own_context() -> None:
+    """A handler with no ``await`` runs inline, yet in a context of its own, as a task
+    would: what it sets is not seen by the test or the next job; and one whose own end
+    waits (its log is written before the outcome) goes on in a task."""
+    app = App("memory://")
+
+    @app.task()
+    async def tag(name: str, ctx: taskora.Context) -> str:
+        before = _WHO.get()
+        _WHO.set(name)
+        ctx.log.info("tagged", name=name)
+        return f"{before}->{_WHO.get()}"
+
+    async with TestRunner(app) as runner:
+        one = await runner.execute(tag, "one")
+        two = await runner.execute(tag, "two")
+        assert (one.result, two.result) == ("test->one", "test->two")
+        assert _WHO.get() == "test"
+        assert [entry["message"] for entry in two.logs] == ["tagged"]
+
+
+def test_which_handlers_may_run_on_the_callers_task() -> None:
+    """Python 3.11's inline path is taken only for code that cannot suspend: an
+    ``async def`` without ``await``, ``async for`` or ``async with``."""
+    from taskora.executor import _may_wait
+
+    async def plain(x: int) -> int:
+        return x + 1
+
+    async def awaits(x: int) -> None:
+        await asyncio.sleep(x)
+
+    async def loops(items: Any) -> None:
+        async for _ in items:
+            pass
+
+    async def enters(lock: asyncio.Lock) -> None:
+        async with lock:
+            pass
+
+    def sync(x: int) -> int:
+        return x
+
+    class Callable:
+        async def __call__(self) -> None:
+            return None
+
+    assert not _may_wait(plain)
+    assert all(_may_wait(fn) for fn in (awaits, loops, enters, sync, Callable()))

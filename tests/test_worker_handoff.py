@@ -90,6 +90,21 @@ def test_revoked_start_stops_the_handler_and_drops_its_outcome() -> None:
     assert slots.free == 2
 
 
+def test_a_refused_stale_outcome_does_not_stop_the_job_claimed_again() -> None:
+    """j1 was lost to a stall and claimed here again (token t9): the refusal of its old
+    outcome (token t1), answered after the new claim, stops nothing; a refusal of the new
+    claim's own outcome does."""
+    slots: Handoff[None] = Handoff(1)
+    slots.reserve([Claimed("j1", "null", 1, 1, 0, "t9")])
+    (again,) = _start_all(slots)
+    stale = Outcome("j1", "t1", "completed", result="null")
+    assert slots.revoke(["j1"], [stale]) == []
+    assert again.state is SlotState.RUNNING
+    own = Outcome("j1", "t9", "start")
+    assert slots.revoke(["j1"], [own]) == [again]
+    assert again.state is SlotState.REVOKED
+
+
 def test_cancel_of_buffered_and_running_jobs() -> None:
     slots: Handoff[None] = Handoff(1)
     slots.reserve([_job(1), _job(2), _job(3, reserved=False)])
@@ -152,4 +167,21 @@ def test_a_failed_call_puts_its_outcomes_back_in_front() -> None:
         ("j1", "start"),
         ("j1", "completed"),
     ]
+    assert not slots.has_outgoing
+
+
+def test_outcomes_of_jobs_in_flight_hold_back_the_rest_in_order() -> None:
+    """A second call in flight carries only the outcomes before the first one of a job
+    whose outcome is still in the first call; the rest stay, in order, for a later call."""
+    slots: Handoff[None] = Handoff(3)
+    slots.reserve([_job(1), _job(2), _job(3)])
+    one, two, three = _start_all(slots)
+    assert _sent(slots) == [("j1", "start"), ("j2", "start"), ("j3", "start")]
+    slots.report(two, _done(two))
+    slots.report(one, _done(one))
+    slots.report(three, _done(three))
+    held = {"j1"}  # j1's start is in a call that has not answered yet
+    assert [(o.id, o.kind) for o in slots.drain_outgoing(held)] == [("j2", "completed")]
+    assert [(o.id, o.kind) for o in slots.drain_outgoing(held)] == []
+    assert _sent(slots) == [("j1", "completed"), ("j3", "completed")]
     assert not slots.has_outgoing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from taskora import claimer
 from taskora.backends.base import Claimed, ClaimOptions, FinishReport, NewJob, Outcome
 from taskora.errors import BackendError
 from taskora.worker import Worker
+from tests.conftest import wait_until
 
 
 async def test_jobs_claimed_by_a_finished_wait_are_never_stranded() -> None:
@@ -49,8 +51,8 @@ async def test_jobs_claimed_by_a_finished_wait_are_never_stranded() -> None:
 async def test_a_finish_sent_with_the_wait_is_sent_again_when_its_reply_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The loop does not wait for the reply of a finish it sent along with its next wait
-    (finish_then_wait): when that reply fails, the outcome goes back out, not lost."""
+    """A finish sent along with the next wait (finish_then_wait) whose reply fails: the
+    outcome goes back out, not lost (the wait it rode with is still in flight)."""
     monkeypatch.setattr(claimer, "QUICK_JOB_S", 60.0)  # quick jobs: the finish rides the wait
     app = taskora.App("memory://")
 
@@ -89,4 +91,96 @@ async def test_a_finish_sent_with_the_wait_is_sent_again_when_its_reply_fails(
         armed = True
         assert await job.dispatch(7).wait_for(10) == 7
     assert [[o.kind for o in batch] for batch in sent] == [["completed"]]
+    await app.close()
+
+
+class _Calls:
+    """Wraps a backend's finish_and_claim: records each call and the calls in flight, and
+    holds each of the first HOLD replies back until the next call has gone out or the loop
+    waits with nothing it may send (its next outcome is of a job in flight), so calls
+    overlap whenever the loop allows it; one call can be made to fail."""
+
+    HOLD = 10
+
+    def __init__(self, app: taskora.App, backend: Any, fail_call: int = 0) -> None:
+        self.app = app
+        self.finish = backend.finish_and_claim
+        self.sent: list[list[tuple[str, str]]] = []
+        self.flying: list[set[str]] = []
+        self.most_in_flight = 0
+        self.fail_call = fail_call
+        self.failed_before_next = False
+        backend.finish_and_claim = self
+
+    def _stuck(self) -> bool:
+        """The claim loop waits for a wake-up that only a reply can bring."""
+        (worker,) = self.app._workers
+        assert isinstance(worker, Worker)
+        parked = worker.claimer.wake._future
+        if parked is None or parked.done() or worker.slots.running or worker.claimer._next:
+            return False  # it is busy, a running job will wake it, or it sent the next call
+        pending = worker.slots._outgoing
+        return not pending or any(pending[0].id in ids for ids in self.flying)
+
+    async def __call__(self, task: str, outcomes: Any, *args: Any) -> Any:
+        ids = {o.id for o in outcomes}
+        for other in self.flying:  # a job's outcomes are never in two calls at once
+            assert not ids & other, (ids, other)
+        self.sent.append([(o.id, o.kind) for o in outcomes])
+        number = len(self.sent)
+        self.flying.append(ids)
+        self.most_in_flight = max(self.most_in_flight, len(self.flying))
+        try:
+            report = None if number == self.fail_call else await self.finish(task, outcomes, *args)
+            if number <= self.HOLD:
+                await wait_until(lambda: len(self.sent) > number or self._stuck(), interval=0)
+            if report is None:
+                if len(self.sent) > number:
+                    # a call went out behind this one: its reply (claimed jobs) must not
+                    # wait for the backoff (an hour here: the jobs would never run)
+                    (worker,) = self.app._workers
+                    assert isinstance(worker, Worker)
+                    worker.claimer._backoff = 3600.0
+                    self.failed_before_next = True
+                raise BackendError("refused by the test")
+            return report
+        finally:
+            self.flying.remove(ids)
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "prefetch", "fail_call"),
+    [(4, 0, 0), (4, 0, 1), (4, 0, 3), (2, 32, 0), (2, 32, 4)],
+)
+async def test_a_busy_worker_sends_the_next_finish_while_one_is_in_flight(
+    concurrency: int, prefetch: int, fail_call: int
+) -> None:
+    """200 quick jobs: a second finish call goes out before the first answers, no job's
+    outcomes ride two calls in flight at once (with claim-ahead a job's start and its end
+    are often recorded on either side of a send), and every job runs and completes exactly
+    once, also when a call fails and its outcomes are sent again; a failed call does not
+    hold back the reply of the call behind it (its jobs would wait out the backoff)."""
+    app = taskora.App("memory://", prefetch=prefetch)
+    runs: list[int] = []
+
+    @app.task(concurrency=concurrency)
+    async def job(data: int) -> None:
+        runs.append(data)
+
+    backend = await app._connected_backend()
+    calls = _Calls(app, backend, fail_call)
+    handles = job.dispatch_many([{"data": i} for i in range(200)])
+    await asyncio.gather(*handles)
+    async with app:
+        await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 30)
+    assert sorted(runs) == list(range(200))
+    assert calls.most_in_flight == 2
+    finished = [job_id for call in calls.sent for job_id, kind in call if kind == "completed"]
+    if fail_call == 1:  # the first claim failed while the second was in flight
+        assert calls.failed_before_next
+    again: list[str] = []
+    if fail_call > 1:  # the failed call's outcomes were sent again in a later one
+        again = [job_id for job_id, kind in calls.sent[fail_call - 1] if kind == "completed"]
+        assert again
+    assert sorted(finished) == sorted([h.id for h in handles] + again)
     await app.close()

@@ -652,3 +652,30 @@ async def test_workflows_on_a_cluster(redis_cluster: Any, prefix: str) -> None:
             await handle
             await handle.cancel("not needed")
             assert await handle.get_state() == "cancelled"
+
+
+async def test_a_step_cancelled_before_it_ran_ends_its_workflow(make_app: AppFactory) -> None:
+    """No executor sees a step that is cancelled while it waits: the cancel itself ends the
+    workflow and cancels the rest, whether it comes from a handle or the inspector."""
+    app = make_app()
+    ran: list[int] = []
+
+    @app.task()
+    async def step(x: int) -> int:
+        ran.append(x)
+        return x
+
+    by_inspector = (step.s(1) | step.s()).dispatch()
+    by_handle = group(step.s(2), step.s(3)).dispatch()
+    first, second = await by_inspector, await by_handle
+    assert await app.inspect().cancel(f"wf-{first}-0", reason="not needed") == "cancelled"
+    await step.handle(f"wf-{second}-1").cancel(reason="not needed")
+    for handle in (by_inspector, by_handle):
+        with pytest.raises(taskora.JobCancelledError):
+            await handle.wait_for(20)
+    info = await app.inspect().workflow(second)
+    assert info is not None and info.state == "cancelled"
+    assert [s.state for s in info.steps] == ["cancelled", "cancelled"]
+    async with app:  # a worker now finds nothing of either workflow to run
+        assert await step.dispatch(4).result == 4
+    assert ran == [4]

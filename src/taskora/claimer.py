@@ -10,6 +10,16 @@ Claim-ahead (``docs/design.md#claim-ahead``): while jobs are quick (under QUICK_
 average) the claim also asks for about PREFETCH_S of work beyond the free slots (at most
 ``prefetch`` jobs). Those are reserved; the hand-off starts them as slots free and records
 their ``start`` outcomes, which ride the next finish call in order (finish N, start N+1).
+
+Two calls in flight (``_overlap``): a busy worker does not wait for one finish call's reply
+before sending the next. Each call claims for at most half the slots, so while Redis runs
+one call the worker runs the jobs of the other, and the two processes work side by side
+instead of in turn (concurrency 100, no-op jobs: about 1.4x the jobs/s). The second call
+carries only outcomes of jobs with none in the first (``Handoff.drain_outgoing``), so a
+job's outcomes apply in order whichever call fails, is retried or answers first. A failed
+call waits out no backoff while the call behind it is in flight (the jobs that call claimed
+would wait with it, and lose their locks), and a refusal stops a running job only if it
+was made for that job's own claim (``Handoff.revoke`` matches the token).
 """
 
 from __future__ import annotations
@@ -17,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
@@ -66,6 +76,16 @@ class Signal:
             self._future = None
 
 
+@dataclass(slots=True)
+class _Sent:
+    """A finish call in flight: what it carries and claims."""
+
+    reply: Awaitable[FinishReport]
+    outcomes: list[Outcome]
+    free: int
+    room: int
+
+
 class Claimer:
     """Sends outcomes, claims jobs into the hand-off, and waits for work when idle."""
 
@@ -93,11 +113,9 @@ class Claimer:
         self._revoked = revoked
         self._waiter: asyncio.Future[tuple[Claimed, ...]] | None = None
         self._waiter_want = 0
-        # a finish sent with the wait (finish_then_wait) whose reply has not come yet: the
-        # loop goes idle at once; the next finish waits for it (outcomes apply in order)
-        self._finishing: asyncio.Future[FinishReport] | None = None
         self._idle_expected = False  # the last claim found the queue empty
         self._backoff = 0.05
+        self._next: _Sent | None = None  # a second call, sent while the current one ran
 
     # -- pace ---------------------------------------------------------------------------
     def note_run(self, seconds: float) -> None:
@@ -137,6 +155,9 @@ class Claimer:
             while await self._pass():
                 pass
         finally:
+            sent, self._next = self._next, None
+            if sent is not None and isinstance(sent.reply, asyncio.Future):
+                sent.reply.cancel()  # cancelled mid-flight: lost with the first call
             await self._drop_waiter()
 
     def _take(self, claimed: tuple[Claimed, ...]) -> int:
@@ -157,35 +178,39 @@ class Claimer:
             self._waiter = None
             self.slots.reserve(_consume(waiter))
         free = self._take(())
+        sent, self._next = self._next, None  # sent during the last pass: its reply is next
+        if sent is not None and slots.running:
+            # Let the jobs the last reply started take their first step first: quick ones
+            # end in it, and their outcomes go out (the call after `sent`) before this
+            # process turns to the reply, so Redis has work while we handle it.
+            await asyncio.sleep(0)
         waiting = self._waiter is not None  # a wait in flight claims for the free slots
-        if not slots.has_outgoing:
-            if self._finishing is not None and slots.stopping and not slots.running:
-                await self._settle_finish()  # its outcomes may come back to be sent again
-                return True
-            if slots.stopping and not slots.running:
-                # a wait in flight may have claimed jobs just now: give those back first
-                return await self._drop_waiter() > 0
-            if free <= 0 or waiting:
-                await self.wake.wait()
-                return True
-        room = 0 if waiting else self.prefetch_room()
-        if waiting:
-            free = 0
-        want = free + room
-        outcomes = slots.drain_outgoing()
+        if sent is None:
+            if not slots.has_outgoing:
+                if slots.stopping and not slots.running:
+                    # a wait in flight may have claimed jobs just now: give those back first
+                    return await self._drop_waiter() > 0
+                if free <= 0 or waiting:
+                    await self.wake.wait()
+                    return True
+            sent = self._send(free, waiting)
         try:
-            report = await self._finish(outcomes, free, room) or _SENT
+            report = await self._overlap(sent)
         except BackendError as exc:
-            slots.put_back(outcomes)
+            slots.put_back(sent.outcomes)
             log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
-            await asyncio.sleep(self._backoff)
-            self._backoff = min(self._backoff * 2, 2.0)
+            if self._next is None:  # else its reply first: jobs it claimed must not wait
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 2.0)
             return True
         self._backoff = 0.05
+        want = sent.free + sent.room
         if not waiting:
             self._idle_expected = len(report.claimed) < want
-        self._revoked(slots.revoke(report.refused))
+        self._revoked(slots.revoke(report.refused, sent.outcomes))
         free = self._take(report.claimed)
+        if self._next is not None:
+            return True  # its reply decides what comes next
         if slots.has_outgoing or slots.stopping or free <= 0:
             return True  # more to send, or the slots are full
         if not waiting and len(report.claimed) >= want:
@@ -193,13 +218,55 @@ class Claimer:
         await self._idle(free)
         return True
 
-    async def _finish(self, outcomes: list[Outcome], free: int, room: int) -> FinishReport | None:
+    def _send(self, free: int, waiting: bool) -> _Sent:
+        """The outcomes so far and a claim for the free slots (none while a wait in flight
+        claims for them; half of them when the next call may claim the rest)."""
+        room = 0 if waiting else self.prefetch_room()
+        if waiting:
+            free = 0
+        elif self._may_overlap() and not self._idle_expected:
+            free = min(free, (self.slots.concurrency + 1) // 2)
+        outcomes = self.slots.drain_outgoing()
+        return _Sent(self._finish(outcomes, free, room), outcomes, free, room)
+
+    def _may_overlap(self) -> bool:
+        """A second call may go out while one is in flight: a busy worker with more than one
+        slot, no wait in flight (its claims would race the calls') and not stopping."""
+        slots = self.slots
+        return slots.concurrency > 1 and self._waiter is None and not slots.stopping
+
+    async def _overlap(self, sent: _Sent) -> FinishReport:
+        """Wait for ``sent``'s reply; meanwhile send the next call (once) as soon as there
+        are outcomes it may carry, or free slots it may claim for while jobs keep coming."""
+        if not self._may_overlap():
+            return await sent.reply
+        reply = sent.reply = asyncio.ensure_future(sent.reply)
+        reply.add_done_callback(self.wake.set_from)
+        slots = self.slots
+        held: set[str] | None = None
+        while True:
+            if self._next is None and self._may_overlap():
+                free = slots.free - sent.free
+                free = 0 if self._idle_expected else min(free, (slots.concurrency + 1) // 2)
+                if slots.has_outgoing or free > 0:
+                    if held is None:
+                        held = {o.id for o in sent.outcomes}
+                    outcomes = slots.drain_outgoing(held)
+                    if outcomes or free > 0:
+                        room = max(0, self.prefetch_room() - sent.room)
+                        call = self.backend.finish_and_claim(
+                            self.name, outcomes, free, self._claim, self._token_base, room
+                        )
+                        self._next = _Sent(asyncio.ensure_future(call), outcomes, free, room)
+            if reply.done():
+                return reply.result()
+            self.wake.clear()
+            await self.wake.wait()
+
+    def _finish(self, outcomes: list[Outcome], free: int, room: int) -> Awaitable[FinishReport]:
         """Send outcomes, claim ``free`` jobs to run now and ``room`` more ahead. A worker
         with quick jobs that found the queue empty last time sends its next blocking wait
-        along with the finish, in one write; then None: that finish claims nothing, and its
-        reply (refusals, or an error that puts the outcomes back) is applied when it comes,
-        while the loop already waits (``_finished``)."""
-        await self._settle_finish()
+        along with the finish, in one write."""
         if (
             outcomes
             and free > 0  # about to go idle (a wait for reservations alone would outlive
@@ -216,38 +283,10 @@ class Claimer:
                 finished, self._waiter = sent
                 self._waiter_want = free + room
                 self._waiter.add_done_callback(self.wake.set_from)
-                if finished.done():
-                    return finished.result()
-                self._finishing = finished
-                finished.add_done_callback(functools.partial(self._finished, outcomes))
-                return None
-        return await self.backend.finish_and_claim(
+                return finished
+        return self.backend.finish_and_claim(
             self.name, outcomes, free, self._claim, self._token_base, room
         )
-
-    def _finished(self, outcomes: list[Outcome], finished: asyncio.Future[FinishReport]) -> None:
-        """The reply of a finish the loop did not wait for: refused outcomes revoke their
-        slots; a failed finish puts its outcomes back to be sent again (a second run refuses
-        what the first applied), as a failed awaited finish does."""
-        if self._finishing is finished:
-            self._finishing = None
-        if finished.cancelled():
-            self.slots.put_back(outcomes)
-        elif (exc := finished.exception()) is not None:
-            self.slots.put_back(outcomes)
-            log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
-        else:
-            self._revoked(self.slots.revoke(finished.result().refused))
-            return
-        self.wake.set()
-
-    async def _settle_finish(self) -> None:
-        """Wait for the reply of a finish sent without waiting (its callback applies it)."""
-        finishing = self._finishing
-        if finishing is not None and not finishing.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(finishing)
-        self._finishing = None
 
     async def _idle(self, free: int) -> None:
         """Free slots and nothing claimable: block until work arrives (it is claimed on
@@ -296,9 +335,6 @@ class Claimer:
         claimed = _consume(waiter)
         self._take(claimed)
         return len(claimed)
-
-
-_SENT = FinishReport((), ())  # a finish in flight: it claims nothing, refusals come later
 
 
 def _consume(task: asyncio.Future[tuple[Claimed, ...]]) -> tuple[Claimed, ...]:

@@ -24,6 +24,7 @@ from .app import App
 from .durations import to_ms
 from .errors import ConfigError
 from .inspector import FINISHED, STATES, Inspector, JobInfo
+from .workflow import cancel_job
 
 __all__ = ["OPS_COMMANDS", "add_ops_commands", "run_ops"]
 
@@ -366,8 +367,7 @@ async def _cancel(app: App, args: argparse.Namespace) -> int:
         if args.json:
             _emit_json({"id": args.id, "outcome": "not_found"})
         return _fail(f"no job {args.id!r}", NOT_FOUND)
-    backend = await app._connected_backend()
-    outcome = await backend.cancel(job.task, job.id, args.reason)
+    outcome = await cancel_job(app, job.task, job.id, args.reason)
     if args.json:
         _emit_json({"id": job.id, "task": job.task, "outcome": outcome})
     if outcome == "not_cancellable":

@@ -146,4 +146,8 @@ class Enqueuer:
         if self._scheduled:
             self._flush()
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            sending = list(self._tasks)
+            await asyncio.gather(*sending, return_exceptions=True)
+            # their own discard callbacks may not have run yet: on 3.12 gather of futures
+            # already done returns without a loop turn, and this loop would spin forever
+            self._tasks.difference_update(sending)

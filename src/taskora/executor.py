@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import dis
+import inspect
 import logging
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -82,8 +87,14 @@ class Executor:
         self._tracing = app._tracing  # None unless App(tracing=...): docs/design.md#tracing
         self._metrics = app._metrics  # None unless taskora.metrics is on: docs/design.md#metrics
         self._threads: DaemonPool | None = None if task.is_async else self._new_threads()
+        # whether no user code can wait: an async handler without await, no middleware (a
+        # job may then run on the caller's task: run_now on 3.11)
+        self._inline = task.is_async and not any(
+            _may_wait(fn) for fn in (task.handler, *self._chain)
+        )
         timeout_ms = self.options.timeout_ms
-        self._deadlines = Deadlines(timeout_ms / 1000) if timeout_ms else None
+        # A timeout can only cancel at a wait: with none inside _call it never fires
+        self._deadlines = Deadlines(timeout_ms / 1000) if timeout_ms and not self._inline else None
 
     def start(self, slot: Slot[Run]) -> None:
         """Run the slot's job in a new asyncio task."""
@@ -93,6 +104,47 @@ class Executor:
         slot.run = run
         run.runner = asyncio.get_running_loop().create_task(self._execute(slot, run))
         run.runner.add_done_callback(lambda _: self._ensure_reported(slot, run))
+
+    def run_now(self, slot: Slot[Run]) -> asyncio.Task[None] | None:
+        """Run the slot's job at once, as far as it goes without waiting (the test runner's
+        way: a handler that never waits costs no task and no loop turn). None: it ended and
+        reported; else the task running the rest. ``start`` is the worker's way.
+
+        The job keeps a context of its own and, on 3.12+, is a real task from its first
+        step (an eager one). On 3.11 it runs on the caller's task only when neither the
+        handler nor a middleware has an ``await`` (``asyncio.current_task()`` or a
+        ``TaskGroup`` in there would see the wrong task); otherwise it takes a task now."""
+        job = slot.job
+        io = JobIO(self.backend, self.name, job, self._heartbeat)
+        run = Run(Context(job.id, self.name, job.attempt, job.ts, io), io)
+        slot.run = run
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        if sys.version_info >= (3, 12):
+            runner = asyncio.Task(
+                self._execute(slot, run), loop=loop, context=context, eager_start=True
+            )
+            if runner.done():
+                self._ensure_reported(slot, run)
+                # an error past _execute: the caller's await raises it, as from start's task
+                return None if not runner.cancelled() and runner.exception() is None else runner
+        elif self._inline:
+            body = self._execute(slot, run)
+            try:
+                waits_on = context.run(body.send, None)
+            except StopIteration:
+                self._ensure_reported(slot, run)
+                return None
+            except BaseException:  # past _execute (a bug): reported as start's task would be
+                self._ensure_reported(slot, run)
+                raise
+            # taskora's own code waits (a log flush, a workflow advance): go on in a task
+            runner = loop.create_task(_go_on(body, waits_on), context=context)
+        else:
+            runner = loop.create_task(self._execute(slot, run), context=context)
+        run.runner = runner
+        runner.add_done_callback(lambda _: self._ensure_reported(slot, run))
+        return runner
 
     def interrupt(self, slot: Slot[Run]) -> None:
         """Ask the handler to stop (a cancel, or a revoked start): ``ctx.cancelled`` turns
@@ -372,6 +424,39 @@ class Deadlines:
             run.timed_out = True
             if run.runner is not None:
                 run.runner.cancel()
+
+
+def _may_wait(fn: object) -> bool:
+    """Whether calling ``fn`` may suspend: True unless it is a plain ``async def`` with no
+    ``await``, ``async for`` or ``async with`` (each of those compiles to a yield)."""
+    code = getattr(fn, "__code__", None)
+    if code is None or not inspect.iscoroutinefunction(fn):
+        return True
+    return any(ins.opname == "YIELD_VALUE" for ins in dis.get_instructions(code))
+
+
+@types.coroutine
+def _follow(body: Coroutine[Any, Any, None], waits_on: Any) -> Generator[Any, Any, None]:
+    """The rest of a coroutine already stepped once, which yielded ``waits_on``: hand that
+    to the task (it suspends on it as it would have) and relay every resume (``yield from``
+    done by hand, since the first step happened outside)."""
+    while True:
+        try:
+            sent = yield waits_on
+        except BaseException as exc:  # a cancel (or other throw) goes to the coroutine
+            try:
+                waits_on = body.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waits_on = body.send(sent)
+            except StopIteration:
+                return
+
+
+async def _go_on(body: Coroutine[Any, Any, None], waits_on: Any) -> None:
+    await _follow(body, waits_on)
 
 
 def _uncancel() -> int:

@@ -21,6 +21,7 @@ from .errors import (
 )
 from .runtime import Runtime
 from .types import JobState, LogEntry
+from .workflow import cancel_job
 
 if TYPE_CHECKING:
     from .schemas import Schema
@@ -186,8 +187,7 @@ class ResultHandle(Generic[Out]):
 
     async def _cancel(self, reason: str | None) -> str:
         await self._ensure_enqueued()
-        backend = await self._app._connected_backend()
-        return await backend.cancel(self.task, self._target, reason)
+        return await cancel_job(self._app, self.task, self._target, reason)
 
     # -- blocking forms ---------------------------------------------------------------
     def get(self, timeout: Duration | None = None) -> Out:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -135,24 +135,41 @@ class Handoff(Generic[R]):
             self._on_change()
         return count
 
-    def drain_outgoing(self) -> list[Outcome]:
-        """Every outcome recorded so far, in order; the list starts empty again."""
-        outgoing, self._outgoing = self._outgoing, []
+    def drain_outgoing(self, held: Container[str] = ()) -> list[Outcome]:
+        """The outcomes recorded so far, in order, up to the first one of a job in ``held``
+        (jobs with an outcome in a call still in flight: a job's outcomes apply in order
+        whatever becomes of that call); the rest stay, in order."""
+        outgoing = self._outgoing
+        if held:
+            for i, outcome in enumerate(outgoing):
+                if outcome.id in held:
+                    self._outgoing = outgoing[i:]
+                    return outgoing[:i]
+        self._outgoing = []
         return outgoing
 
     def put_back(self, outcomes: list[Outcome]) -> None:
         """Outcomes whose call failed go out first next time."""
         self._outgoing[:0] = outcomes
 
-    def revoke(self, refused: Iterable[str]) -> list[Slot[R]]:
+    def revoke(self, refused: Iterable[str], sent: Iterable[Outcome] = ()) -> list[Slot[R]]:
         """Refused starts: those jobs are not ours any more. Returns the running slots whose
-        handler must be stopped; their outcome will be dropped."""
+        handler must be stopped; their outcome will be dropped.
+
+        ``sent``: the outcomes of the call that was refused. A refusal then stops only the
+        claim it was made for (same token): a stale outcome of a job lost to a stall, refused
+        after the job was claimed again here (calls retried after a lost connection may run
+        in another order), must not stop the new run."""
+        tokens = {o.id: o.token for o in sent}
         stop = []
         for job_id in refused:
             slot = self._running.get(job_id)
-            if slot is not None and slot.state is SlotState.RUNNING:
-                slot.state = SlotState.REVOKED
-                stop.append(slot)
+            if slot is None or slot.state is not SlotState.RUNNING:
+                continue
+            if tokens and tokens.get(job_id) != slot.job.token:
+                continue
+            slot.state = SlotState.REVOKED
+            stop.append(slot)
         return stop
 
     def cancel(self, job_id: str) -> Slot[R] | None:

@@ -18,7 +18,7 @@ from .presence import WorkerInfo
 from .runtime import Runtime
 from .types import JobState
 from .versions import Versioning
-from .workflow import cancel_workflow, step_id
+from .workflow import cancel_job, cancel_workflow, step_id
 
 if TYPE_CHECKING:
     from .backends.base import WorkflowRecord
@@ -321,8 +321,7 @@ class Inspector:
             job = await self._find(task, job_id)
             if job is None:
                 return None
-            backend = await self._app._connected_backend()
-            return await backend.cancel(job.task, job.id, reason)
+            return await cancel_job(self._app, job.task, job.id, reason)
 
         return await self._app._route(run)
 

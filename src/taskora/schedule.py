@@ -11,8 +11,10 @@ every real hour). See docs/design.md#scheduling.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -28,6 +30,10 @@ __all__ = ["Schedule", "ScheduleInfo", "ScheduleSpec", "fire_job_id", "plan_fire
 
 _LIMIT = re.compile(r"^catch-up-limit:(\d+)$")
 _SCHEDULE_NS = uuid.UUID("5c1e0d3b-7a52-4c3e-9f0e-0b6f2a3c9d10")
+_NS_BYTES = _SCHEDULE_NS.bytes
+_VARIANT = "89ab" * 4  # a hex digit with its top two bits set to 10
+_encode_record = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_json_string = json.encoder.encode_basestring_ascii  # what _encode_record writes for a str
 MAX_FIRES_PER_TICK = 100  # a long catch-up continues on the next tick
 
 
@@ -138,7 +144,7 @@ class ScheduleSpec:
             record["lastRun"] = self.last_run
         if self.last_job_id is not None:
             record["lastJobId"] = self.last_job_id
-        return json.dumps(record, separators=(",", ":"), allow_nan=False)
+        return _encode_record(record)
 
     @classmethod
     def from_json(cls, text: str) -> ScheduleSpec:
@@ -168,12 +174,34 @@ class ScheduleSpec:
     def with_history(self, other: ScheduleSpec) -> ScheduleSpec:
         return replace(self, last_run=other.last_run, last_job_id=other.last_job_id)
 
+    def fired(self, last_run: int | None, last_job_id: str | None) -> ScheduleSpec:
+        """This schedule after a tick (``replace`` with the history, without its field
+        introspection: once per fire time)."""
+        return ScheduleSpec(
+            self.task,
+            self.data,
+            self.every_ms,
+            self.cron,
+            self.timezone,
+            self.on_missed,
+            self.overlap,
+            last_run,
+            last_job_id,
+        )
+
     def first_fire(self, now_ms: int) -> int:
         """The first fire time strictly after ``now_ms``."""
         if self.every_ms is not None:
             return now_ms + self.every_ms
         assert self.cron is not None
         return next_cron(self.cron, self.timezone, now_ms)
+
+
+def history_json(stem: str, last_run: int, last_job_id: str) -> str:
+    """``spec.fired(last_run, last_job_id).to_json()`` where ``stem`` is
+    ``spec.fired(None, None).to_json()``: the history fields come last in the record, so
+    they are appended to the stem instead of encoding the whole record at every fire."""
+    return f'{stem[:-1]},"lastRun":{int(last_run)},"lastJobId":{_json_string(last_job_id)}}}'
 
 
 def check_on_missed(value: object, where: str) -> None:
@@ -266,16 +294,66 @@ def next_cron(expr: str, timezone: str | None, after_ms: int) -> int:
 
 
 def cron_fires(expr: str, timezone: str | None, after_ms: int) -> Iterator[int]:
+    """The fire times of ``expr`` strictly after ``after_ms``, in order."""
+    times = _cron_times.get((expr, timezone))
+    if times is None:
+        if len(_cron_times) >= _CRON_KEEP:
+            _cron_times.clear()
+        times = _cron_times[(expr, timezone)] = _CronTimes(expr, timezone)
+    at: int | None = after_ms
+    while at is not None:
+        at = times.after(at)
+        if at is not None:
+            yield at
+
+
+def _fresh_cron_fires(expr: str, timezone: str | None, after_ms: int) -> Iterator[int]:
     tz = _zone(timezone) if timezone is not None else ZoneInfo("UTC")
     after = datetime.fromtimestamp(after_ms / 1000, UTC)
-    try:
-        for at in _cron_iter(expr, tz, after):
-            yield int(at.timestamp() * 1000)
-    except StopIteration:  # pragma: no cover - cronsim ends only on impossible dates
-        return
+    for at in _cron_iter(expr, tz, after):
+        yield int(at.timestamp() * 1000)
 
 
-@dataclass(frozen=True, slots=True)
+class _CronTimes:
+    """The fire times of one cron expression in one zone, each computed once: which time
+    follows which is remembered, and the walk goes on from the latest one found without a
+    new ``CronSim`` (whose start costs several steps: a tick asks for the time after the
+    fire time it runs, so a minute-by-minute schedule in virtual time asked anew each
+    minute)."""
+
+    __slots__ = ("_expr", "_front", "_lock", "_next", "_timezone", "_walk")
+
+    def __init__(self, expr: str, timezone: str | None) -> None:
+        self._expr, self._timezone = expr, timezone
+        self._next: dict[int, int | None] = {}  # ms -> the first fire time after it (None: none)
+        self._walk: Iterator[int] | None = None  # the walk, last at _front
+        self._front: int | None = None
+        self._lock = threading.Lock()  # app.schedules may be used from another thread
+
+    def after(self, ms: int) -> int | None:
+        """The first fire time strictly after ``ms`` (None: cronsim found none)."""
+        found = self._next.get(ms, False)
+        if found is not False:
+            return found
+        with self._lock:
+            if self._walk is None or self._front != ms:
+                self._walk, self._front = None, None  # a new walk (the old one is left)
+                walk = _fresh_cron_fires(self._expr, self._timezone, ms)
+            else:
+                walk = self._walk
+            nxt = next(walk, None)  # a bad expression raises here, before anything is kept
+            if len(self._next) >= _CRON_KEEP:
+                self._next.clear()
+            self._next[ms] = nxt
+            self._walk, self._front = (walk, nxt) if nxt is not None else (None, None)
+            return nxt
+
+
+_CRON_KEEP = 4096  # expressions remembered, and fire times per expression
+_cron_times: dict[tuple[str, str | None], _CronTimes] = {}
+
+
+@dataclass(slots=True)  # not frozen: one per tick of each due schedule
 class FirePlan:
     fires: tuple[int, ...]  # fire times to dispatch, oldest first
     next_ms: int  # the next fire time after the last one considered
@@ -324,8 +402,12 @@ def plan_fires(spec: ScheduleSpec, due_ms: int, now_ms: int) -> FirePlan:
 
 def fire_job_id(name: str, fire_ms: int) -> str:
     """The job id of one fire time: the same in every process, so a re-sent dispatch of the
-    same fire time finds its job instead of making a second one."""
-    return str(uuid.uuid5(_SCHEDULE_NS, f"{name}\x00{fire_ms}"))
+    same fire time finds its job instead of making a second one. It is
+    ``str(uuid.uuid5(namespace, name + NUL + fire_ms))`` spelled out, a third of its cost (the
+    ``UUID`` object in between was most of it; once per fire, docs/design.md#testing)."""
+    h = hashlib.sha1(_NS_BYTES + f"{name}\x00{fire_ms}".encode()).hexdigest()
+    # version 5 in the 13th digit; the RFC 4122 variant in the 17th (its top bits 10)
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:32]}"
 
 
 def to_info(name: str, record: str, next_ms: int | None) -> ScheduleInfo:

@@ -23,14 +23,20 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from .backends.base import Backend, Flow, ScheduleExpect
 from .errors import ConfigError, ValidationError
 from .handle import ResultHandle
 from .runtime import Runtime
-from .schedule import ScheduleInfo, ScheduleSpec, fire_job_id, plan_fires, to_info
+from .schedule import (
+    ScheduleInfo,
+    ScheduleSpec,
+    fire_job_id,
+    history_json,
+    plan_fires,
+    to_info,
+)
 
 __all__ = ["ScheduleManager", "Scheduler"]
 
@@ -62,8 +68,10 @@ class Scheduler:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
-        self._parsed: dict[str, tuple[str, ScheduleSpec]] = {}  # name -> the record it
-        # wrote last, parsed: the next tick reads that record back and skips the parse
+        # name -> the record it wrote last, parsed (its history aside), its stem
+        # (history_json) and its history: the next tick reads that record back and skips
+        # the parse, most of the encoding, and a ScheduleSpec per fire time
+        self._parsed: dict[str, tuple[str, ScheduleSpec, str, int | None, str | None]] = {}
 
     async def start(self) -> None:
         """Store the declared schedules, then tick in the background: once ``start()``
@@ -105,7 +113,8 @@ class Scheduler:
     async def tick(self) -> int:
         """One tick; returns how many jobs this process dispatched."""
         backend = await self.app._connected_backend()
-        await self._register(backend)
+        if not self._registered.issuperset(self.declared):
+            await self._register(backend)
         self.is_leader = await backend.schedule_lock(self.token, self.lock_ttl_ms)
         if not self.is_leader:
             return 0
@@ -132,19 +141,20 @@ class Scheduler:
     ) -> tuple[int, bool]:
         known = self._parsed.get(name)
         if known is not None and known[0] == record:
-            spec = known[1]
+            _, spec, stem, last_run, last_job = known
         else:
             try:
                 spec = ScheduleSpec.from_json(record)
             except (ValueError, KeyError, TypeError):
                 self._warn(name, f"schedule {name!r} has an unreadable record; left as it is")
                 return 0, False
+            stem = spec.fired(None, None).to_json()
+            last_run, last_job = spec.last_run, spec.last_job_id
         task: Any = self.app.tasks.get(spec.task)
         if task is None:
             self._warn(name, f"schedule {name!r}: task {spec.task!r} is unknown here; left armed")
             return 0, False
         plan = plan_fires(spec, due_ms, now)
-        last_run, last_job = spec.last_run, spec.last_job_id
         period = spec.every_ms or 0
         sent = 0
         for fire in plan.fires:
@@ -165,10 +175,12 @@ class Scheduler:
             if result.enqueued:
                 last_run, last_job = fire, job.id
                 sent += 1
-        updated = replace(spec, last_run=last_run, last_job_id=last_job)
-        text = updated.to_json()
+        if last_run is not None and last_job is not None:
+            text = history_json(stem, last_run, last_job)
+        else:
+            text = spec.fired(last_run, last_job).to_json()
         if await backend.schedule_write(name, ScheduleExpect(record, due_ms), text, plan.next_ms):
-            self._parsed[name] = (text, updated)
+            self._parsed[name] = (text, spec, stem, last_run, last_job)
         return sent, plan.more
 
     def _warn(self, name: str, message: str) -> None:

@@ -142,11 +142,17 @@ class Worker:
 
     # -- the wiring between the parts ----------------------------------------------------
     def _fill(self) -> None:
-        """Start buffered jobs in the free slots."""
+        """Start buffered jobs in the free slots. A slow job must not hold the ones claimed
+        behind it: when some are left waiting, each job started now is checked on in a while
+        (none when the buffer empties: at concurrency 100 that is a timer saved per job)."""
+        started = []
         while (slot := self.slots.start_next()) is not None:
             self.executor.start(slot)
-            if self.slots.has_buffered:  # a slow job must not hold the ones claimed behind it
-                asyncio.get_running_loop().call_later(2 * PREFETCH_S, self.claimer.hold_check, slot)
+            started.append(slot)
+        if started and self.slots.has_buffered:
+            later = asyncio.get_running_loop().call_later
+            for slot in started:
+                later(2 * PREFETCH_S, self.claimer.hold_check, slot)
 
     def _job_done(self, slot: Slot[Run], outcome: Outcome, took: float) -> None:
         if self.slots.report(slot, outcome):

@@ -47,6 +47,7 @@ __all__ = [
     "Group",
     "Signature",
     "WorkflowHandle",
+    "cancel_job",
     "cancel_workflow",
     "chain",
     "chord",
@@ -362,6 +363,16 @@ async def step_ended(app: Runtime, job_id: str, state: str, error: str | None) -
     wf_id, node = parsed
     ended = "failed" if state == "failed" else "cancelled"
     await _end(app, wf_id, ended, error or f"step {node} {ended}", node)
+
+
+async def cancel_job(app: Runtime, task: str, job_id: str, reason: str | None) -> str:
+    """Cancel one job (a handle's, an operator's). A workflow step cancelled before it ran ends
+    its workflow here, since no executor will see it end; a running step's worker ends it."""
+    backend = await app._connected_backend()
+    outcome = await backend.cancel(task, job_id, reason)
+    if outcome == "cancelled":
+        await step_ended(app, job_id, "cancelled", reason)
+    return outcome
 
 
 async def _end(app: Runtime, wf_id: str, state: str, message: str, node: int) -> None:

@@ -40,6 +40,7 @@ from .base import (
     needed_fields,
 )
 from .memory_collect import Buffer, collect_drain, collect_push
+from .memory_flow import enqueue_flow
 from .memory_schedules import ScheduleStore
 from .memory_workflows import WorkflowStore
 
@@ -181,11 +182,14 @@ class MemoryBackend:
         backoff, debounce, collect flushes, ttl of delayed jobs), a schedule's next fire or a
         workflow's ttl.
         ``taskora.testing`` jumps its virtual clock from one such time to the next."""
-        times = [due for t in self._tasks.values() if (due := self._next_due(t)) is not None]
-        times.extend(self.schedules.next.values())
-        if (deadline := self.workflows.next_deadline()) is not None:
-            times.append(deadline)
-        return min(times) if times else None
+        soonest = self.workflows.next_deadline()
+        for t in self._tasks.values():
+            if t.delayed and (due := self._next_due(t)) is not None:
+                soonest = due if soonest is None else min(soonest, due)
+        if self.schedules.next:
+            at = min(self.schedules.next.values())
+            soonest = at if soonest is None else min(soonest, at)
+        return soonest
 
     async def verify(self) -> str | None:
         return None
@@ -200,12 +204,19 @@ class MemoryBackend:
         """XADD to the task's events stream (the same entries as the Lua scripts write);
         listeners of this backend get it at once, with the job fields it needs."""
         fields = {"event": kind, "jobId": job_id}
-        for i in range(0, len(pairs), 2):
-            fields[str(pairs[i])] = str(pairs[i + 1])
-        now = self.now_ms()
+        if pairs:
+            for i in range(0, len(pairs), 2):
+                fields[str(pairs[i])] = str(pairs[i + 1])
+        now = self.clock()
         ms, seq = self._event_last
-        self._event_last = (ms, seq + 1) if now <= ms else (now, 0)
-        t.events.append((f"{self._event_last[0]}-{self._event_last[1]}", fields))
+        if now <= ms:
+            seq += 1
+        else:
+            ms, seq = now, 0
+        self._event_last = (ms, seq)
+        t.events.append((f"{ms}-{seq}", fields))
+        if not self._event_sources:
+            return
         for source in self._event_sources:
             if t.name in source.tasks:
                 job = t.jobs.get(job_id, {})
@@ -313,12 +324,14 @@ class MemoryBackend:
         error), its dedup key released, the event, the terminal set and the end for waiters.
         The caller has already released its lock, active entry and concurrency slot."""
         job = t.jobs[job_id]
-        job.update(state=state, finishedOn=now)
+        job["state"] = state
+        job["finishedOn"] = now
         if result is not None:
             job["result"] = result
         if error is not None:
             job["error"] = error
-        self._release_dedup(t, job.get("dedupKey"), job_id)
+        if "dedupKey" in job:
+            self._release_dedup(t, job["dedupKey"], job_id)
         if error is not None:
             self._emit(t, job_id, state, "error", error)
         elif state == "cancelled":
@@ -326,11 +339,10 @@ class MemoryBackend:
         else:
             self._emit(t, job_id, state)
         t.finished[state][job_id] = now
-        end = Terminal(state, result=result, error=error, reason=reason or None)
-        self._notify(task, job_id, end)
+        self._notify(task, job_id, Terminal(state, result, error, reason or None), t)
 
-    def _notify(self, task: str, job_id: str, terminal: Terminal) -> None:
-        ends = self._t(task).ends
+    def _notify(self, task: str, job_id: str, terminal: Terminal, t: _Task | None = None) -> None:
+        ends = (t or self._t(task)).ends
         end, result = terminal, terminal.result
         if result is not None and len(result) * 4 > MAX_INLINE_RESULT:  # maybe over, in bytes
             if len(result.encode()) > MAX_INLINE_RESULT:
@@ -379,6 +391,8 @@ class MemoryBackend:
         self._end(task, t, job_id, "failed", now, error=error)
 
     def _promote(self, task: str, t: _Task, now: int) -> None:
+        if not t.delayed:
+            return
         for _ in range(PROMOTE_BATCH):
             due = self._next_due(t)
             if due is None or due > now:
@@ -402,6 +416,22 @@ class MemoryBackend:
                 self._requeue(t, job_id, job["priority"], now, arrival=True)
                 job["state"] = "waiting"
                 self._emit(t, job_id, "promoted")
+
+    def _claim_any(
+        self,
+        task: str,
+        t: _Task,
+        now: int,
+        want: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int,
+    ) -> tuple[list[Claimed], bool, bool]:
+        """``_claim``, or at once nothing when nothing is queued (a singleton's gate matters
+        to ``_rearm`` only when something is)."""
+        if not (t.wait or t.prio_score or t.newer):
+            return [], False, False
+        return self._claim(task, t, now, want, options, token_base, reserve)
 
     def _claim(
         self,
@@ -429,7 +459,7 @@ class MemoryBackend:
             want = 1
         total = want + reserve
         pops = 0
-        older = _parked_for(t, max_v, total)
+        older = _parked_for(t, max_v, total) if t.newer else []
         while len(out) < total and pops < total + 100:
             popped = _unpark(t, older) if older else self._pop_waiting(t)
             if popped is None:
@@ -491,16 +521,16 @@ class MemoryBackend:
             if key is not None:
                 t.conc[key] = t.conc.get(key, 0) + 1
             t.active[job_id] = None
-            job.update(state="active", processedOn=now)
+            job["state"] = "active"
+            job["processedOn"] = now
             self._emit(t, job_id, "active")
         data, version, attempt, ts = job["data"], job["_v"], job["attempt"], job["ts"]
-        trace = job.get("trace")
-        return Claimed(job_id, data, version, attempt, ts, token, reserved=ahead, trace=trace)
+        return Claimed(job_id, data, version, attempt, ts, token, None, ahead, job.get("trace"))
 
     def _rearm(
         self, t: _Task, now: int, gated: bool, released: bool, parked_newer: bool = False
     ) -> None:
-        if t.queued_count() > 0 or parked_newer:  # a job parked for a newer worker: wake one
+        if t.wait or t.prio_score or parked_newer:  # a job parked for a newer worker: wake one
             self._set_marker(t, now + 1000 if gated and not released else 0)
             return
         self._set_marker(t, self._next_due(t))
@@ -607,8 +637,6 @@ class MemoryBackend:
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         if flow.kind == "collect":
             return collect_push(self, task, job, flow)
-        from .memory_flow import enqueue_flow
-
         return enqueue_flow(self, task, job, flow)
 
     async def collect_push(
@@ -636,8 +664,24 @@ class MemoryBackend:
         token_base: str,
         reserve: int = 0,
     ) -> FinishReport:
+        refused, claimed = self.finish_and_claim_now(
+            task, outcomes, claim, options, token_base, reserve
+        )
+        return FinishReport(tuple(refused), tuple(claimed))
+
+    def finish_and_claim_now(
+        self,
+        task: str,
+        outcomes: Sequence[Outcome],
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        reserve: int = 0,
+    ) -> tuple[list[str], list[Claimed]]:
+        """``finish_and_claim`` as the plain call it is here, its report as two lists: the
+        outcomes refused and the jobs claimed (``taskora.testing`` makes two a job)."""
         t = self._t(task)
-        now = self.now_ms()
+        now = self.clock()
         refused: list[str] = []
         released = False
         n_completed = n_failed = 0
@@ -684,11 +728,11 @@ class MemoryBackend:
         if n_failed:
             self._trim_count(t, "failed", options.keep_failed, 2 * n_failed + 10)
         self._promote(task, t, now)
-        claimed, gated, parked_newer = self._claim(
+        claimed, gated, parked_newer = self._claim_any(
             task, t, now, claim, options, token_base, reserve
         )
         self._rearm(t, now, gated, released, parked_newer)
-        return FinishReport(tuple(refused), tuple(claimed))
+        return refused, claimed
 
     def _reserved_outcome(
         self, t: _Task, o: Outcome, job: Job, now: int, options: ClaimOptions
@@ -830,15 +874,15 @@ class MemoryBackend:
         now = self.now_ms()
         removed = 0
         r = retention
-        limits = {
-            "completed": (r.completed_age_ms, r.completed_max),
-            "failed": (r.failed_age_ms, r.failed_max),
-            "cancelled": (r.failed_age_ms, r.failed_max),
-            "expired": (r.failed_age_ms, r.failed_max),
-        }
-        for state, (age, keep) in limits.items():
+        for state, age, keep in (
+            ("completed", r.completed_age_ms, r.completed_max),
+            ("failed", r.failed_age_ms, r.failed_max),
+            ("cancelled", r.failed_age_ms, r.failed_max),
+            ("expired", r.failed_age_ms, r.failed_max),
+        ):
             finished = t.finished[state]
-            while finished and (next(iter(finished.values())) <= now - age or len(finished) > keep):
+            cutoff = now - age
+            while finished and (next(iter(finished.values())) <= cutoff or len(finished) > keep):
                 job_id, _ = finished.popitem(last=False)
                 self._delete(t, job_id)
                 removed += 1

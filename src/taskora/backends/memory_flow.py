@@ -108,8 +108,9 @@ def _schedule(
         if previous is not None and previous["state"] in DEFAULT_DEDUP_STATES:
             t.flow_keys[key] = (f"{flow.fire_ms} {last_job}", now + flow.window_ms)
             return EnqueueResult(False, existing_id=last_job)
-    _create(backend, t, job, now, {"schedule": flow.key, "fireAt": str(flow.fire_ms)})
-    t.flow_keys[key] = (f"{flow.fire_ms} {job.id}", now + flow.window_ms)
+    fire = str(flow.fire_ms)
+    _create(backend, t, job, now, {"schedule": flow.key, "fireAt": fire})
+    t.flow_keys[key] = (f"{fire} {job.id}", now + flow.window_ms)
     return EnqueueResult(True)
 
 
@@ -136,9 +137,18 @@ def _get(t: _Task, key: str, now: int) -> str | None:
     return value
 
 
+_bases: dict[tuple[str | None, str], str] = {}
+
+
 def _base(prefix: str | None, task: str) -> str:
-    """The task's key base as on Redis, so ``dedupKey`` holds the same full key name."""
-    return task_base(prefix, task)
+    """The task's key base as on Redis, so ``dedupKey`` holds the same full key name
+    (remembered: a schedule's every fire time asks)."""
+    base = _bases.get((prefix, task))
+    if base is None:
+        if len(_bases) > 10_000:  # tests make many prefixes
+            _bases.clear()
+        base = _bases[(prefix, task)] = task_base(prefix, task)
+    return base
 
 
 def _check(flow: Flow) -> None:

@@ -39,7 +39,10 @@ class ScheduleStore:
         if self._holder() != token:
             return None
         now = self.clock()
-        ready = sorted((at, name) for name, at in self.next.items() if at <= now)[:limit]
+        ready = [(at, name) for name, at in self.next.items() if at <= now]
+        if len(ready) > 1:
+            ready.sort()
+        del ready[limit:]
         return now, [(name, at, self.records.get(name, "")) for at, name in ready]
 
     def read(self, name: str | None) -> list[tuple[str, str, int | None]]:

@@ -538,20 +538,35 @@ class FinishClaim(Call[FinishClaimReply]):
 
     def decode(self, raw: Any) -> FinishClaimReply:
         refused, flat, next_due = raw
-        claimed = tuple(
+        return FinishClaimReply(tuple(r.decode() for r in refused), _claimed(flat), int(next_due))
+
+
+def _claimed(flat: list[Any]) -> tuple[Claimed, ...]:
+    """The claimed jobs of a FINISH_AND_CLAIM reply (8 values each). Decoded once per job
+    on a worker's hot path: the numbers are read in one try, the tolerant reading is the
+    rare fallback."""
+    out = []
+    for i in range(0, len(flat), 8):
+        version, attempt, ts = flat[i + 2], flat[i + 3], flat[i + 4]
+        try:
+            version, attempt, ts = int(version), int(attempt), int(ts)
+        except (TypeError, ValueError):
+            version, attempt, ts = _int(version, 1), _int(attempt, 1), _int(ts, 0)
+        trace = flat[i + 7]
+        out.append(
             Claimed(
-                id=flat[i].decode(),
-                data=flat[i + 1],
-                version=_int(flat[i + 2], 1),
-                attempt=_int(flat[i + 3], 1),
-                ts=_int(flat[i + 4], 0),
-                token=flat[i + 5].decode(),
-                reserved=flat[i + 6] == b"1",
-                trace=_str(flat[i + 7]) or None,
+                flat[i].decode(),
+                flat[i + 1],
+                version,
+                attempt,
+                ts,
+                flat[i + 5].decode(),
+                None,
+                flat[i + 6] == b"1",
+                _str(trace) if trace else None,
             )
-            for i in range(0, len(flat), 8)
         )
-        return FinishClaimReply(tuple(r.decode() for r in refused), claimed, int(next_due))
+    return tuple(out)
 
 
 class Meta(NamedTuple):
