@@ -22,7 +22,7 @@ from taskora.backends.base import ClaimOptions, NewJob, Outcome
 from taskora.worker import Worker
 from tests.conftest import AppFactory, wait_until
 from tests.mp.quick_worker import STALL
-from tests.processes import stop_processes
+from tests.processes import ledger_lines, stop_processes
 from tests.redis_server import RedisServer
 
 
@@ -176,10 +176,8 @@ class _Procs:
 
     def starts(self) -> list[tuple[str, int, int]]:
         """(job id, pid, n) per handler start, in the order they were written."""
-        if not self.ledger.exists():
-            return []
         out = []
-        for line in self.ledger.read_text().splitlines():
+        for line in ledger_lines(self.ledger):
             _, job_id, pid, n = line.split()
             out.append((job_id, int(pid), int(n)))
         return out

@@ -20,7 +20,7 @@ import redis
 
 import taskora
 from tests.conftest import wait_until
-from tests.processes import stop_processes
+from tests.processes import ledger_lines, stop_processes
 
 TEN_MINUTES = 600.0
 
@@ -77,9 +77,7 @@ class SkewedWorkers:
         return proc
 
     def starts(self, job_id: str) -> list[int]:
-        if not self.ledger.exists():
-            return []
-        lines = [line.split() for line in self.ledger.read_text().splitlines()]
+        lines = [line.split() for line in ledger_lines(self.ledger)]
         return [int(pid) for _, jid, pid in lines if jid == job_id]
 
     def stop_all(self) -> None:

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 import taskora
 from tests.conftest import wait_until
+from tests.processes import ledger_lines
 
 
 def _listener(url: str, prefix: str, out: Path, tasks: list[str]) -> subprocess.Popen[bytes]:
@@ -33,7 +34,7 @@ def _listener(url: str, prefix: str, out: Path, tasks: list[str]) -> subprocess.
 
 
 def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
+    return ledger_lines(path)
 
 
 async def test_three_listening_processes_each_get_every_event_in_order(

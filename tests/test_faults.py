@@ -26,7 +26,7 @@ import redis
 
 import taskora
 from tests.mp.fault_worker import STALL
-from tests.processes import stop_processes
+from tests.processes import ledger_lines, stop_processes
 from tests.redis_server import RedisServer
 
 RECOVERY_BOUND_S = 2 + 2 * 1 + 0.5  # lock_ttl + 2 x stall interval + claim
@@ -40,11 +40,10 @@ class Ledger:
     @classmethod
     def read(cls, path: Path) -> Ledger:
         ledger = cls()
-        if path.exists():
-            for line in path.read_text().splitlines():
-                what, job_id, pid, when = line.split()
-                target = ledger.starts if what == "start" else ledger.ends
-                target[job_id].append((int(pid), float(when)))
+        for line in ledger_lines(path):
+            what, job_id, pid, when = line.split()
+            target = ledger.starts if what == "start" else ledger.ends
+            target[job_id].append((int(pid), float(when)))
         return ledger
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.processes import ledger_lines
+
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
@@ -43,12 +45,11 @@ def _wait_blocked_on_work(url: str, procs: list[subprocess.Popen[bytes]], timeou
 def _wait_lines(path: Path, count: int, timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
-            lines = path.read_text().splitlines()
-            if len(lines) >= count:
-                return lines
+        lines = ledger_lines(path)
+        if len(lines) >= count:
+            return lines
         time.sleep(0.05)
-    seen = len(path.read_text().splitlines()) if path.exists() else 0
+    seen = len(ledger_lines(path))
     raise AssertionError(f"only {seen} of {count} lines")
 
 

@@ -26,7 +26,7 @@ import redis
 
 import taskora
 from tests.conftest import wait_until
-from tests.processes import stop_processes
+from tests.processes import ledger_lines, stop_processes
 from tests.procs.workflow_procs import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,12 +70,7 @@ def _reaped() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _runs(ledger: Path) -> list[tuple[str, str, int]]:
-    if not ledger.exists():
-        return []
-    return [
-        (task, job, int(pid))
-        for task, job, pid in (line.split() for line in ledger.read_text().splitlines())
-    ]
+    return [(task, job, int(pid)) for task, job, pid in map(str.split, ledger_lines(ledger))]
 
 
 async def test_a_crash_between_advance_and_enqueue_loses_nothing(
