@@ -153,7 +153,11 @@ async def test_the_master_refusing_the_client_certificate_is_refused_at_once(
     message = await _refused(url, prefix)
     print(f"\nno client certificate (master): {message}")
     assert f"127.0.0.1:{port} refused the client certificate" in message
-    assert opened == [f"127.0.0.1:{port}"]
+    # No retry once the refusal is read. The first command goes out right after the handshake,
+    # and the server closes with it unread: TCP may then send a reset that overtakes the
+    # alert, a drop like any other, retried. So an attempt or two before the one that reads
+    # the alert, never the four a transient failure gets (test_a_refused_port_keeps_the_retries).
+    assert set(opened) == {f"127.0.0.1:{port}"} and len(opened) < 4, opened
 
 
 async def test_a_master_name_no_sentinel_knows_is_refused_at_once(
