@@ -51,12 +51,12 @@ class SentinelGroup:
             self.replica = self._add(
                 RedisServer(*fast, "--replicaof", "127.0.0.1", str(self.master.port))
             )
-            _wait(self._replicating, "the replica to sync", self.replica)
+            wait_ready(self._replicating, "the replica to sync", self.replica)
             self.sentinels = [
                 self._add(SentinelServer(self.master.port, down_after_ms)) for _ in range(sentinels)
             ]
             for sentinel in self.sentinels:
-                _wait(lambda s=sentinel: self._knows_all(s), "sentinels to meet", sentinel)
+                wait_ready(lambda s=sentinel: self._knows_all(s), "sentinels to meet", sentinel)
         except BaseException:
             self.close()
             raise
@@ -93,7 +93,7 @@ class SentinelGroup:
     def wait_healthy(self) -> None:
         """Until the replica follows the current master and every sentinel sees both
         well (after a failover, before the next one)."""
-        _wait(self._healthy, "the group to settle", self.sentinels[0])
+        wait_ready(self._healthy, "the group to settle", self.sentinels[0])
 
     def _healthy(self) -> bool:
         port = self.master_port()
@@ -143,7 +143,8 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _wait(ready: Callable[[], object], what: str, server: RedisServer) -> None:
+def wait_ready(ready: Callable[[], object], what: str, server: RedisServer) -> None:
+    """Poll ``ready`` until true (a group starting up); a server that exits fails at once."""
     deadline = time.monotonic() + 60
     while True:
         try:

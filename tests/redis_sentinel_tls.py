@@ -6,7 +6,6 @@ ones test_tls.py makes with the openssl CLI. Always stopped."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import redis
 
 from tests import redis_server
 from tests.certs import Certs, make_ca, make_leaf
-from tests.redis_sentinel import MASTER_NAME, SentinelGroup
+from tests.redis_sentinel import MASTER_NAME, SentinelGroup, wait_ready
 from tests.redis_server import RedisServer
 
 SECRET = "tls-s3ntinel-pw"
@@ -53,18 +52,11 @@ class _TlsOnly(RedisServer):
             self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         redis_server._RUNNING.add(self)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with self.client() as client:
-                    client.ping()
-                    return
-            except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError, OSError):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited: {self.log_tail()}") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {self.log_tail()}")
-            time.sleep(0.05)
+        wait_ready(self._answers, "redis-server to start", self)
+
+    def _answers(self) -> bool:
+        with self.client() as client:
+            return bool(client.ping())
 
     def client(self, timeout: float = 10) -> redis.Redis:
         return redis.Redis(
@@ -134,13 +126,13 @@ class TlsSentinelGroup(SentinelGroup):
             self.replica = self._add(
                 TlsNode(certs, "--replicaof", "127.0.0.1", str(self.master.port))
             )
-            _wait(self._replicating, "the replica to sync over TLS", self.replica)
+            wait_ready(self._replicating, "the replica to sync over TLS", self.replica)
             self.sentinels = [
                 self._add(TlsSentinel(certs, self.master.port, down_after_ms))
                 for _ in range(sentinels)
             ]
             for sentinel in self.sentinels:
-                _wait(lambda s=sentinel: self._knows_all(s), "sentinels to meet", sentinel)
+                wait_ready(lambda s=sentinel: self._knows_all(s), "sentinels to meet", sentinel)
         except BaseException:
             self.close()
             raise
@@ -149,17 +141,3 @@ class TlsSentinelGroup(SentinelGroup):
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         query = "&".join(f"{k}={v}" for k, v in settings.items())
         return f"rediss+sentinel://:{password}@{hosts}/{master}?{query}"
-
-
-def _wait(ready: Any, what: str, server: RedisServer) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if ready():
-                return
-        except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError, OSError):
-            if server.proc is not None and server.proc.poll() is not None:
-                raise RuntimeError(f"{what}: server exited: {server.log_tail()}") from None
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}: {server.log_tail()}")
-        time.sleep(0.05)
