@@ -1,7 +1,8 @@
 """What the server allows: a tiny Lua script (one HSET + one ZADD, the minimum a job queue's enqueue
 does) driven by redis-benchmark (50 clients, single and 50-deep pipelines) and from Python (redis-py
 asyncio + hiredis, one connection, one call at a time and 50-deep pipelines); plain SET/LPUSH
-too."""
+too; and the round trip's floor, two processes relaying one message at a time through Redis
+(``relay.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ FULL_N = {
     "plain_pipelined": 1_000_000,
     "python_single": 10_000,
     "python_pipelined": 100_000,
+    "relay": 5_000,
 }
 QUICK_N = {k: v // 10 for k, v in FULL_N.items()}
 
@@ -43,6 +46,8 @@ FIGURES = {
     "rb_lpush_p50": "redis-benchmark, LPUSH, 50 clients, pipeline 50",
     "python_single": "redis-py asyncio + hiredis, script, one call at a time",
     "python_pipelined": "redis-py asyncio + hiredis, script, pipeline 50",
+    "relay": "round trip floor: 2 processes relay one message at a time through Redis "
+    "(LPUSH + BLPOP each way, blocking sockets), trips/s",
 }
 
 
@@ -136,4 +141,44 @@ def measure(
         except subprocess.TimeoutExpired:
             errors["python"] = "timeout"
     server.flush()
+    try:
+        figures.update(_relay(server.port, n["relay"], base_python, bench_dir, env))
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        errors["relay"] = str(exc)
+    server.flush()
     return {"figures": figures, "errors": errors}
+
+
+def _relay(
+    port: int, n: int, python: Path | None, bench_dir: Path, env: dict[str, str]
+) -> dict[str, float]:
+    """The round trip floor (``relay.py``): a worker process and a producer process."""
+    exe = str(python or sys.executable)
+    warmup = 200
+    args = [exe, "-m", "harness.relay"]
+    worker = subprocess.Popen(
+        [*args, "worker", str(port), str(n + warmup)],
+        cwd=bench_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out = subprocess.run(
+            [*args, "producer", str(port), str(n), str(warmup)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=bench_dir,
+            env=env,
+        )
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("@@RESULT@@ ")), None)
+        if line is None:
+            raise RuntimeError((out.stderr.strip().splitlines() or ["no result"])[-1][-300:])
+        worker.wait(timeout=30)
+        return dict(json.loads(line.split(" ", 1)[1]))
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

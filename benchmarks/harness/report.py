@@ -29,8 +29,8 @@ CEILING_FOR = {
     "process_c1": "python_single",
     "process_c1_strict": "python_single",
     "process_c100": "python_pipelined",
-    "round_trip": "python_single",
-    "round_trip_seq": "python_single",
+    "round_trip": "relay",
+    "round_trip_seq": "relay",
 }
 #: Client CPU per round trip (producer, worker process), beside the server's.
 CPU_FIELDS = ("producer_cpu_us_per_job", "worker_cpu_us_per_job")
@@ -235,15 +235,20 @@ def _ceiling(libs: dict[str, Any], ceiling: dict[str, Any], keys: list[str]) -> 
         "| driver | calls/s |",
         "|---|---:|",
     ]
-    lines += [f"| {desc} | {_num(figs[key])} |" for key, desc in FIGURES.items() if figs.get(key)]
+    for key, desc in FIGURES.items():
+        if figs.get(key):
+            p50 = figs.get(f"{key}_p50_ms")
+            lines.append(f"| {desc} | {_num(figs[key])}{f' · p50 {p50:.2f} ms' if p50 else ''} |")
     lines += [f"| {what} | ✗ {err} |" for what, err in ceiling.get("errors", {}).items()]
     lines.append("")
     usable = [k for k in keys if k in CEILING_FOR and figs.get(CEILING_FOR[k])]
     if not usable:
         return lines
     lines += [
-        "Each figure as a fraction of the Python ceiling (one call at a time for enqueue single, "
-        "process c=1 and round trip; 50-deep pipelines for bulk and process c=100):",
+        "Each figure as a fraction of its ceiling: the Python one (one call at a time for "
+        "enqueue single and process c=1; 50-deep pipelines for bulk and process c=100), and "
+        "the relay floor for the round trips (the same hops with no work done, so 100 % is "
+        "out of reach of any queue: the distance to it is what a queue's own work costs):",
         "",
         _row(["library"] + [WORKLOADS[k].title for k in usable]),
         "|---|" + "|".join(["---:"] * len(usable)) + "|",
