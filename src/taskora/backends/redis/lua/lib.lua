@@ -1,4 +1,5 @@
--- Shared helpers, prepended to every script that includes them (see scripts.py).
+-- Shared helpers: defined once in the Functions library, or prepended to each script sent by
+-- EVALSHA (see scripts.py).
 -- Conventions: B is the task's key base "taskora[:pfx]:{task}:"; a job's hash is B..id.
 -- Every script reads the clock with TIME (docs/design.md#decisions, 2: due times use the server's clock).
 
