@@ -1,4 +1,4 @@
-"""What batch collect costs: appends/s (each one EVALSHA, no extra round trip), the round
+"""What batch collect costs: appends/s (each one script call, no extra round trip), the round
 trips per append, and items/s from the first append to the last batch finished, against
 plain dispatch of the same items. Prints figures; asserts nothing.
 

@@ -60,11 +60,15 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 
 def url_for(request: pytest.FixtureRequest) -> str:
-    """The URL of the backend a parametrized test runs on: memory, redis or cluster."""
+    """The URL of the backend a parametrized test runs on: memory, redis or cluster; or
+    redis-evalsha: Redis with its scripts sent by EVALSHA, not run as Functions."""
     if request.param == "memory":
         return "memory://"
     if request.param == "cluster":
         return request.getfixturevalue("redis_cluster").url  # type: ignore[no-any-return]
+    if request.param == "redis-evalsha":
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setattr(taskora.RedisBackend, "functions", False)
     return str(request.getfixturevalue("redis_url"))
 
 

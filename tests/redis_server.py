@@ -35,6 +35,14 @@ def refused_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
+def script_calls(r: redis.Redis, command: str | None = None) -> int:
+    """Script calls the server ran so far (INFO commandstats): taskora's FCALL (Redis
+    Functions) and EVALSHA (without them), or only ``command``'s. Only clients send them."""
+    stats = r.info("commandstats")
+    names = (command,) if command else ("fcall", "evalsha")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names)
+
+
 class PortTaken(RuntimeError):
     """The server could not bind its port: another process bound it first."""
 

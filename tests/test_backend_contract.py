@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -12,9 +13,21 @@ from taskora.backends.base import ClaimOptions, NewJob, Outcome, StallReport, Te
 from tests.conftest import AppFactory, url_for
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "redis-evalsha", "cluster"])
 def backend_url(request: pytest.FixtureRequest) -> str:
     return url_for(request)
+
+
+async def test_the_scripts_run_as_redis_functions_unless_told_not_to(
+    make_app: AppFactory, backend_url: str, request: pytest.FixtureRequest
+) -> None:
+    """What the redis and redis-evalsha runs of this suite exercise (the servers of the
+    tests have Functions)."""
+    if not backend_url.startswith("redis"):
+        pytest.skip("the memory backend runs no scripts")
+    backend: Any = await _backend(make_app)
+    param = request.node.callspec.params["backend_url"]
+    assert backend.client.functions is (param != "redis-evalsha")
 
 
 async def _backend(make_app: AppFactory):  # type: ignore[no-untyped-def]

@@ -22,8 +22,14 @@ import pytest
 import taskora
 from taskora.backends.keys import task_base
 from taskora.backends.redis import RedisBackend
-from taskora.backends.redis.cluster import SHARDED, key_slot, split_seeds
-from taskora.backends.redis.scripts import SCRIPTS
+from taskora.backends.redis.cluster import (
+    SHARDED,
+    SHARDED_FUNCTIONS,
+    SHARDED_LIBRARY,
+    key_slot,
+    split_seeds,
+)
+from taskora.backends.redis.scripts import LIBRARY, SCRIPTS
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer, refused_port
 
@@ -57,6 +63,18 @@ def test_sharded_scripts_publish_only_with_spublish() -> None:
         assert "redis.call('PUBLISH'" not in source
         assert source.replace("'SPUBLISH'", "'PUBLISH'") == script.source
         assert (sha != script.sha) == (script in publishing)
+
+
+def test_the_sharded_library_publishes_only_with_spublish() -> None:
+    """The Functions library's cluster variant: SPUBLISH, and its own name (so its own
+    function names), nothing else."""
+    assert "redis.call('PUBLISH'" in LIBRARY.code
+    assert "redis.call('PUBLISH'" not in SHARDED_LIBRARY.code
+    assert SHARDED_LIBRARY.name != LIBRARY.name
+    plain = SHARDED_LIBRARY.code.replace("'SPUBLISH'", "'PUBLISH'")
+    assert plain.replace(SHARDED_LIBRARY.name, LIBRARY.name) == LIBRARY.code
+    assert sorted(SHARDED_FUNCTIONS) == sorted(LIBRARY.functions.values())
+    assert sorted(SHARDED_FUNCTIONS.values()) == sorted(SHARDED_LIBRARY.functions.values())
 
 
 def test_key_slots_match_the_server(redis_cluster: RedisCluster) -> None:
@@ -121,6 +139,28 @@ async def test_results_and_cancels_travel_on_sharded_pubsub(
                 calls[name.removeprefix("cmdstat_")] += int(stats["calls"])
     assert calls["spublish"] >= 2 and calls["ssubscribe"] >= 2
     assert calls["publish"] == 0 and calls["subscribe"] == 0
+    assert calls["fcall"] > 0 and calls["evalsha"] == 0  # the sharded library's functions
+
+
+async def test_a_flushed_library_is_loaded_again_on_every_master(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    """FUNCTION FLUSH everywhere (as a node restarted empty): the next call that misses
+    its function loads the library on every master, and carries on."""
+    app = taskora.App(redis_cluster.url, prefix=prefix)
+    names = [f"t{i}" for i in range(6)]
+    tasks = {name: app.task(name)(_double) for name in names}
+    async with app:
+        assert await tasks[names[0]].dispatch(1).wait_for(30) == 2
+        for server in redis_cluster.masters():
+            with server.client() as c:
+                c.execute_command("FUNCTION", "FLUSH")
+        handles = [tasks[name].dispatch(i) for i, name in enumerate(names)]
+        assert [await h.wait_for(30) for h in handles] == [2 * i for i in range(len(names))]
+    for server in redis_cluster.masters():
+        with server.client() as c:
+            listed = c.execute_command("FUNCTION", "LIST", "LIBRARYNAME", SHARDED_LIBRARY.name)
+        assert len(listed) == 1
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import pytest
 import redis
 
 import taskora
+from taskora.backends.redis.scripts import LIBRARY
 from tests.mp.fault_worker import STALL
 from tests.processes import ledger_lines, stop_processes
 from tests.redis_server import RedisServer
@@ -373,7 +374,8 @@ async def test_client_kill_storm(tmp_path: Path) -> None:
 
 
 async def test_script_flush_is_transparent(tmp_path: Path) -> None:
-    """NOSCRIPT after SCRIPT FLUSH: enqueue and ack paths reload scripts themselves."""
+    """NOSCRIPT after SCRIPT FLUSH, "Function not found" after FUNCTION FLUSH: enqueue and
+    ack paths of the producer and of the worker processes reload the library themselves."""
     with cluster(tmp_path) as (server, workers, prefix):
         workers.spawn(4)
         async with producer(server.url, prefix) as (_, job):
@@ -383,10 +385,13 @@ async def test_script_flush_is_transparent(tmp_path: Path) -> None:
             )
             with server.client() as r:
                 r.script_flush()
+                r.execute_command("FUNCTION", "FLUSH")
             second = [job.dispatch({"n": i}) for i in range(50)]
             assert await asyncio.wait_for(asyncio.gather(*(h.result for h in second)), 60) == list(
                 range(50)
             )
+            with server.client() as r:  # loaded again by whoever missed it first
+                assert r.execute_command("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY.name)
 
 
 async def test_dispatch_while_redis_is_down_raises(tmp_path: Path) -> None:

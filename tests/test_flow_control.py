@@ -694,7 +694,7 @@ async def test_dispatch_many_plain_items_cost_one_round_trip(redis_url: str, pre
             )
             await asyncio.gather(*handles)
 
-        assert await client_commands(redis_url, dispatch_many) == ["EVALSHA"]
+        assert await client_commands(redis_url, dispatch_many) == ["FCALL"]
         counts = await app.counts("send")
         assert counts["waiting"] == 40 and counts["delayed"] == 20
     finally:
@@ -727,7 +727,7 @@ async def test_each_flow_dispatch_costs_one_round_trip(
             await handles[-1]
 
         for attempt in range(3):  # accepted, then replaced or rejected: the same cost
-            assert await client_commands(redis_url, dispatch) == ["EVALSHA"]
+            assert await client_commands(redis_url, dispatch) == ["FCALL"]
             assert handles[attempt].enqueued is (attempt == 0 or option == "debounce")
     finally:
         await app.close()

@@ -3,7 +3,9 @@
 With ``noeviction``, Redis refuses a script whose first write would grow memory (a script
 that has already written runs to its end: Redis cannot stop it half-way). So an enqueue is
 refused whole, while finishes and claims (they delete or pop before they add) go through:
-workers drain the queue, retention frees memory, and dispatch works again.
+workers drain the queue, retention frees memory, and dispatch works again. As Redis
+Functions the same holds by the functions' flags (scripts.py): the dispatch functions are
+refused up front, the others run ('allow-oom'). Both ways are tested.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 import taskora
+from taskora.backends.redis import RedisBackend
 from taskora.backends.redis.resp import ReplyError
 from tests.redis_server import RedisServer
 
@@ -28,9 +31,11 @@ def small_server() -> Iterator[RedisServer]:
     server.close()
 
 
+@pytest.mark.parametrize("functions", [True, False], ids=["fcall", "evalsha"])
 async def test_dispatch_at_maxmemory_raises_writes_nothing_and_recovers(
-    small_server: RedisServer,
+    small_server: RedisServer, functions: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(RedisBackend, "functions", functions)
     app = taskora.App(
         small_server.url,
         prefix="oom",
@@ -59,6 +64,8 @@ async def test_dispatch_at_maxmemory_raises_writes_nothing_and_recovers(
                 accepted.append(handle)
                 expected.append(n)
         assert len(refused) == 3, "Redis never ran out of memory"
+        backend = app.backend
+        assert isinstance(backend, RedisBackend) and backend.client.functions is functions
         assert len(accepted) > 50
 
         # a batch is refused whole (one script call)

@@ -1,9 +1,10 @@
 """Round trips on the hot paths.
 
 Counted twice: by the client (each ``execute``/``pipeline`` is one round trip) and by a
-private redis-server (``INFO commandstats``: EVALSHA is only ever sent by clients).
-- a dispatch is one round trip (one EVALSHA); concurrent dispatches share one;
-- a worker finishes a job and claims the next in one round trip (one EVALSHA);
+private redis-server (``INFO commandstats``: FCALL, or EVALSHA on a server without Redis
+Functions, is only ever sent by clients).
+- a dispatch is one round trip (one script call); concurrent dispatches share one;
+- a worker finishes a job and claims the next in one round trip (one script call);
 - a result reaches a waiting handle with no command at all: it is pushed on the task's
   results channel.
 """
@@ -13,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 import taskora
 from taskora import claimer
 from taskora.backends.redis import RedisBackend
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, script_calls
 
 
 @pytest.fixture
@@ -30,10 +30,9 @@ def server() -> Iterator[RedisServer]:
     s.close()
 
 
-def _evalsha(server: RedisServer) -> int:
+def _scripts(server: RedisServer, command: str | None = None) -> int:
     with server.client() as r:
-        stats: dict[str, Any] = r.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+        return script_calls(r, command)
 
 
 def _trips(app: taskora.App) -> dict[str, int]:
@@ -41,7 +40,12 @@ def _trips(app: taskora.App) -> dict[str, int]:
     return app.backend.round_trips()
 
 
-async def test_one_round_trip_per_dispatch(server: RedisServer) -> None:
+@pytest.mark.parametrize("command", ["fcall", "evalsha"])
+async def test_one_round_trip_per_dispatch(
+    server: RedisServer, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On this server (Redis >= 7) the scripts run as Functions; EVALSHA when told to."""
+    monkeypatch.setattr(RedisBackend, "functions", command == "fcall")
     app = taskora.App(server.url, prefix="rt")
 
     @app.task()
@@ -49,16 +53,17 @@ async def test_one_round_trip_per_dispatch(server: RedisServer) -> None:
         return None
 
     await noop.dispatch(None)  # connect (scripts, handshake) outside the count
-    trips, calls = _trips(app)["main"], _evalsha(server)
+    trips, calls = _trips(app)["main"], _scripts(server, command)
     for _ in range(50):
         await noop.dispatch(None)
     assert _trips(app)["main"] - trips == 50
-    assert _evalsha(server) - calls == 50
+    assert _scripts(server, command) - calls == 50
 
-    trips, calls = _trips(app)["main"], _evalsha(server)
+    trips, calls = _trips(app)["main"], _scripts(server, command)
     await asyncio.gather(*[noop.dispatch(None) for _ in range(200)])
     assert _trips(app)["main"] - trips == 1  # coalesced
-    assert _evalsha(server) - calls == 1
+    assert _scripts(server, command) - calls == 1
+    assert _scripts(server) == _scripts(server, command)  # the other kind: never
 
     trips = _trips(app)["main"]
     await asyncio.gather(*noop.dispatch_many([{"data": None}] * 100))
@@ -79,12 +84,12 @@ async def test_one_round_trip_per_claim_and_ack(server: RedisServer) -> None:
             done.set()
 
     await asyncio.gather(*noop.dispatch_many([{"data": None}] * 300))
-    trips, calls = _trips(app)["main"], _evalsha(server)
+    trips, calls = _trips(app)["main"], _scripts(server)
     async with app:
         await asyncio.wait_for(done.wait(), 60)
         await asyncio.sleep(0.2)
         used = _trips(app)["main"] - trips
-        scripts = _evalsha(server) - calls
+        scripts = _scripts(server) - calls
     # at most one finish+claim call per job (quick jobs share calls: the worker claims a
     # little work ahead), plus start-up (data-loss check, stall check, trim) and the last
     # idle claim: nothing else per job

@@ -18,6 +18,7 @@ from taskora.backends.base import NewJob
 from taskora.backends.redis import scripts
 from taskora.backends.redis.keys import TASK_KEY_NAMES, task_keys
 from taskora.backends.redis.scripts import (
+    LIBRARY,
     SCRIPTS,
     SOURCES,
     TASK,
@@ -86,7 +87,8 @@ def test_a_drifted_wrapper_is_caught() -> None:
 
 def test_lib_lua_names_the_task_keys_in_keys_py_order() -> None:
     lib = (Path(scripts.__file__).parent / "lua" / "lib.lua").read_text()
-    table = lib[lib.index("local K = {") : lib.index("}", lib.index("local K = {"))]
+    start = lib.index("K = {", lib.index("local function enter(KEYS)"))
+    table = lib[start : lib.index("}", start)]
     pairs = re.findall(r"(\w+) = KEYS\[(\d+)\]", table)
     assert [name for name, _ in pairs] == list(TASK_KEY_NAMES)
     assert [int(i) for _, i in pairs] == list(range(1, len(TASK_KEY_NAMES) + 1))
@@ -136,8 +138,12 @@ def test_finish_claim_argv_is_the_wire_layout() -> None:
         *("j2", "t2", "retry", "e", 5),
         *(3, 30000, "w:", 7, "1", 100, 200, "0", 2, 4),
     ]
-    command = call.command()
+    command = call.command(False)
     assert command[:3] == ("EVALSHA", SCRIPTS["finish_claim"].sha, len(TASK_KEY_NAMES))
+    assert command[3:] == (*keys.standard, *call.argv())
+    command = call.command(True)
+    assert command[:3] == ("FCALL", LIBRARY.functions["finish_claim"], len(TASK_KEY_NAMES))
+    assert command[3:] == (*keys.standard, *call.argv())
 
 
 def test_enqueue_rows_are_the_new_jobs() -> None:
@@ -147,13 +153,13 @@ def test_enqueue_rows_are_the_new_jobs() -> None:
 
 
 def test_only_the_script_layer_builds_evalsha() -> None:
-    """One send path: no other module spells a raw EVALSHA command."""
+    """One send path: no other module spells a raw EVALSHA or FCALL command."""
     offenders = [
         str(path.relative_to(SRC))
         for path in (SRC / "taskora").rglob("*.py")
-        # cluster.py reads EVALSHA commands the script layer built (routing by their first
+        # cluster.py reads the commands the script layer built (routing by their first
         # key, swapping in the sharded variant); it builds none
         if path.name not in ("scripts.py", "cluster.py")
-        and re.search(r"[\"']EVALSHA[\"']", path.read_text())
+        and re.search(r"[\"'](EVALSHA|FCALL)[\"']", path.read_text())
     ]
     assert offenders == []

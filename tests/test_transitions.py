@@ -313,7 +313,7 @@ class Harness:
         return f"{kind} {job_id}{extra}"
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "redis-evalsha", "cluster"])
 async def h(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Harness]:
     if request.param == "memory":
         yield Harness(MemoryBackend(prefix=prefix), None, prefix)
@@ -321,6 +321,7 @@ async def h(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Harnes
     url = url_for(request)
     backend = RedisBackend(url, prefix=prefix)
     await backend.connect()
+    assert backend.client.functions is (request.param != "redis-evalsha")
     if request.param == "cluster":  # every key of the task lives on its slot's master
         owner = request.getfixturevalue("redis_cluster").master_of(
             key_slot(task_base(prefix, TASK))

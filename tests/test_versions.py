@@ -17,6 +17,7 @@ from taskora.backends.memory import MemoryBackend
 from taskora.backends.redis.keys import TaskKeys
 from tests.conftest import AppFactory, wait_until
 from tests.processes import stop_processes
+from tests.redis_server import script_calls
 
 
 def test_declarations_resolve_and_bad_ones_raise() -> None:
@@ -168,7 +169,7 @@ async def _parked(app: taskora.App, url: str, prefix: str) -> bool:
 
 
 def _claim_counter(app: taskora.App, url: str) -> Callable[[], int]:
-    """How many claims ran so far (Redis: every EVALSHA the server ran)."""
+    """How many claims ran so far (Redis: every script call the server ran)."""
     if url.startswith("memory"):
         backend: Any = app.backend
         assert isinstance(backend, MemoryBackend)
@@ -184,7 +185,7 @@ def _claim_counter(app: taskora.App, url: str) -> Callable[[], int]:
 
     def calls() -> int:
         with redis.Redis.from_url(url) as r:
-            return int(r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+            return script_calls(r)
 
     return calls
 

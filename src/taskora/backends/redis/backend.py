@@ -53,6 +53,7 @@ from .cluster import (
 from .keys import TaskKeys, task_keys
 from .resp import ReplyError, RespClient, Subscriber
 from .scripts import (
+    LIBRARY,
     SCRIPTS,
     Cancel,
     EnqueueJobs,
@@ -68,6 +69,7 @@ from .scripts import (
     StalledCheck,
     Trim,
     WorkerBeat,
+    library_loaded,
     run_pipelined,
 )
 from .waiter import ResultWaiter
@@ -95,7 +97,12 @@ class RedisBackend:
     and port or unix socket, database, username and password or credential provider, every
     ``ssl_*`` TLS setting, connect timeout) and opens connections of its own with them: it
     never uses the client's pool, so the client stays yours to use and to close.
+
+    On a server with Redis Functions (Redis >= 7.0, Valkey) the scripts run as one library
+    (FCALL), otherwise by EVALSHA; ``functions = False`` (before connecting) keeps EVALSHA.
     """
+
+    functions = True
 
     def __init__(
         self,
@@ -129,6 +136,7 @@ class RedisBackend:
         self._offset_ms = 0.0
         self._token_seq = 0
         self._next_due: dict[str, int] = {}  # task -> due ms of its next delayed job (0: none)
+        self._use_functions = False  # the library is loaded on the server (at connect)
         self.waiter = ResultWaiter(self)
 
     def configure(self, *, prefix: str | None) -> None:
@@ -142,19 +150,23 @@ class RedisBackend:
     # -- connections --------------------------------------------------------------------
     def _new_client(self, role: str, blocking: bool = False) -> RespClient:
         # Blocking reads wait at most a few seconds server-side; a longer silence is a dead peer.
+        client: RespClient
         if self._topology is not None:
-            return ClusterClient(
+            client = ClusterClient(
                 self._topology,
                 f"taskora:{role}",
                 connect_timeout=self.address.connect_timeout,
                 reply_timeout=20.0 if blocking else 30.0,
             )
-        return RespClient(
-            self.address,
-            f"taskora:{role}",
-            connect_timeout=self.address.connect_timeout,
-            reply_timeout=20.0 if blocking else 30.0,
-        )
+        else:
+            client = RespClient(
+                self.address,
+                f"taskora:{role}",
+                connect_timeout=self.address.connect_timeout,
+                reply_timeout=20.0 if blocking else 30.0,
+            )
+        client.functions = self._use_functions
+        return client
 
     def _new_subscriber(
         self,
@@ -198,12 +210,22 @@ class RedisBackend:
             policy, *loaded = await client.pipeline(
                 [
                     ("CONFIG", "GET", "maxmemory-policy"),
-                    *(("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values()),
+                    *((("FUNCTION", "LOAD", LIBRARY.code),) if self.functions else ()),
                 ]
             )
-            for reply in loaded:
-                if isinstance(reply, Exception):
-                    raise reply
+            self._use_functions = client.functions = bool(loaded) and library_loaded(loaded[0])
+            if not client.functions:
+                if loaded:  # an older server, FUNCTION not allowed (ACL), over maxmemory
+                    log.info(
+                        "Redis at %s: scripts run by EVALSHA (FUNCTION LOAD: %s)",
+                        self.url,
+                        loaded[0],
+                    )
+                for reply in await client.pipeline(
+                    [("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values()]
+                ):
+                    if isinstance(reply, Exception):
+                        raise reply
             self._check_eviction(policy)
             stored = await _handshake(self.prefix).run(client)
             _check_compat(stored)
@@ -324,7 +346,7 @@ class RedisBackend:
         if self._client is None or len(jobs) > ENQUEUE_CHUNK:
             return None
         call = EnqueueJobs(self.keys(task), jobs)
-        raw = self._client.send_now(*call.command())
+        raw = self._client.send_now(*call.command(self._client.functions))
         if raw is None:
             return None
         out: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
@@ -454,7 +476,11 @@ class RedisBackend:
             keys, (), claim, options, token_base, after_wait=True, reserve=reserve
         )
         futures = conn.send_many_now(
-            [finish.command(), ("BZPOPMIN", keys.key("marker"), wait_s), wait.command()]
+            [
+                finish.command(conn.functions),
+                ("BZPOPMIN", keys.key("marker"), wait_s),
+                wait.command(conn.functions),
+            ]
         )
         if futures is None:
             return None
@@ -604,7 +630,7 @@ class RedisBackend:
             keys, (), claim, options, token_base, after_wait=True, reserve=reserve
         )
         popped, reply = await conn.pipeline(
-            [("BZPOPMIN", keys.key("marker"), timeout_s), call.command()]
+            [("BZPOPMIN", keys.key("marker"), timeout_s), call.command(conn.functions)]
         )
         return await self._claimed_on_wake(_done(popped), _done(reply), call)
 

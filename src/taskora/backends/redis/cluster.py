@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import BackendError
 from .connect import PermanentError
 from .resp import Address, Arg, ReplyError, RespClient, Subscriber, parse_address
-from .scripts import SCRIPTS
+from .scripts import LIBRARY, LIBRARY_BODY, SCRIPTS, library
 
 if TYPE_CHECKING:
     from ..base import Deliver
@@ -91,9 +91,11 @@ def key_slot(key: str | bytes) -> int:
     return _slot_of_tag(raw)
 
 
-# Commands with no key: sent to any master; SCRIPT is sent to every master.
+# Commands with no key: sent to any master; SCRIPT and FUNCTION are sent to every master.
+_EVERY_MASTER = ("SCRIPT", "FUNCTION")
 _KEYLESS = frozenset(
-    {"TIME", "CONFIG", "INFO", "PING", "CLUSTER", "CLIENT", "SCAN", "ECHO", "DBSIZE", "SCRIPT"}
+    {"TIME", "CONFIG", "INFO", "PING", "CLUSTER", "CLIENT", "SCAN", "ECHO", "DBSIZE"}
+    | set(_EVERY_MASTER)
 )
 
 
@@ -128,17 +130,28 @@ for _script in SCRIPTS.values():
     _source = _sharded(_script.source)
     SHARDED[_script.sha] = (hashlib.sha1(_source.encode()).hexdigest(), _source)
 _BY_SOURCE = {script.source: SHARDED[script.sha][1] for script in SCRIPTS.values()}
+# the Functions library's variant (its own name, so its own function names)
+SHARDED_LIBRARY = library(_sharded(LIBRARY_BODY))
+_BY_SOURCE[LIBRARY.code] = SHARDED_LIBRARY.code
+# plain function name -> sharded function name
+SHARDED_FUNCTIONS = {
+    LIBRARY.functions[name]: SHARDED_LIBRARY.functions[name] for name in LIBRARY.functions
+}
 
 
 def sharded_command(args: Sequence[Arg]) -> tuple[Arg, ...]:
     """The command a cluster runs: a script's sharded variant in place of the plain one."""
     name = args[0]
-    if name == "EVALSHA":
+    if name == "FCALL":
+        function = SHARDED_FUNCTIONS.get(str(args[1]))
+        if function is not None:
+            return ("FCALL", function, *args[2:])
+    elif name == "EVALSHA":
         variant = SHARDED.get(str(args[1]))
         if variant is not None:
             return ("EVALSHA", variant[0], *args[2:])
-    elif name == "SCRIPT" and len(args) == 3 and str(args[1]).upper() == "LOAD":
-        return ("SCRIPT", "LOAD", _BY_SOURCE.get(str(args[2]), args[2]))
+    elif name in _EVERY_MASTER and len(args) == 3 and str(args[1]).upper() == "LOAD":
+        return (name, "LOAD", _BY_SOURCE.get(str(args[2]), args[2]))
     return tuple(args)
 
 
@@ -381,7 +394,7 @@ class ClusterClient(RespClient):
     async def execute(self, *args: Arg) -> Any:
         self.round_trips += 1
         command = sharded_command(args)
-        if command[0] == "SCRIPT":
+        if command[0] in _EVERY_MASTER:
             return await self._broadcast(command)
         return await self._run(command_slot(command), command)
 
@@ -417,7 +430,7 @@ class ClusterClient(RespClient):
         out: list[Any] = [None] * len(routed)
         groups: dict[Node, list[int]] = {}
         for i, (command, slot) in enumerate(zip(routed, slots, strict=True)):
-            if command[0] == "SCRIPT":
+            if command[0] in _EVERY_MASTER:
                 groups.setdefault(("*", 0), []).append(i)
             else:
                 groups.setdefault(self.topology.owner(slot), []).append(i)
@@ -450,12 +463,18 @@ class ClusterClient(RespClient):
             return exc
 
     async def _broadcast(self, command: tuple[Arg, ...]) -> Any:
-        """SCRIPT LOAD: every master gets the script (a master that cannot be reached now
-        gets it on its first NOSCRIPT); the first answer is returned."""
+        """SCRIPT LOAD, FUNCTION LOAD: every master gets the script or library (a master
+        that cannot be reached now gets it on its first NOSCRIPT or "Function not found");
+        the first answer is returned. A master that refuses the library over maxmemory
+        fails the load: the caller runs by EVALSHA instead."""
         replies = await asyncio.gather(
             *(self._run_on(node, command) for node in self.topology.masters),
             return_exceptions=True,
         )
+        if command[0] == "FUNCTION":
+            for reply in replies:
+                if isinstance(reply, ReplyError) and reply.code == "OOM":
+                    raise reply
         for reply in replies:
             if not isinstance(reply, BaseException):
                 return reply

@@ -161,6 +161,9 @@ class RespClient:
         self._last_progress = 0.0
         self._closed = False
         self.round_trips = 0  # calls of execute() and pipeline(): what the hot paths cost
+        # taskora's scripts run as the Functions library on this server (FCALL), not EVALSHA:
+        # set by the backend when it loaded the library (scripts.py)
+        self.functions = False
 
     def __repr__(self) -> str:
         return f"RespClient({self.address.describe()!r}, name={self.name!r})"

@@ -1,24 +1,31 @@
--- Shared helpers, prepended to every script that includes them (see scripts.py).
+-- Shared helpers: defined once in the Functions library, or prepended to each script sent by
+-- EVALSHA (see scripts.py).
 -- Conventions: B is the task's key base "taskora[:pfx]:{task}:"; a job's hash is B..id.
 -- Every script reads the clock with TIME (docs/design.md#decisions, 2: due times use the server's clock).
 
--- Every per-task script receives the same KEYS, in this order.
-local K = {
-  wait = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], active = KEYS[4],
-  events = KEYS[5], marker = KEYS[6], completed = KEYS[7], failed = KEYS[8],
-  cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11], done = KEYS[12],
-}
--- Jobs a worker claimed ahead of its free slots (additive to wire format v6): a zset of ids
--- scored by claim rank (a prioritized job's own score, below 0; a plain job's claim sequence
--- number from B..'reserved:seq', above 0: claim order, and the order they go back in). They stay `waiting`
--- in their hash, hold a lock (B..id..':lock') like an active job, and become active only
--- when their worker starts them (the 'start' outcome of FINISH_AND_CLAIM).
-K.reserved = string.sub(KEYS[1], 1, -5) .. 'reserved'
+-- Every per-task script receives the same KEYS, in this order; K names them by role, and NOW
+-- is the clock as now_ms() last read it (a string). Both are per call: enter() sets them as a
+-- script starts (scripts.py puts that call before each script, whether it runs by EVALSHA,
+-- below these helpers, or as a function of the library that holds them once).
+local K, NOW = {}, '0'
+local function enter(KEYS)
+  K = {
+    wait = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], active = KEYS[4],
+    events = KEYS[5], marker = KEYS[6], completed = KEYS[7], failed = KEYS[8],
+    cancelled = KEYS[9], expired = KEYS[10], stalled = KEYS[11], done = KEYS[12],
+  }
+  -- Jobs a worker claimed ahead of its free slots (additive to wire format v6): a zset of ids
+  -- scored by claim rank (a prioritized job's own score, below 0; a plain job's claim sequence
+  -- number from B..'reserved:seq', above 0: claim order, and the order they go back in). They
+  -- stay `waiting` in their hash, hold a lock (B..id..':lock') like an active job, and become
+  -- active only when their worker starts them (the 'start' outcome of FINISH_AND_CLAIM).
+  K.reserved = string.sub(KEYS[1], 1, -5) .. 'reserved'
+  NOW = '0'
+end
 
--- The clock as now_ms() read it, as a string. A Lua number passed to redis.call is formatted
--- with %.14g on every call (a tenth of the server's work on the hot paths, by callgrind): the
--- hot calls pass strings (NOW, literals) instead.
-local NOW = '0'
+-- now_ms() keeps the clock in NOW as a string too. A Lua number passed to redis.call is
+-- formatted with %.14g on every call (a tenth of the server's work on the hot paths, by
+-- callgrind): the hot calls pass strings (NOW, literals) instead.
 local function now_ms()
   local t = redis.call('TIME')
   local ms = math.floor(tonumber(t[2]) / 1000)
