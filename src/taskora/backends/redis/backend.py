@@ -319,17 +319,16 @@ class RedisBackend:
         return [result for reply in replies for result in reply]
 
     def enqueue_now(
-        self, task: str, jobs: Sequence[NewJob]
-    ) -> asyncio.Future[list[EnqueueResult]] | None:
-        if self._client is None or len(jobs) > ENQUEUE_CHUNK:
-            return None
+        self,
+        task: str,
+        jobs: Sequence[NewJob],
+        settle: Callable[[list[EnqueueResult] | BaseException], None],
+    ) -> bool:
+        client = self._client
+        if client is None or len(jobs) > ENQUEUE_CHUNK:
+            return False
         call = EnqueueJobs(self.keys(task), jobs)
-        raw = self._client.send_now(*call.command())
-        if raw is None:
-            return None
-        out: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
-        raw.add_done_callback(functools.partial(_convert, out, call))
-        return out
+        return client.send_now_call(functools.partial(_converted, settle, call), *call.command())
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         if flow.kind == "collect":
@@ -1213,17 +1212,19 @@ def _done(value: Any) -> asyncio.Future[Any]:
     return future
 
 
-def _convert(
-    out: asyncio.Future[list[EnqueueResult]], call: EnqueueJobs, raw: asyncio.Future[Any]
+def _converted(
+    settle: Callable[[list[EnqueueResult] | BaseException], None], call: EnqueueJobs, raw: Any
 ) -> None:
-    if out.done():
+    """The reply of ``enqueue_now``, decoded, to ``settle`` (an error as it is)."""
+    if isinstance(raw, BaseException):
+        settle(raw)
         return
-    if raw.cancelled():
-        out.cancel()
-    elif raw.exception() is not None:
-        out.set_exception(raw.exception())  # type: ignore[arg-type]
-    else:
-        out.set_result(call.decode(raw.result()))
+    try:
+        results = call.decode(raw)
+    except Exception as exc:  # a reply of the wrong shape: the retrying path reports it
+        settle(exc)
+        return
+    settle(results)
 
 
 def _handshake(prefix: str | None) -> Handshake:

@@ -53,12 +53,32 @@ def _is_replica(reply: Any) -> bool:
     return isinstance(reply, list) and bool(reply) and reply[0] in (b"slave", b"sentinel")
 
 
+class _Call:
+    """A reply slot that hands the reply (or the error) to ``fn`` right from the reader: no
+    Future, no callback scheduled, no extra turn of the loop. ``fn`` must not raise."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.fn = fn
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: Any, /) -> None:
+        self.fn(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self.fn(exception)
+
+
 class _Protocol(asyncio.Protocol):
     __slots__ = ("_lost", "_peer", "_pending", "_reader", "_transport", "received")
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader(replyError=ReplyError)
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # replies are matched in order to these: futures, or _Call slots (send_call)
+        self._pending: collections.deque[asyncio.Future[Any] | _Call] = collections.deque()
         self._transport: asyncio.Transport | None = None
         self._lost: BaseException | None = None
         self._peer = "the server"
@@ -120,6 +140,14 @@ class _Protocol(asyncio.Protocol):
         self._pending.extend(futures)
         self._transport.write(b"".join(packed))
         return futures
+
+    def send_call(self, packed: bytes, fn: Callable[[Any], None]) -> bool:
+        """Write a command whose reply goes to ``fn`` (see _Call); False when not connected."""
+        if self._lost is not None or self._transport is None:
+            return False
+        self._pending.append(_Call(fn))
+        self._transport.write(packed)
+        return True
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -186,6 +214,16 @@ class RespClient:
             return None
         self.round_trips += 1
         return protocol.send(_pack(args))
+
+    def send_now_call(self, fn: Callable[[Any], None], *args: Arg) -> bool:
+        """``send_now`` whose reply (or error: a ReplyError, a ConnectionError) is handed to
+        ``fn`` from the connection's reader, with no future and no loop turn in between;
+        False when not connected (``fn`` is never called then). ``fn`` must not raise."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return False
+        self.round_trips += 1
+        return protocol.send_call(_pack(args), fn)
 
     def send_many_now(self, commands: Sequence[Sequence[Arg]]) -> list[asyncio.Future[Any]] | None:
         """Write several commands in one go; their reply futures, or None when not
