@@ -564,6 +564,9 @@ class App:
                     self._hub.connected(self.backend)
         return self.backend
 
+    def _ready_backend(self) -> Backend | None:
+        return self.backend if self._connected else None
+
     def _submit(self, task: str, job: NewJob, flow: Flow | None) -> Any:
         tracing = self._tracing
         enqueuer = self._enqueuer

@@ -8,6 +8,7 @@ JSON and the TypeScript reader refuses them).
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,11 @@ from .errors import SerializationError
 __all__ = ["dumps", "loads"]
 
 _encode = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
-_decode = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_decode = _decoder.decode
+# the decoder's own scanner, called directly for the usual text (a value with nothing around
+# it): JSONDecoder.decode adds two whitespace regex matches around this very call
+_scan = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]  # (typeshed: a duck type)
 
 
 def dumps(value: Any, what: str | Callable[[], str] = "data") -> str:
@@ -36,6 +41,12 @@ def loads(raw: str | bytes, what: str = "data") -> Any:
     """Parse stored JSON; raise SerializationError (never anything else) when it is malformed."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return _decode(text)
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration:  # empty, or not a JSON value: decode reports it
+            return _decode(text)
+        if end != len(text):  # whitespace or more after the value: decode has the rules
+            return _decode(text)
+        return value
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SerializationError(f"{what} is not valid JSON: {exc}") from None

@@ -209,6 +209,24 @@ class Task(Generic[In, Out]):
         Bad options and data that is not JSON raise here; data the input schema rejects makes
         the handle's await raise ValidationError. Either way nothing is written.
         """
+        if (  # a plain dispatch (the usual one): no option to check, the task's defaults
+            delay is None
+            and priority is None
+            and ttl is None
+            and concurrency_key is None
+            and concurrency_limit is None
+            and debounce is None
+            and throttle is None
+            and deduplicate is None
+            and self.collect is None
+        ):
+            app = self.app
+            try:
+                job = self._plain_job(data)
+            except ValidationError as exc:
+                return self._failed_handle(exc)
+            future = app._submit(self.name, job, None)
+            return ResultHandle(app, self.name, job.id, future, None, self.output)
         try:
             job, flow = self._build(
                 data,
@@ -339,9 +357,15 @@ class Task(Generic[In, Out]):
         )
         return job, flow
 
+    def _plain_job(self, data: Any) -> NewJob:
+        """The job of a dispatch without options: what ``_build`` makes of it, unchecked."""
+        if self.input is not None:  # the validated value (defaults applied) is what is stored
+            data = self.input.to_json(data, "input")
+        return self._new_job(data, ttl_ms=self._ttl_ms)
+
     def _new_job(self, data: Any, **fields: Any) -> NewJob:
         """Serialize ``data`` (bounded by max_payload_bytes) into a job of this task."""
-        encoded = serializer.dumps(data, lambda: f"data for task {self.name!r}")
+        encoded = serializer.dumps(data, self._data_name)
         limit_bytes = self.app.max_payload_bytes
         if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:
             raise SerializationError(
@@ -349,12 +373,15 @@ class Task(Generic[In, Out]):
             )
         retry = self.options.retry
         return NewJob(
-            id=self.app._new_id(),
-            data=encoded,
-            max_attempts=retry.attempts if retry else 1,
-            version=self.versioning.version,
+            self.app._new_id(),
+            encoded,
+            self.versioning.version,
+            retry.attempts if retry else 1,
             **fields,
         )
+
+    def _data_name(self) -> str:
+        return f"data for task {self.name!r}"
 
     def _build_item(self, data: Any) -> tuple[NewJob, Flow]:
         """One collect item: the key is checked before anything is sent, so a bad key writes

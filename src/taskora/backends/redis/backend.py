@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import BackendError, ConfigError, WireVersionError
@@ -742,10 +742,10 @@ class RedisBackend:
         with self.errors():
             return await Cancel(self.keys(task), job_id, reason or "").run(self.client)
 
-    async def wait_terminal(
+    def wait_terminal(
         self, task: str, job_id: str, timeout_s: float | None, event_id: str | None
-    ) -> Terminal | None:
-        return await self.waiter.wait(task, job_id, timeout_s, event_id)
+    ) -> Coroutine[Any, Any, Terminal | None]:
+        return self.waiter.wait(task, job_id, timeout_s, event_id)  # no coroutine of its own
 
     async def counts(self, task: str) -> dict[str, int]:
         k = self.keys(task).key
