@@ -51,7 +51,7 @@ from .cluster import (
     split_seeds,
 )
 from .keys import TaskKeys, task_keys
-from .resp import ReplyError, RespClient, Subscriber
+from .resp import Packed, ReplyError, RespClient, Subscriber
 from .scripts import (
     SCRIPTS,
     Cancel,
@@ -130,11 +130,14 @@ class RedisBackend:
         self._token_seq = 0
         self._next_due: dict[str, int] = {}  # task -> due ms of its next delayed job (0: none)
         self.waiter = ResultWaiter(self)
+        # per task: the enqueue script's SHA and keys, packed once (enqueue_now)
+        self._packers: dict[str, Packed | None] = {}
 
     def configure(self, *, prefix: str | None) -> None:
         if self._client is not None:
             raise ConfigError("cannot change the prefix of a connected backend")
         self.prefix = prefix
+        self._packers.clear()
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r}, prefix={self.prefix!r})"
@@ -328,7 +331,15 @@ class RedisBackend:
         if client is None or len(jobs) > ENQUEUE_CHUNK:
             return False
         call = EnqueueJobs(self.keys(task), jobs)
-        return client.send_now_call(functools.partial(_converted, settle, call), *call.command())
+        on_reply = functools.partial(_converted, settle, call)
+        if self._topology is not None:  # a cluster routes the command (sharded script)
+            return client.send_now_call(on_reply, *call.command())
+        packer = self._packers.get(task)
+        if packer is None:
+            packer = self._packers[task] = _script_packer(call)
+        if packer is None:
+            return client.send_now_call(on_reply, *call.command())
+        return client.send_packed_call(packer.pack(call.argv()), on_reply)
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         if flow.kind == "collect":
@@ -1210,6 +1221,14 @@ def _done(value: Any) -> asyncio.Future[Any]:
     else:
         future.set_result(value)
     return future
+
+
+def _script_packer(call: EnqueueJobs) -> Packed | None:
+    """The part of ``call``'s command before its ARGV, packed once; None if the command is
+    not that part followed by the ARGV (then it is packed whole)."""
+    command, argv = call.command(), call.argv()
+    head = command[: len(command) - len(argv)]
+    return Packed(head) if head and command[len(head) :] == tuple(argv) else None
 
 
 def _converted(

@@ -26,11 +26,28 @@ import hiredis
 from .address import Address, parse_address, ssl_context
 from .connect import PermanentError, check_master, dropped, handshake, open_transport, peer_of
 
-__all__ = ["Address", "ReplyError", "RespClient", "parse_address", "ssl_context"]
+__all__ = ["Address", "Packed", "ReplyError", "RespClient", "parse_address", "ssl_context"]
 
 Arg = str | bytes | int | float
 # hiredis packs a command (a tuple of arguments) into RESP in C; its stub types are too narrow.
 _pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
+
+
+class Packed:
+    """A command whose leading arguments never change (a script's SHA and keys), packed
+    once: ``pack(rest)`` packs only the rest, the same bytes as packing it all."""
+
+    __slots__ = ("_count", "_head")
+
+    def __init__(self, head: Sequence[Arg]) -> None:
+        packed = _pack(tuple(head))
+        self._head = packed[packed.index(b"\n") + 1 :]  # without the "*<count>" header
+        self._count = len(head)
+
+    def pack(self, rest: Sequence[Arg]) -> bytes:
+        tail = _pack(tuple(rest))
+        header = b"*%d\r\n" % (self._count + len(rest))
+        return b"".join((header, self._head, tail[tail.index(b"\n") + 1 :]))
 
 
 class ReplyError(Exception):
@@ -224,6 +241,14 @@ class RespClient:
             return False
         self.round_trips += 1
         return protocol.send_call(_pack(args), fn)
+
+    def send_packed_call(self, packed: bytes, fn: Callable[[Any], None]) -> bool:
+        """``send_now_call`` of a command packed already (``Packed``)."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return False
+        self.round_trips += 1
+        return protocol.send_call(packed, fn)
 
     def send_many_now(self, commands: Sequence[Sequence[Arg]]) -> list[asyncio.Future[Any]] | None:
         """Write several commands in one go; their reply futures, or None when not
