@@ -3,6 +3,7 @@ leaves in flight is still sent when the App closes.
 
 - ``Packed`` (a script's SHA and keys packed once per task) gives the very bytes of packing
   the whole command;
+- job ids come from a batch of random bytes, which a forked child does not share;
 - a dispatch's reply settles its handle straight from the connection's reader, and a reply
   still in flight when the App closes is waited for, not dropped.
 """
@@ -10,6 +11,7 @@ leaves in flight is still sent when the App closes.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +25,7 @@ from taskora.backends.redis.backend import _script_packer
 from taskora.backends.redis.keys import task_keys
 from taskora.backends.redis.resp import Packed
 from taskora.backends.redis.scripts import EnqueueJobs
+from taskora.task import new_id
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis_only
@@ -102,3 +105,20 @@ async def test_a_fast_send_refused_by_redis_is_retried_and_the_result_still_come
         assert await asyncio.gather(*(h.result for h in handles)) == [0, 2, 4, 6, 8]
     finally:
         await app.close()
+
+
+def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
+    new_id()  # the parent has a batch of ids ready
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, " ".join(new_id() for _ in range(5)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_id() for _ in range(5)}
+    assert len(child) == 5 and not child & parent

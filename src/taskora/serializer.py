@@ -16,7 +16,14 @@ from .errors import SerializationError
 
 __all__ = ["dumps", "loads"]
 
-_encode = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
+_encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+_encode = _encoder.encode
+try:  # the C encoder that JSONEncoder.encode builds per call, behind two Python frames
+    from _json import make_encoder as _c_encoder
+except ImportError:  # pragma: no cover - a Python without the C accelerator
+    _c_encoder = None  # type: ignore[assignment,misc]
+_encode_default = _encoder.default
+_encode_string = json.encoder.encode_basestring  # ensure_ascii=False: what _encoder uses
 _decoder = json.JSONDecoder()
 _decode = _decoder.decode
 # the decoder's own scanner, called directly for the usual text (a value with nothing around
@@ -28,7 +35,13 @@ def dumps(value: Any, what: str | Callable[[], str] = "data") -> str:
     """Serialize ``value``; raise SerializationError naming ``what`` (a string, or a
     callable that makes one only when needed) if it is not plain JSON."""
     try:
-        return _encode(value)
+        if _c_encoder is None or type(value) is str:
+            return _encode(value)
+        # exactly what _encode does for a non-string: a fresh circular-reference memo each time
+        encode = _c_encoder(
+            {}, _encode_default, _encode_string, None, ":", ",", False, False, False
+        )
+        return "".join(encode(value, 0))
     except (ValueError, TypeError) as exc:  # NaN / infinity, circular references, objects
         name = what if isinstance(what, str) else what()
         raise SerializationError(f"{name} is not JSON-serializable: {exc}") from None

@@ -7,7 +7,7 @@ import os
 import time
 import typing
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -253,10 +253,11 @@ class Task(Generic[In, Out]):
         """
         app, name = self.app, self.name
         submit = app._submitter()
+        plain = self.collect is None  # an item without options: _build's defaults, unchecked
         handles: list[ResultHandle[Out]] = []
         for index, item in enumerate(items):
             try:
-                if not isinstance(item, Mapping):
+                if type(item) is not dict and not isinstance(item, Mapping):
                     raise ConfigError(f"dispatch_many item {index} must be a dict")
                 options = item.get("options")
                 throw = False
@@ -264,6 +265,8 @@ class Task(Generic[In, Out]):
                     options = dict(options)
                     throw = bool(options.pop("throw_on_reject", False))
                     job, flow = self._build(item.get("data"), **options)
+                elif plain:
+                    job, flow = self._plain_job(item.get("data")), None
                 else:
                     job, flow = self._build(item.get("data"))
             except (ConfigError, SerializationError, ValidationError, TypeError) as exc:
@@ -432,9 +435,43 @@ class Task(Generic[In, Out]):
 
 
 def new_id() -> str:
-    """A random (version 4) UUID string, made without building a uuid.UUID object."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    """A random (version 4) UUID string, made without building a uuid.UUID object.
+
+    Ids are made 128 at a time from one ``os.urandom`` read (one syscall, not one per job).
+    ``next`` on the list iterator is atomic, so threads never share an id; a forked child
+    drops the ones its parent had ready (``_fresh_ids``), or both would hand them out."""
+    global _ids
+    job_id = next(_ids, None)
+    if job_id is None:
+        _ids = batch = iter(_make_ids(_ID_BATCH))
+        job_id = next(batch)
+    return job_id
+
+
+_ID_BATCH = 128
+_VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))  # byte 6: version 4
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))  # byte 8: the RFC 4122 variant
+_ids: Iterator[str] = iter(())
+
+
+def _make_ids(n: int) -> list[str]:
+    raw = bytearray(os.urandom(16 * n))
+    raw[6::16] = raw[6::16].translate(_VERSION)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
+
+
+def _fresh_ids() -> None:
+    global _ids
+    _ids = iter(())
+
+
+os.register_at_fork(after_in_child=_fresh_ids)
 
 
 def _flow(debounce: Any, throttle: Any, deduplicate: Any) -> Flow | None:
