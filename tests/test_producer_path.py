@@ -23,7 +23,7 @@ from taskora.backends.base import NewJob
 from taskora.backends.redis import RedisBackend
 from taskora.backends.redis.backend import _script_packer
 from taskora.backends.redis.keys import task_keys
-from taskora.backends.redis.resp import Packed
+from taskora.backends.redis.resp import Packed, RespClient, parse_address
 from taskora.backends.redis.scripts import EnqueueJobs
 from taskora.task import new_id
 from tests.redis_server import RedisServer
@@ -122,3 +122,27 @@ def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
     os.waitpid(pid, 0)
     parent = {new_id() for _ in range(5)}
     assert len(child) == 5 and not child & parent
+
+
+async def test_a_reply_callback_that_raises_leaves_the_connection_working(
+    server: RedisServer,
+) -> None:
+    client = RespClient(parse_address(server.url))
+    seen: list[Any] = []
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+
+    def broken(reply: Any) -> None:
+        seen.append(reply)
+        raise RuntimeError("boom")
+
+    try:
+        assert await client.execute("PING") == b"PONG"  # connected: send_now_call writes
+        assert client.send_now_call(broken, "ECHO", "one")
+        assert client.send_now_call(seen.append, "ECHO", "two")
+        assert await client.execute("ECHO", "three") == b"three"
+        assert seen == [b"one", b"two"]
+        assert [type(c["exception"]) for c in errors] == [RuntimeError]
+    finally:
+        asyncio.get_running_loop().set_exception_handler(None)
+        await client.close()

@@ -72,7 +72,8 @@ def _is_replica(reply: Any) -> bool:
 
 class _Call:
     """A reply slot that hands the reply (or the error) to ``fn`` right from the reader: no
-    Future, no callback scheduled, no extra turn of the loop. ``fn`` must not raise."""
+    Future, no callback scheduled, no extra turn of the loop. ``fn`` should not raise; if it
+    does, the error goes to the loop's exception handler, never into the reader."""
 
     __slots__ = ("fn",)
 
@@ -83,10 +84,22 @@ class _Call:
         return False
 
     def set_result(self, result: Any, /) -> None:
-        self.fn(result)
+        try:
+            self.fn(result)
+        except Exception as exc:
+            _report(exc)
 
     def set_exception(self, exception: BaseException, /) -> None:
-        self.fn(exception)
+        try:
+            self.fn(exception)
+        except Exception as exc:
+            _report(exc)
+
+
+def _report(exc: Exception) -> None:
+    asyncio.get_running_loop().call_exception_handler(
+        {"message": "taskora: a reply callback failed", "exception": exc}
+    )
 
 
 class _Protocol(asyncio.Protocol):
