@@ -140,8 +140,9 @@ class ResultHandle(Generic[Out]):
                 except builtins.TimeoutError:
                     raise self._timeout_error(timeout_ms) from None
             remaining = max(0.0, deadline - loop.time())
-        app = self._app
-        backend = app._ready_backend() or await app._connected_backend()
+        backend = self._app._ready_backend()
+        if backend is None:
+            backend = await self._app._connected_backend()
         terminal = await backend.wait_terminal(
             self.task, self._target, remaining, None if self.existing_id else self._event_id
         )
