@@ -564,8 +564,20 @@ class App:
                     self._hub.connected(self.backend)
         return self.backend
 
+    def _ready_backend(self) -> Backend | None:
+        return self.backend if self._connected else None
+
     def _submit(self, task: str, job: NewJob, flow: Flow | None) -> Any:
         tracing = self._tracing
+        enqueuer = self._enqueuer
+        if tracing is None and enqueuer is not None:  # the usual case: at home, untraced
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            # the enqueuer belongs to the home loop (a new home drops it)
+            if loop is not None and loop is self._home:
+                return enqueuer.submit(task, job, flow, loop)
         if tracing is not None:
             span = tracing.dispatch(task, job)
             future = self._submit_plain(task, job, flow)

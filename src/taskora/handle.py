@@ -76,8 +76,11 @@ class ResultHandle(Generic[Out]):
     # -- enqueue ----------------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, str]:
         future = self._future
-        if isinstance(future, asyncio.Future) and future.done():
-            return self._settle(future.result())  # raises the enqueue error, if any
+        if isinstance(future, asyncio.Future):
+            if future.done():
+                return self._settle(future.result())  # raises the enqueue error, if any
+            if future.get_loop() is asyncio.get_running_loop():  # at home: nothing to route
+                return self._settle((yield from future.__await__()))
         return (yield from self._app._route(self._ensure_enqueued).__await__())
 
     async def _ensure_enqueued(self) -> str:
@@ -112,24 +115,34 @@ class ResultHandle(Generic[Out]):
         """Wait for the output; raise :class:`taskora.TimeoutError` after ``timeout``
         (seconds, a timedelta or "5s"; None waits for as long as it takes)."""
         timeout_ms = optional_ms(timeout, "wait_for(timeout)")
+        future = self._future
+        if isinstance(future, asyncio.Future) and future.get_loop() is asyncio.get_running_loop():
+            return await self._wait(timeout_ms)  # at home (the usual case): nothing to route
         return await self._app._route(lambda: self._wait(timeout_ms))
 
     async def _wait(self, timeout_ms: int | None) -> Out:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000
         future = self._future
-        if isinstance(future, asyncio.Future) and future.done():
-            self._settle(future.result())  # enqueued already (the usual case): no timer
-        elif deadline is None:  # no timeout: no timer to arm either
-            await self._ensure_enqueued()
+        if timeout_ms is None:  # no timeout: no timer to arm
+            remaining = None
+            if isinstance(future, asyncio.Future):
+                self._settle(await future)  # at once when enqueued already; raises its error
+            else:
+                await self._ensure_enqueued()
         else:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await self._ensure_enqueued()
-            except builtins.TimeoutError:
-                raise self._timeout_error(timeout_ms) from None
-        remaining = None if deadline is None else max(0.0, deadline - loop.time())
-        backend = await self._app._connected_backend()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_ms / 1000
+            if isinstance(future, asyncio.Future) and future.done():
+                self._settle(future.result())  # enqueued already (the usual case): no timer
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await self._ensure_enqueued()
+                except builtins.TimeoutError:
+                    raise self._timeout_error(timeout_ms) from None
+            remaining = max(0.0, deadline - loop.time())
+        backend = self._app._ready_backend()
+        if backend is None:
+            backend = await self._app._connected_backend()
         terminal = await backend.wait_terminal(
             self.task, self._target, remaining, None if self.existing_id else self._event_id
         )

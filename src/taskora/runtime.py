@@ -57,6 +57,10 @@ class Runtime(Protocol):
 
     async def _connected_backend(self) -> Backend: ...
 
+    def _ready_backend(self) -> Backend | None:
+        """The backend when connected already (no coroutine to await), else None."""
+        ...
+
     def _listen(
         self, task: str | None, event: str, fn: Callable[[Any], Any]
     ) -> Callable[[], None]: ...

@@ -7,7 +7,7 @@ import os
 import time
 import typing
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -209,6 +209,24 @@ class Task(Generic[In, Out]):
         Bad options and data that is not JSON raise here; data the input schema rejects makes
         the handle's await raise ValidationError. Either way nothing is written.
         """
+        if (  # a plain dispatch (the usual one): no option to check, the task's defaults
+            delay is None
+            and priority is None
+            and ttl is None
+            and concurrency_key is None
+            and concurrency_limit is None
+            and debounce is None
+            and throttle is None
+            and deduplicate is None
+            and self.collect is None
+        ):
+            app = self.app
+            try:
+                job = self._plain_job(data)
+            except ValidationError as exc:
+                return self._failed_handle(exc)
+            future = app._submit(self.name, job, None)
+            return ResultHandle(app, self.name, job.id, future, None, self.output)
         try:
             job, flow = self._build(
                 data,
@@ -235,10 +253,11 @@ class Task(Generic[In, Out]):
         """
         app, name = self.app, self.name
         submit = app._submitter()
+        plain = self.collect is None  # an item without options: _build's defaults, unchecked
         handles: list[ResultHandle[Out]] = []
         for index, item in enumerate(items):
             try:
-                if not isinstance(item, Mapping):
+                if type(item) is not dict and not isinstance(item, Mapping):
                     raise ConfigError(f"dispatch_many item {index} must be a dict")
                 options = item.get("options")
                 throw = False
@@ -246,6 +265,8 @@ class Task(Generic[In, Out]):
                     options = dict(options)
                     throw = bool(options.pop("throw_on_reject", False))
                     job, flow = self._build(item.get("data"), **options)
+                elif plain:
+                    job, flow = self._plain_job(item.get("data")), None
                 else:
                     job, flow = self._build(item.get("data"))
             except (ConfigError, SerializationError, ValidationError, TypeError) as exc:
@@ -339,9 +360,15 @@ class Task(Generic[In, Out]):
         )
         return job, flow
 
+    def _plain_job(self, data: Any) -> NewJob:
+        """The job of a dispatch without options: what ``_build`` makes of it, unchecked."""
+        if self.input is not None:  # the validated value (defaults applied) is what is stored
+            data = self.input.to_json(data, "input")
+        return self._new_job(data, ttl_ms=self._ttl_ms)
+
     def _new_job(self, data: Any, **fields: Any) -> NewJob:
         """Serialize ``data`` (bounded by max_payload_bytes) into a job of this task."""
-        encoded = serializer.dumps(data, lambda: f"data for task {self.name!r}")
+        encoded = serializer.dumps(data, self._data_name)
         limit_bytes = self.app.max_payload_bytes
         if len(encoded) * 4 > limit_bytes and len(encoded.encode()) > limit_bytes:
             raise SerializationError(
@@ -349,12 +376,15 @@ class Task(Generic[In, Out]):
             )
         retry = self.options.retry
         return NewJob(
-            id=self.app._new_id(),
-            data=encoded,
-            max_attempts=retry.attempts if retry else 1,
-            version=self.versioning.version,
+            self.app._new_id(),
+            encoded,
+            self.versioning.version,
+            retry.attempts if retry else 1,
             **fields,
         )
+
+    def _data_name(self) -> str:
+        return f"data for task {self.name!r}"
 
     def _build_item(self, data: Any) -> tuple[NewJob, Flow]:
         """One collect item: the key is checked before anything is sent, so a bad key writes
@@ -405,9 +435,43 @@ class Task(Generic[In, Out]):
 
 
 def new_id() -> str:
-    """A random (version 4) UUID string, made without building a uuid.UUID object."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    """A random (version 4) UUID string, made without building a uuid.UUID object.
+
+    Ids are made 128 at a time from one ``os.urandom`` read (one syscall, not one per job).
+    ``next`` on the list iterator is atomic, so threads never share an id; a forked child
+    drops the ones its parent had ready (``_fresh_ids``), or both would hand them out."""
+    global _ids
+    job_id = next(_ids, None)
+    if job_id is None:
+        _ids = batch = iter(_make_ids(_ID_BATCH))
+        job_id = next(batch)
+    return job_id
+
+
+_ID_BATCH = 128
+_VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))  # byte 6: version 4
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))  # byte 8: the RFC 4122 variant
+_ids: Iterator[str] = iter(())
+
+
+def _make_ids(n: int) -> list[str]:
+    raw = bytearray(os.urandom(16 * n))
+    raw[6::16] = raw[6::16].translate(_VERSION)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
+
+
+def _fresh_ids() -> None:
+    global _ids
+    _ids = iter(())
+
+
+os.register_at_fork(after_in_child=_fresh_ids)
 
 
 def _flow(debounce: Any, throttle: Any, deduplicate: Any) -> Flow | None:

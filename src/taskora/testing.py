@@ -346,7 +346,9 @@ class TestRunner:
 
     def _pending(self) -> bool:
         enqueuer = self.app._enqueuer
-        return enqueuer is not None and bool(enqueuer._tasks or enqueuer._scheduled)
+        return enqueuer is not None and bool(
+            enqueuer._tasks or enqueuer._scheduled or enqueuer._inflight
+        )
 
     async def _step_to(self, ms: int) -> None:
         self.clock.set(ms)

@@ -309,11 +309,16 @@ class Backend(Protocol):
         """Create jobs in one round trip. An id that already exists is left untouched."""
 
     def enqueue_now(
-        self, task: str, jobs: Sequence[NewJob]
-    ) -> asyncio.Future[list[EnqueueResult]] | None:
+        self,
+        task: str,
+        jobs: Sequence[NewJob],
+        settle: Callable[[list[EnqueueResult] | BaseException], None],
+    ) -> bool:
         """The dispatch fast path: start a small plain enqueue right now, without a task
-        switch, and return its future; None when ``enqueue`` must be used instead (not
-        connected yet, or too large). A failed future is retried through ``enqueue``."""
+        switch; ``settle`` gets its results, or the error (the caller then retries through
+        ``enqueue``), once, from the reply's callback (or before this returns). False when
+        ``enqueue`` must be used instead (not connected yet, or too large): ``settle`` is
+        never called then. ``settle`` must not raise."""
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         """Create a job under debounce, throttle or dedup, decided atomically."""

@@ -592,11 +592,18 @@ class MemoryBackend:
         return results
 
     def enqueue_now(
-        self, task: str, jobs: Sequence[NewJob]
-    ) -> asyncio.Future[list[EnqueueResult]] | None:
-        future: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
-        future.set_result(self._enqueue(task, jobs))
-        return future
+        self,
+        task: str,
+        jobs: Sequence[NewJob],
+        settle: Callable[[list[EnqueueResult] | BaseException], None],
+    ) -> bool:
+        try:
+            results = self._enqueue(task, jobs)
+        except Exception as exc:  # settled as an error: the caller's retrying path reports it
+            settle(exc)
+        else:
+            settle(results)
+        return True
 
     def _create(
         self,

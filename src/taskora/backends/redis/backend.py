@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import BackendError, ConfigError, WireVersionError
@@ -51,7 +51,7 @@ from .cluster import (
     split_seeds,
 )
 from .keys import TaskKeys, task_keys
-from .resp import ReplyError, RespClient, Subscriber
+from .resp import Packed, ReplyError, RespClient, Subscriber
 from .scripts import (
     LIBRARY,
     SCRIPTS,
@@ -138,11 +138,14 @@ class RedisBackend:
         self._next_due: dict[str, int] = {}  # task -> due ms of its next delayed job (0: none)
         self._use_functions = False  # the library is loaded on the server (at connect)
         self.waiter = ResultWaiter(self)
+        # per task: the enqueue script's SHA and keys, packed once (enqueue_now)
+        self._packers: dict[tuple[str, bool], Packed | None] = {}
 
     def configure(self, *, prefix: str | None) -> None:
         if self._client is not None:
             raise ConfigError("cannot change the prefix of a connected backend")
         self.prefix = prefix
+        self._packers.clear()
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r}, prefix={self.prefix!r})"
@@ -341,17 +344,26 @@ class RedisBackend:
         return [result for reply in replies for result in reply]
 
     def enqueue_now(
-        self, task: str, jobs: Sequence[NewJob]
-    ) -> asyncio.Future[list[EnqueueResult]] | None:
-        if self._client is None or len(jobs) > ENQUEUE_CHUNK:
-            return None
+        self,
+        task: str,
+        jobs: Sequence[NewJob],
+        settle: Callable[[list[EnqueueResult] | BaseException], None],
+    ) -> bool:
+        client = self._client
+        if client is None or len(jobs) > ENQUEUE_CHUNK:
+            return False
         call = EnqueueJobs(self.keys(task), jobs)
-        raw = self._client.send_now(*call.command(self._client.functions))
-        if raw is None:
-            return None
-        out: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
-        raw.add_done_callback(functools.partial(_convert, out, call))
-        return out
+        functions = client.functions
+        on_reply = functools.partial(_converted, settle, call)
+        if self._topology is not None:  # a cluster routes the command (sharded script)
+            return client.send_now_call(on_reply, *call.command(functions))
+        # FCALL or EVALSHA: the mode may change at a reconnect, so the head is kept per mode
+        packer = self._packers.get((task, functions))
+        if packer is None:
+            packer = self._packers[task, functions] = _script_packer(call, functions)
+        if packer is None:
+            return client.send_now_call(on_reply, *call.command(functions))
+        return client.send_packed_call(packer.pack(call.argv()), on_reply)
 
     async def enqueue_flow(self, task: str, job: NewJob, flow: Flow) -> EnqueueResult:
         if flow.kind == "collect":
@@ -769,10 +781,10 @@ class RedisBackend:
         with self.errors():
             return await Cancel(self.keys(task), job_id, reason or "").run(self.client)
 
-    async def wait_terminal(
+    def wait_terminal(
         self, task: str, job_id: str, timeout_s: float | None, event_id: str | None
-    ) -> Terminal | None:
-        return await self.waiter.wait(task, job_id, timeout_s, event_id)
+    ) -> Coroutine[Any, Any, Terminal | None]:
+        return self.waiter.wait(task, job_id, timeout_s, event_id)  # no coroutine of its own
 
     async def counts(self, task: str) -> dict[str, int]:
         k = self.keys(task).key
@@ -1239,17 +1251,27 @@ def _done(value: Any) -> asyncio.Future[Any]:
     return future
 
 
-def _convert(
-    out: asyncio.Future[list[EnqueueResult]], call: EnqueueJobs, raw: asyncio.Future[Any]
+def _script_packer(call: EnqueueJobs, functions: bool) -> Packed | None:
+    """The part of ``call``'s command before its ARGV, packed once; None if the command is
+    not that part followed by the ARGV (then it is packed whole)."""
+    command, argv = call.command(functions), call.argv()
+    head = command[: len(command) - len(argv)]
+    return Packed(head) if head and command[len(head) :] == tuple(argv) else None
+
+
+def _converted(
+    settle: Callable[[list[EnqueueResult] | BaseException], None], call: EnqueueJobs, raw: Any
 ) -> None:
-    if out.done():
+    """The reply of ``enqueue_now``, decoded, to ``settle`` (an error as it is)."""
+    if isinstance(raw, BaseException):
+        settle(raw)
         return
-    if raw.cancelled():
-        out.cancel()
-    elif raw.exception() is not None:
-        out.set_exception(raw.exception())  # type: ignore[arg-type]
-    else:
-        out.set_result(call.decode(raw.result()))
+    try:
+        results = call.decode(raw)
+    except Exception as exc:  # a reply of the wrong shape: the retrying path reports it
+        settle(exc)
+        return
+    settle(results)
 
 
 def _handshake(prefix: str | None) -> Handshake:

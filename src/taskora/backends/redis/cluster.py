@@ -408,6 +408,15 @@ class ClusterClient(RespClient):
             self.round_trips += 1
         return sent
 
+    def send_now_call(self, fn: Callable[[Any], None], *args: Arg) -> bool:
+        """``send_now`` with the reply handed to ``fn`` (RespClient.send_now_call)."""
+        command = sharded_command(args)
+        conn = self._nodes.get(self.topology.owner(command_slot(command)))
+        if conn is None or not conn.send_now_call(fn, *command):
+            return False
+        self.round_trips += 1
+        return True
+
     def send_many_now(self, commands: Sequence[Sequence[Arg]]) -> list[asyncio.Future[Any]] | None:
         """Several commands of one slot, in one write (None when they span nodes)."""
         routed = [sharded_command(c) for c in commands]

@@ -26,11 +26,28 @@ import hiredis
 from .address import Address, parse_address, ssl_context
 from .connect import PermanentError, check_master, dropped, handshake, open_transport, peer_of
 
-__all__ = ["Address", "ReplyError", "RespClient", "parse_address", "ssl_context"]
+__all__ = ["Address", "Packed", "ReplyError", "RespClient", "parse_address", "ssl_context"]
 
 Arg = str | bytes | int | float
 # hiredis packs a command (a tuple of arguments) into RESP in C; its stub types are too narrow.
 _pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
+
+
+class Packed:
+    """A command whose leading arguments never change (a script's SHA and keys), packed
+    once: ``pack(rest)`` packs only the rest, the same bytes as packing it all."""
+
+    __slots__ = ("_count", "_head")
+
+    def __init__(self, head: Sequence[Arg]) -> None:
+        packed = _pack(tuple(head))
+        self._head = packed[packed.index(b"\n") + 1 :]  # without the "*<count>" header
+        self._count = len(head)
+
+    def pack(self, rest: Sequence[Arg]) -> bytes:
+        tail = _pack(tuple(rest))
+        header = b"*%d\r\n" % (self._count + len(rest))
+        return b"".join((header, self._head, tail[tail.index(b"\n") + 1 :]))
 
 
 class ReplyError(Exception):
@@ -53,12 +70,45 @@ def _is_replica(reply: Any) -> bool:
     return isinstance(reply, list) and bool(reply) and reply[0] in (b"slave", b"sentinel")
 
 
+class _Call:
+    """A reply slot that hands the reply (or the error) to ``fn`` right from the reader: no
+    Future, no callback scheduled, no extra turn of the loop. ``fn`` should not raise; if it
+    does, the error goes to the loop's exception handler, never into the reader."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.fn = fn
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: Any, /) -> None:
+        try:
+            self.fn(result)
+        except Exception as exc:
+            _report(exc)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        try:
+            self.fn(exception)
+        except Exception as exc:
+            _report(exc)
+
+
+def _report(exc: Exception) -> None:
+    asyncio.get_running_loop().call_exception_handler(
+        {"message": "taskora: a reply callback failed", "exception": exc}
+    )
+
+
 class _Protocol(asyncio.Protocol):
     __slots__ = ("_lost", "_peer", "_pending", "_reader", "_transport", "received")
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader(replyError=ReplyError)
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # replies are matched in order to these: futures, or _Call slots (send_call)
+        self._pending: collections.deque[asyncio.Future[Any] | _Call] = collections.deque()
         self._transport: asyncio.Transport | None = None
         self._lost: BaseException | None = None
         self._peer = "the server"
@@ -120,6 +170,14 @@ class _Protocol(asyncio.Protocol):
         self._pending.extend(futures)
         self._transport.write(b"".join(packed))
         return futures
+
+    def send_call(self, packed: bytes, fn: Callable[[Any], None]) -> bool:
+        """Write a command whose reply goes to ``fn`` (see _Call); False when not connected."""
+        if self._lost is not None or self._transport is None:
+            return False
+        self._pending.append(_Call(fn))
+        self._transport.write(packed)
+        return True
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -189,6 +247,24 @@ class RespClient:
             return None
         self.round_trips += 1
         return protocol.send(_pack(args))
+
+    def send_now_call(self, fn: Callable[[Any], None], *args: Arg) -> bool:
+        """``send_now`` whose reply (or error: a ReplyError, a ConnectionError) is handed to
+        ``fn`` from the connection's reader, with no future and no loop turn in between;
+        False when not connected (``fn`` is never called then). ``fn`` must not raise."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return False
+        self.round_trips += 1
+        return protocol.send_call(_pack(args), fn)
+
+    def send_packed_call(self, packed: bytes, fn: Callable[[Any], None]) -> bool:
+        """``send_now_call`` of a command packed already (``Packed``)."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return False
+        self.round_trips += 1
+        return protocol.send_call(packed, fn)
 
     def send_many_now(self, commands: Sequence[Sequence[Arg]]) -> list[asyncio.Future[Any]] | None:
         """Write several commands in one go; their reply futures, or None when not

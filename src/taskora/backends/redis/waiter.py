@@ -82,22 +82,28 @@ class ResultWaiter:
         if hit is not None and (hit.state != "completed" or hit.result is not None):
             return hit
         future: asyncio.Future[Terminal] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(key, []).append(future)
-        self._registered.setdefault(key, time.monotonic())
-        if event_id is not None:
-            self._created.setdefault(key, _ms(event_id))
-        self._last_wait[task] = time.monotonic()
+        now = time.monotonic()
+        futures = self._pending.get(key)
+        if futures is None:
+            self._pending[key] = [future]
+            self._registered[key] = now
+        else:
+            futures.append(future)
+        created = None if event_id is None else _ms(event_id)
+        if created is not None:
+            self._created.setdefault(key, created)
+        self._last_wait[task] = now
         try:
             since = self._since.get(task)
-            if hit is not None or since is None or event_id is None or _ms(event_id) <= since:
+            if hit is not None or since is None or created is None or created <= since:
                 await self._check(task, job_id)
-            if self._sweeper is None or self._sweeper.done():
+            sweeper = self._sweeper
+            if sweeper is None or sweeper.done():
                 self._sweeper = asyncio.create_task(self._sweep_loop(), name="taskora-sweeper")
+            if timeout is None:
+                return await future
             if not future.done():
-                if timeout is None:
-                    await future
-                else:
-                    await asyncio.wait_for(asyncio.shield(future), timeout)
+                await asyncio.wait_for(asyncio.shield(future), timeout)
             return future.result()
         except TimeoutError:
             return None
@@ -139,8 +145,10 @@ class ResultWaiter:
         futures = self._pending.get(key)
         if futures is None:
             return
-        with contextlib.suppress(ValueError):
+        try:
             futures.remove(future)
+        except ValueError:
+            pass
         if not futures:
             del self._pending[key]
             self._registered.pop(key, None)
@@ -153,24 +161,32 @@ class ResultWaiter:
 
     def _resolve(self, key: Key, terminal: Terminal) -> None:
         if terminal.state != "missing":
-            self._remember(key, terminal)
-        for future in self._pending.get(key, ()):
-            if not future.done():
-                future.set_result(terminal)
+            recent = self._recent
+            recent[key] = terminal
+            if len(recent) > RECENT_MAX:
+                recent.popitem(last=False)
+        futures = self._pending.get(key)
+        if futures is not None:
+            for future in futures:
+                if not future.done():
+                    future.set_result(terminal)
 
     # -- messages -------------------------------------------------------------------------
     def _on_message(self, channel: str, data: bytes) -> None:
         task = self._channels.get(channel)
         if task is None:
             return
-        entry, _, rest = data.partition(b"\n")
-        job, _, rest = rest.partition(b"\n")
-        state, sep, detail = rest.partition(b"\n")
+        parts = data.split(b"\n", 3)  # entry id, job id, state[, detail (may hold newlines)]
+        detail = parts.pop() if len(parts) == 4 else None
+        entry, job, state = parts if len(parts) == 3 else (*parts, b"", b"")[:3]
         self._last_entry[task] = entry.decode()
-        self._deliver(task, job.decode(), state.decode(), detail if sep else None)
+        self._deliver(task, job.decode(), state.decode(), detail)
 
     def _deliver(self, task: str, job_id: str, state: str, detail: bytes | None) -> None:
         key = (task, job_id)
+        if state == "completed" and detail is not None:  # the usual end: a small result
+            self._resolve(key, Terminal(state, detail.decode("utf-8", "replace")))
+            return
         if state == "waiting":  # it starts over (a dead letter retried): forget its old end
             self._recent.pop(key, None)
             return
