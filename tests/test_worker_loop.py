@@ -94,6 +94,66 @@ async def test_a_finish_sent_with_the_wait_is_sent_again_when_its_reply_fails(
     await app.close()
 
 
+async def test_a_refusal_in_the_reply_of_a_finish_not_waited_for_stops_its_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The finish that rides the next wait is not waited for: the loop goes idle at once.
+    When its reply comes and refuses a start in it (the job claimed ahead was cancelled
+    meanwhile), that job's handler is stopped then, and its outcome dropped."""
+    monkeypatch.setattr(claimer, "QUICK_JOB_S", 60.0)  # quick jobs: the finish rides the wait
+    app = taskora.App("memory://")
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    @app.task(concurrency=2)
+    async def job(data: None) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    backend = await app._connected_backend()
+    worker = Worker(app, job, backend)
+    loop = asyncio.get_running_loop()
+    report: asyncio.Future[FinishReport] = loop.create_future()
+    sent: list[list[Outcome]] = []
+
+    def finish_then_wait(
+        task: str,
+        outcomes: Sequence[Outcome],
+        claim: int,
+        options: ClaimOptions,
+        token_base: str,
+        timeout_s: float,
+        reserve: int = 0,
+    ) -> tuple[asyncio.Future[FinishReport], asyncio.Future[tuple[Claimed, ...]]] | None:
+        sent.append(list(outcomes))
+        return report, loop.create_future()  # the wait never ends here
+
+    monkeypatch.setattr(backend, "finish_then_wait", finish_then_wait)
+    loop_claimer = worker.claimer
+    loop_claimer._idle_expected = True  # the last claim found the queue empty
+    loop_claimer.note_run(0.001)
+    # a job claimed ahead starts: its `start` outcome goes out with the next wait
+    worker.slots.reserve([Claimed("j1", "null", 1, 1, 0, "t1", reserved=True)])
+    running = asyncio.create_task(loop_claimer.run())
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        await wait_until(lambda: loop_claimer._parked)  # idle, its finish unanswered
+        assert [[(o.id, o.kind) for o in batch] for batch in sent] == [[("j1", "start")]]
+        assert not stopped.is_set()
+        report.set_result(FinishReport(("j1",), ()))  # refused: not ours any more
+        await asyncio.wait_for(stopped.wait(), 10)
+        await wait_until(lambda: worker.slots.get("j1") is None)
+        assert not worker.slots.has_outgoing  # its release is dropped, not sent
+    finally:
+        worker.slots.stop()
+        await asyncio.wait_for(running, 10)
+    await app.close()
+
+
 class _Calls:
     """Wraps a backend's finish_and_claim: records each call and the calls in flight, and
     holds each of the first HOLD replies back until the next call has gone out or the loop
