@@ -169,11 +169,15 @@ class Claimer:
     def _take(self, claimed: tuple[Claimed, ...]) -> int:
         """Claimed jobs join the hand-off and start in free slots; returns the slots still
         free (a stopping worker gives them straight back)."""
-        self.slots.reserve(claimed)
-        if self.slots.stopping:
-            self.slots.give_back()
-        self._fill()
-        return self.slots.free
+        slots = self.slots
+        if claimed:
+            slots.reserve(claimed)
+        if slots.has_buffered:
+            if slots.stopping:
+                slots.give_back()
+            else:
+                self._fill()
+        return slots.free
 
     def _refill(self) -> int:
         """Start what the buffer holds in the free slots (jobs a wait claimed while the loop
@@ -224,14 +228,22 @@ class Claimer:
             self._idle_expected = len(report.claimed) < want
         self._revoked(slots.revoke(report.refused, sent.outcomes))
         free = self._take(report.claimed)
-        if self._next is not None:
-            return True  # its reply decides what comes next
-        if slots.has_outgoing or slots.stopping or free <= 0:
-            return True  # more to send, or the slots are full
-        if not waiting and len(report.claimed) >= want:
-            return True  # more may be waiting
-        await self._idle(free)
+        # with a call behind it, its reply decides what comes next; else more to send?
+        if self._next is None and not (slots.has_outgoing or slots.stopping):
+            await self._after(free, waiting or len(report.claimed) < want)
         return True
+
+    async def _after(self, free: int, drained: bool) -> None:
+        """A reply applied and nothing to send: with the slots full, wait here for the next
+        outcome (the turn after would only do that); with slots free, claim again at once
+        unless the queue is ``drained``, else go idle."""
+        if free <= 0:
+            if self._waiter is None:
+                self.wake.clear()  # state read since the last await: nothing pending
+                await self.wake.wait()
+            return
+        if drained:
+            await self._idle(free)
 
     async def _failed(self, sent: _Sent, exc: BackendError) -> None:
         """A call failed: its outcomes go out again, after the backoff (none while the call
