@@ -13,7 +13,7 @@ from taskora import claimer
 from taskora.backends.base import Claimed, ClaimOptions, FinishReport, NewJob, Outcome
 from taskora.errors import BackendError
 from taskora.worker import Worker
-from tests.conftest import wait_until
+from tests.conftest import AppFactory, wait_until
 
 
 async def test_jobs_claimed_by_a_finished_wait_are_never_stranded() -> None:
@@ -244,3 +244,34 @@ async def test_a_busy_worker_sends_the_next_finish_while_one_is_in_flight(
         assert again
     assert sorted(finished) == sorted([h.id for h in handles] + again)
     await app.close()
+
+
+async def test_an_idle_worker_claims_again_while_a_quick_job_it_woke_for_lingers(
+    monkeypatch: pytest.MonkeyPatch, make_app: AppFactory
+) -> None:
+    """A wake-up that claimed fewer jobs than the free slots starts them and gives quick
+    jobs a moment (their finish would re-arm the wait); one that lingers must not keep the
+    other slot from work: the worker blocks again and claims the next job while it runs
+    (here the lingering job waits for the next one: without that it never ends)."""
+    monkeypatch.setattr(claimer, "QUICK_JOB_S", 60.0)  # every job counts as quick
+    app = make_app()
+    second_ran = asyncio.Event()
+
+    @app.task(concurrency=2)
+    async def job(data: str) -> str:
+        if data == "first":
+            await asyncio.wait_for(second_ran.wait(), 30)
+        elif data == "second":
+            second_ran.set()
+        return data
+
+    async with app:
+        (worker,) = app._workers
+        assert isinstance(worker, Worker)
+        assert await job.dispatch("warm").wait_for(10) == "warm"  # idle, known as quick
+        await wait_until(lambda: worker.claimer._waiter is not None)  # blocked for work
+        first = job.dispatch("first")
+        await wait_until(lambda: bool(worker.slots.running))
+        second = job.dispatch("second")
+        assert await second.wait_for(10) == "second"
+        assert await first.wait_for(10) == "first"

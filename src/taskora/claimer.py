@@ -25,7 +25,6 @@ was made for that job's own claim (``Handoff.revoke`` matches the token).
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import functools
 import logging
@@ -116,6 +115,7 @@ class Claimer:
         self._waiter: asyncio.Future[tuple[Claimed, ...]] | None = None
         self._waiter_want = 0
         self._parked = False  # the loop waits in _idle: a wait's callback may take its jobs
+        self._linger: asyncio.TimerHandle | None = None  # quick jobs a wait claimed run
         # a finish sent with the wait whose reply has not come yet: the loop went idle at
         # once; its callback applies the reply, and the next finish waits for it first
         self._finishing: asyncio.Future[FinishReport] | None = None
@@ -164,6 +164,8 @@ class Claimer:
             sent, self._next = self._next, None
             if sent is not None and isinstance(sent.reply, asyncio.Future):
                 sent.reply.cancel()  # cancelled mid-flight: lost with the first call
+            if self._linger is not None:
+                self._linger.cancel()
             await self._drop_waiter()
 
     def _take(self, claimed: tuple[Claimed, ...]) -> int:
@@ -237,13 +239,15 @@ class Claimer:
         """A reply applied and nothing to send: with the slots full, wait here for the next
         outcome (the turn after would only do that); with slots free, claim again at once
         unless the queue is ``drained``, else go idle."""
-        if free <= 0:
-            if self._waiter is None:
-                self.wake.clear()  # state read since the last await: nothing pending
-                await self.wake.wait()
+        if free > 0 and not drained:
             return
-        if drained:
-            await self._idle(free)
+        # the state was read since the last await: a wake-up still set is stale (the
+        # reply's own, at concurrency > 1), and would cost a turn
+        self.wake.clear()
+        if free > 0:
+            await self._idle()
+        elif self._waiter is None:
+            await self.wake.wait()
 
     async def _failed(self, sent: _Sent, exc: BackendError) -> None:
         """A call failed: its outcomes go out again, after the backoff (none while the call
@@ -267,7 +271,7 @@ class Claimer:
             # nothing happened since the outcomes were drained (no await): a wake-up still
             # set is for what this call carries (a start recorded this pass)
             self.wake.clear()
-            await self._idle(slots.free)
+            await self._idle()
 
     def _send(self, free: int, waiting: bool) -> _Sent:
         """The outcomes so far and a claim for the free slots (none while a wait in flight
@@ -367,24 +371,54 @@ class Claimer:
         self._finishing = None
 
     def _woke(self, waiter: asyncio.Future[tuple[Claimed, ...]]) -> None:
-        """A wait ended. While the loop is parked idle, jobs it claimed that fill every free
-        slot start here, and the loop sleeps on (their outcomes wake it): no loop turn per
-        wake-up. Anything else is the loop's to decide."""
+        """A wait ended. While the loop is parked idle, the jobs it claimed start here and
+        the loop sleeps on: their outcomes wake it (no loop turn per wake-up). Quick jobs
+        that leave slots free are the ones ``_idle`` would give a moment (``_linger``).
+        Anything else is the loop's to decide."""
         if self._parked and waiter is self._waiter and _claimed_ok(waiter):
-            slots = self.slots
             claimed = waiter.result()
-            if len(claimed) >= slots.free and not slots.stopping:
+            slots = self.slots
+            want = self._waiter_want
+            if (
+                claimed
+                and not slots.stopping
+                and (len(claimed) >= slots.free or (len(claimed) < want and self.quick()))
+            ):
                 self._waiter = None
-                self._idle_expected = len(claimed) < self._waiter_want
-                if self._take(claimed) <= 0 and not slots.has_outgoing:
-                    return
+                self._idle_expected = len(claimed) < want
+                if self._take(claimed) > 0 and not slots.has_outgoing:
+                    self._linger = asyncio.get_running_loop().call_later(
+                        2 * PREFETCH_S, self.wake.set
+                    )
+                return  # a start recorded woke the loop already (on_change)
         self.wake.set()
 
-    async def _idle(self, free: int) -> None:
+    def _lingered(self) -> bool:
+        """The loop woke while quick jobs a wait claimed were running (``_linger``): True
+        if they lingered (the timer fired, nothing to send, slots free): block again at
+        once. False: return to the loop (an outcome, a stop, or full slots)."""
+        linger, self._linger = self._linger, None
+        if linger is None:
+            return False
+        linger.cancel()
+        slots = self.slots
+        return not (slots.has_outgoing or slots.stopping or slots.free <= 0)
+
+    async def _park(self) -> None:
+        self._parked = True
+        try:
+            await self.wake.wait()
+        finally:
+            self._parked = False
+        self.wake.clear()
+
+    async def _idle(self) -> None:
         """Free slots and nothing claimable: block until work arrives (it is claimed on
         arrival, by the wait itself) or a running job ends."""
+        slots = self.slots
         while True:
             if self._waiter is None:
+                free = slots.free
                 room = self.prefetch_room()
                 self._waiter_want = free + room
                 self._waiter = asyncio.create_task(
@@ -394,19 +428,17 @@ class Claimer:
                 )
                 self._waiter.add_done_callback(self._woke)
             if not self._waiter.done():
-                self._parked = True
-                try:
-                    await self.wake.wait()
-                finally:
-                    self._parked = False
-                self.wake.clear()
-                if self._waiter is None or not self._waiter.done():
-                    return  # its jobs were taken (_woke), or an outcome to send
+                await self._park()
+                if self._waiter is None:  # its jobs were taken (_woke)
+                    if self._lingered():
+                        continue  # they lingered: block again at once
+                    return
+                if not self._waiter.done():
+                    return  # an outcome to send
             claimed = _consume(self._waiter)
             self._waiter = None
             self._idle_expected = len(claimed) < self._waiter_want
             free = self._take(claimed)
-            slots = self.slots
             if slots.has_outgoing or slots.stopping or free <= 0:
                 return
             if len(claimed) >= self._waiter_want:
@@ -414,9 +446,9 @@ class Claimer:
             if claimed and self.quick():
                 # Quick jobs just started: their outcomes come in a moment, and that finish
                 # re-arms the wait in the same write. Re-arm alone only if they linger.
-                with contextlib.suppress(builtins.TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 2 * PREFETCH_S)
-                if slots.has_outgoing:
+                self._linger = asyncio.get_running_loop().call_later(2 * PREFETCH_S, self.wake.set)
+                await self._park()
+                if not self._lingered():
                     return
             # the queue is empty: block again at once
 
