@@ -13,7 +13,7 @@ from taskora import claimer
 from taskora.backends.base import Claimed, ClaimOptions, FinishReport, NewJob, Outcome
 from taskora.errors import BackendError
 from taskora.worker import Worker
-from tests.conftest import AppFactory, wait_until
+from tests.conftest import wait_until
 
 
 async def test_jobs_claimed_by_a_finished_wait_are_never_stranded() -> None:
@@ -91,66 +91,6 @@ async def test_a_finish_sent_with_the_wait_is_sent_again_when_its_reply_fails(
         armed = True
         assert await job.dispatch(7).wait_for(10) == 7
     assert [[o.kind for o in batch] for batch in sent] == [["completed"]]
-    await app.close()
-
-
-async def test_a_refusal_in_the_reply_of_a_finish_not_waited_for_stops_its_job(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The finish that rides the next wait is not waited for: the loop goes idle at once.
-    When its reply comes and refuses a start in it (the job claimed ahead was cancelled
-    meanwhile), that job's handler is stopped then, and its outcome dropped."""
-    monkeypatch.setattr(claimer, "QUICK_JOB_S", 60.0)  # quick jobs: the finish rides the wait
-    app = taskora.App("memory://")
-    started = asyncio.Event()
-    stopped = asyncio.Event()
-
-    @app.task(concurrency=2)
-    async def job(data: None) -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            stopped.set()
-            raise
-
-    backend = await app._connected_backend()
-    worker = Worker(app, job, backend)
-    loop = asyncio.get_running_loop()
-    report: asyncio.Future[FinishReport] = loop.create_future()
-    sent: list[list[Outcome]] = []
-
-    def finish_then_wait(
-        task: str,
-        outcomes: Sequence[Outcome],
-        claim: int,
-        options: ClaimOptions,
-        token_base: str,
-        timeout_s: float,
-        reserve: int = 0,
-    ) -> tuple[asyncio.Future[FinishReport], asyncio.Future[tuple[Claimed, ...]]] | None:
-        sent.append(list(outcomes))
-        return report, loop.create_future()  # the wait never ends here
-
-    monkeypatch.setattr(backend, "finish_then_wait", finish_then_wait)
-    loop_claimer = worker.claimer
-    loop_claimer._idle_expected = True  # the last claim found the queue empty
-    loop_claimer.note_run(0.001)
-    # a job claimed ahead starts: its `start` outcome goes out with the next wait
-    worker.slots.reserve([Claimed("j1", "null", 1, 1, 0, "t1", reserved=True)])
-    running = asyncio.create_task(loop_claimer.run())
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        await wait_until(lambda: loop_claimer._parked)  # idle, its finish unanswered
-        assert [[(o.id, o.kind) for o in batch] for batch in sent] == [[("j1", "start")]]
-        assert not stopped.is_set()
-        report.set_result(FinishReport(("j1",), ()))  # refused: not ours any more
-        await asyncio.wait_for(stopped.wait(), 10)
-        await wait_until(lambda: worker.slots.get("j1") is None)
-        assert not worker.slots.has_outgoing  # its release is dropped, not sent
-    finally:
-        worker.slots.stop()
-        await asyncio.wait_for(running, 10)
     await app.close()
 
 
@@ -244,34 +184,3 @@ async def test_a_busy_worker_sends_the_next_finish_while_one_is_in_flight(
         assert again
     assert sorted(finished) == sorted([h.id for h in handles] + again)
     await app.close()
-
-
-async def test_an_idle_worker_claims_again_while_a_quick_job_it_woke_for_lingers(
-    monkeypatch: pytest.MonkeyPatch, make_app: AppFactory
-) -> None:
-    """A wake-up that claimed fewer jobs than the free slots starts them and gives quick
-    jobs a moment (their finish would re-arm the wait); one that lingers must not keep the
-    other slot from work: the worker blocks again and claims the next job while it runs
-    (here the lingering job waits for the next one: without that it never ends)."""
-    monkeypatch.setattr(claimer, "QUICK_JOB_S", 60.0)  # every job counts as quick
-    app = make_app()
-    second_ran = asyncio.Event()
-
-    @app.task(concurrency=2)
-    async def job(data: str) -> str:
-        if data == "first":
-            await asyncio.wait_for(second_ran.wait(), 30)
-        elif data == "second":
-            second_ran.set()
-        return data
-
-    async with app:
-        (worker,) = app._workers
-        assert isinstance(worker, Worker)
-        assert await job.dispatch("warm").wait_for(10) == "warm"  # idle, known as quick
-        await wait_until(lambda: worker.claimer._waiter is not None)  # blocked for work
-        first = job.dispatch("first")
-        await wait_until(lambda: bool(worker.slots.running))
-        second = job.dispatch("second")
-        assert await second.wait_for(10) == "second"
-        assert await first.wait_for(10) == "first"

@@ -25,12 +25,12 @@ was made for that job's own claim (``Handoff.revoke`` matches the token).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from .backends.base import Backend, Claimed, ClaimOptions, FinishReport, Outcome
 from .errors import BackendError
@@ -84,7 +84,6 @@ class _Sent:
     outcomes: list[Outcome]
     free: int
     room: int
-    rides_wait: bool = False  # sent with the next wait (finish_then_wait): claims nothing
 
 
 class Claimer:
@@ -114,11 +113,6 @@ class Claimer:
         self._revoked = revoked
         self._waiter: asyncio.Future[tuple[Claimed, ...]] | None = None
         self._waiter_want = 0
-        self._parked = False  # the loop waits in _idle: a wait's callback may take its jobs
-        self._linger: asyncio.TimerHandle | None = None  # quick jobs a wait claimed run
-        # a finish sent with the wait whose reply has not come yet: the loop went idle at
-        # once; its callback applies the reply, and the next finish waits for it first
-        self._finishing: asyncio.Future[FinishReport] | None = None
         self._idle_expected = False  # the last claim found the queue empty
         self._backoff = 0.05
         self._next: _Sent | None = None  # a second call, sent while the current one ran
@@ -164,37 +158,26 @@ class Claimer:
             sent, self._next = self._next, None
             if sent is not None and isinstance(sent.reply, asyncio.Future):
                 sent.reply.cancel()  # cancelled mid-flight: lost with the first call
-            if self._linger is not None:
-                self._linger.cancel()
             await self._drop_waiter()
 
     def _take(self, claimed: tuple[Claimed, ...]) -> int:
         """Claimed jobs join the hand-off and start in free slots; returns the slots still
         free (a stopping worker gives them straight back)."""
-        slots = self.slots
-        if claimed:
-            slots.reserve(claimed)
-        if slots.has_buffered:
-            if slots.stopping:
-                slots.give_back()
-            else:
-                self._fill()
-        return slots.free
-
-    def _refill(self) -> int:
-        """Start what the buffer holds in the free slots (jobs a wait claimed while the loop
-        was busy elsewhere join it first); returns the slots still free."""
-        waiter = self._waiter
-        if waiter is not None and waiter.done():
-            self._waiter = None
-            self.slots.reserve(_consume(waiter))
-        return self._take(())
+        self.slots.reserve(claimed)
+        if self.slots.stopping:
+            self.slots.give_back()
+        self._fill()
+        return self.slots.free
 
     async def _pass(self) -> bool:
         """One turn: send outcomes and claim for the free slots; False when stopped."""
         self.wake.clear()
         slots = self.slots
-        free = self._refill()
+        waiter = self._waiter
+        if waiter is not None and waiter.done():  # it claimed work while we were busy
+            self._waiter = None
+            self.slots.reserve(_consume(waiter))
+        free = self._take(())
         sent, self._next = self._next, None  # sent during the last pass: its reply is next
         if sent is not None and slots.running:
             # Let the jobs the last reply started take their first step first: quick ones
@@ -203,11 +186,6 @@ class Claimer:
             await asyncio.sleep(0)
         waiting = self._waiter is not None  # a wait in flight claims for the free slots
         if sent is None:
-            if self._finishing is not None:
-                # a finish not waited for: its reply first (outcomes apply in order, and a
-                # failed one puts its outcomes back, to be sent again)
-                await self._settle_finish()
-                return True
             if not slots.has_outgoing:
                 if slots.stopping and not slots.running:
                     # a wait in flight may have claimed jobs just now: give those back first
@@ -216,13 +194,14 @@ class Claimer:
                     await self.wake.wait()
                     return True
             sent = self._send(free, waiting)
-            if sent.rides_wait and not _finished_ok(sent.reply):
-                await self._idle_after(sent)
-                return True
         try:
             report = await self._overlap(sent)
         except BackendError as exc:
-            await self._failed(sent, exc)
+            slots.put_back(sent.outcomes)
+            log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
+            if self._next is None:  # else its reply first: jobs it claimed must not wait
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 2.0)
             return True
         self._backoff = 0.05
         want = sent.free + sent.room
@@ -230,48 +209,14 @@ class Claimer:
             self._idle_expected = len(report.claimed) < want
         self._revoked(slots.revoke(report.refused, sent.outcomes))
         free = self._take(report.claimed)
-        # with a call behind it, its reply decides what comes next; else more to send?
-        if self._next is None and not (slots.has_outgoing or slots.stopping):
-            await self._after(free, waiting or len(report.claimed) < want)
+        if self._next is not None:
+            return True  # its reply decides what comes next
+        if slots.has_outgoing or slots.stopping or free <= 0:
+            return True  # more to send, or the slots are full
+        if not waiting and len(report.claimed) >= want:
+            return True  # more may be waiting
+        await self._idle(free)
         return True
-
-    async def _after(self, free: int, drained: bool) -> None:
-        """A reply applied and nothing to send: with the slots full, wait here for the next
-        outcome (the turn after would only do that); with slots free, claim again at once
-        unless the queue is ``drained``, else go idle."""
-        if free > 0 and not drained:
-            return
-        # the state was read since the last await: a wake-up still set is stale (the
-        # reply's own, at concurrency > 1), and would cost a turn
-        self.wake.clear()
-        if free > 0:
-            await self._idle()
-        elif self._waiter is None:
-            await self.wake.wait()
-
-    async def _failed(self, sent: _Sent, exc: BackendError) -> None:
-        """A call failed: its outcomes go out again, after the backoff (none while the call
-        behind it is in flight: jobs its reply claimed must not wait)."""
-        self.slots.put_back(sent.outcomes)
-        log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
-        if self._next is None:
-            await asyncio.sleep(self._backoff)
-            self._backoff = min(self._backoff * 2, 2.0)
-
-    async def _idle_after(self, sent: _Sent) -> None:
-        """A finish that rode the next wait is not waited for: it claims nothing, and the
-        wait is in flight, so the loop goes idle at once. Its reply is applied when it comes
-        (``_finished``: refusals revoke, a failure puts the outcomes back); the next finish
-        waits for it first."""
-        self._finishing = reply = cast(asyncio.Future[FinishReport], sent.reply)
-        reply.add_done_callback(functools.partial(self._finished, sent.outcomes))
-        self._idle_expected = True
-        slots = self.slots
-        if not (slots.has_outgoing or slots.stopping or slots.free <= 0):
-            # nothing happened since the outcomes were drained (no await): a wake-up still
-            # set is for what this call carries (a start recorded this pass)
-            self.wake.clear()
-            await self._idle()
 
     def _send(self, free: int, waiting: bool) -> _Sent:
         """The outcomes so far and a claim for the free slots (none while a wait in flight
@@ -282,9 +227,7 @@ class Claimer:
         elif self._may_overlap() and not self._idle_expected:
             free = min(free, (self.slots.concurrency + 1) // 2)
         outcomes = self.slots.drain_outgoing()
-        waiting = self._waiter is not None
-        reply = self._finish(outcomes, free, room)
-        return _Sent(reply, outcomes, free, room, not waiting and self._waiter is not None)
+        return _Sent(self._finish(outcomes, free, room), outcomes, free, room)
 
     def _may_overlap(self) -> bool:
         """A second call may go out while one is in flight: a busy worker with more than one
@@ -339,86 +282,17 @@ class Claimer:
             if sent is not None:
                 finished, self._waiter = sent
                 self._waiter_want = free + room
-                self._waiter.add_done_callback(self._woke)
+                self._waiter.add_done_callback(self.wake.set_from)
                 return finished
         return self.backend.finish_and_claim(
             self.name, outcomes, free, self._claim, self._token_base, room
         )
 
-    def _finished(self, outcomes: list[Outcome], reply: asyncio.Future[FinishReport]) -> None:
-        """The reply of a finish the loop did not wait for: refused outcomes revoke their
-        slots; a failed finish puts its outcomes back to be sent again (a second run refuses
-        what the first applied), as a failed finish that was waited for does."""
-        if self._finishing is reply:
-            self._finishing = None
-        if reply.cancelled():
-            self.slots.put_back(outcomes)
-        elif (exc := reply.exception()) is not None:
-            self.slots.put_back(outcomes)
-            log.warning("worker %s: backend unavailable (%s); retrying", self.name, exc)
-        else:
-            self._backoff = 0.05
-            self._revoked(self.slots.revoke(reply.result().refused, outcomes))
-            return
-        self.wake.set()
-
-    async def _settle_finish(self) -> None:
-        """Wait for the reply of a finish sent without waiting (its callback applies it)."""
-        finishing = self._finishing
-        if finishing is not None and not finishing.done():
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(finishing)
-        self._finishing = None
-
-    def _woke(self, waiter: asyncio.Future[tuple[Claimed, ...]]) -> None:
-        """A wait ended. While the loop is parked idle, the jobs it claimed start here and
-        the loop sleeps on: their outcomes wake it (no loop turn per wake-up). Quick jobs
-        that leave slots free are the ones ``_idle`` would give a moment (``_linger``).
-        Anything else is the loop's to decide."""
-        if self._parked and waiter is self._waiter and _claimed_ok(waiter):
-            claimed = waiter.result()
-            slots = self.slots
-            want = self._waiter_want
-            if (
-                claimed
-                and not slots.stopping
-                and (len(claimed) >= slots.free or (len(claimed) < want and self.quick()))
-            ):
-                self._waiter = None
-                self._idle_expected = len(claimed) < want
-                if self._take(claimed) > 0 and not slots.has_outgoing:
-                    self._linger = asyncio.get_running_loop().call_later(
-                        2 * PREFETCH_S, self.wake.set
-                    )
-                return  # a start recorded woke the loop already (on_change)
-        self.wake.set()
-
-    def _lingered(self) -> bool:
-        """The loop woke while quick jobs a wait claimed were running (``_linger``): True
-        if they lingered (the timer fired, nothing to send, slots free): block again at
-        once. False: return to the loop (an outcome, a stop, or full slots)."""
-        linger, self._linger = self._linger, None
-        if linger is None:
-            return False
-        linger.cancel()
-        slots = self.slots
-        return not (slots.has_outgoing or slots.stopping or slots.free <= 0)
-
-    async def _park(self) -> None:
-        self._parked = True
-        try:
-            await self.wake.wait()
-        finally:
-            self._parked = False
-        self.wake.clear()
-
-    async def _idle(self) -> None:
+    async def _idle(self, free: int) -> None:
         """Free slots and nothing claimable: block until work arrives (it is claimed on
         arrival, by the wait itself) or a running job ends."""
-        slots = self.slots
         while True:
             if self._waiter is None:
-                free = slots.free
                 room = self.prefetch_room()
                 self._waiter_want = free + room
                 self._waiter = asyncio.create_task(
@@ -426,19 +300,17 @@ class Claimer:
                         self.name, IDLE_BLOCK_S, free, self._claim, self._token_base, room
                     )
                 )
-                self._waiter.add_done_callback(self._woke)
+                self._waiter.add_done_callback(self.wake.set_from)
             if not self._waiter.done():
-                await self._park()
-                if self._waiter is None:  # its jobs were taken (_woke)
-                    if self._lingered():
-                        continue  # they lingered: block again at once
-                    return
+                await self.wake.wait()
+                self.wake.clear()
                 if not self._waiter.done():
                     return  # an outcome to send
             claimed = _consume(self._waiter)
             self._waiter = None
             self._idle_expected = len(claimed) < self._waiter_want
             free = self._take(claimed)
+            slots = self.slots
             if slots.has_outgoing or slots.stopping or free <= 0:
                 return
             if len(claimed) >= self._waiter_want:
@@ -446,9 +318,9 @@ class Claimer:
             if claimed and self.quick():
                 # Quick jobs just started: their outcomes come in a moment, and that finish
                 # re-arms the wait in the same write. Re-arm alone only if they linger.
-                self._linger = asyncio.get_running_loop().call_later(2 * PREFETCH_S, self.wake.set)
-                await self._park()
-                if not self._lingered():
+                with contextlib.suppress(builtins.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 2 * PREFETCH_S)
+                if slots.has_outgoing:
                     return
             # the queue is empty: block again at once
 
@@ -463,15 +335,6 @@ class Claimer:
         claimed = _consume(waiter)
         self._take(claimed)
         return len(claimed)
-
-
-def _finished_ok(reply: Awaitable[FinishReport]) -> bool:
-    """A finish's reply that is already in and good (a backend that answers at once)."""
-    return isinstance(reply, asyncio.Future) and reply.done() and _claimed_ok(reply)
-
-
-def _claimed_ok(done: asyncio.Future[Any]) -> bool:
-    return not done.cancelled() and done.exception() is None
 
 
 def _consume(task: asyncio.Future[tuple[Claimed, ...]]) -> tuple[Claimed, ...]:
